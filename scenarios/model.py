@@ -1,0 +1,115 @@
+"""The data a scenario declares: cells, their parameters and their expected outcome.
+
+Expectations are written out by hand in each scenario module, as data. Nothing
+here calls xsmig's own detection code: the oracle must stay independent of the
+implementation it judges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import Enum
+
+ENCODINGS: tuple[str, ...] = ("native", "escaped", "extended")
+GUEST_WIDTHS: tuple[int, ...] = (32, 64)
+SMALL_PAGES = 2048  # 8 MiB: big enough for several batches, cheap under QEMU
+
+
+class Outcome(str, Enum):
+    """What a restore did, as seen from outside."""
+
+    IDENTICAL = "identical"  # restored, canonical digest equal to the source's
+    REFUSED = "refused"  # clean refusal: expected exit code, one error line, no domain left
+    DIFFERENT = "different"  # restored but the digest differs: a silent wrong restore
+    ERROR = "error"  # anything else: traceback, wrong exit code, unreachable host, timeout
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The expected outcome of one restore attempt."""
+
+    outcome: Outcome
+    exit_codes: frozenset[int] = frozenset()  # for REFUSED: the acceptable exit codes
+    message_contains: str | None = None  # for REFUSED: text the error line must carry
+
+    def describe(self) -> str:
+        if self.outcome is Outcome.REFUSED:
+            codes = "|".join(str(c) for c in sorted(self.exit_codes))
+            extra = f" naming {self.message_contains}" if self.message_contains else ""
+            return f"refused (exit {codes}){extra}"
+        return self.outcome.value
+
+
+IDENTICAL = Expect(Outcome.IDENTICAL)
+
+
+def refused(*codes: int, naming: str | None = None) -> Expect:
+    return Expect(Outcome.REFUSED, frozenset(codes), naming)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """`xsmig create` parameters."""
+
+    pages: int = SMALL_PAGES
+    guest_width: int = 64
+    vcpus: int = 1
+    max_vcpu_id: int | None = None
+    shape: str = "standard"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A second restore after an expected refusal, e.g. with `--source-width 64`."""
+
+    source_width: int
+    expect: Expect = IDENTICAL
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One migration (or chain of migrations) with its expected outcome.
+
+    `hops` lists host names (see scenarios.hosts); a plain migration has two,
+    a ping-pong chain more. `expect` applies to every hop.
+    """
+
+    scenario: str
+    hops: tuple[str, ...]
+    encoding: str
+    domain: Domain
+    expect: Expect
+    no_ext_info: bool = False
+    rounds: int | None = None
+    profile: str = "current"
+    truncate_at: int | None = None  # cut the stream after this many bytes
+    retry: Retry | None = None
+    timeout: float = 300.0
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def pair(self) -> str:
+        """Row label of the grid, e.g. `i386-to-amd64` (arch names, not host names)."""
+        from scenarios.hosts import arch_of
+
+        return "-to-".join(arch_of(h) for h in self.hops)
+
+    @property
+    def column(self) -> str:
+        """Column label of the grid: encoding x guest width."""
+        return f"{self.encoding}/guest{self.domain.guest_width}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.pair}/{self.encoding}/guest{self.domain.guest_width}/{self.scenario}"
+
+    @property
+    def seed(self) -> int:
+        """Deterministic per cell, so a repro re-creates the very same guest."""
+        return int.from_bytes(hashlib.sha256(self.id.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+    @property
+    def domain_name(self) -> str:
+        """Unique per cell so that concurrent cells can share hosts."""
+        return "c" + hashlib.sha256(self.id.encode()).hexdigest()[:12]

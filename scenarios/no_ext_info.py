@@ -1,0 +1,40 @@
+"""Native streams without extended info (`save --no-ext-info`) on every pair.
+
+From an i386 source bytes 4-7 hold the (non-zero) p2m frame list, which proves
+a 32-bit writer. From an amd64 source they are zero, which a 32-bit stream
+could also show, so the restorer must refuse and ask for --source-width; the
+retry with `--source-width 64` then restores identically.
+"""
+
+from __future__ import annotations
+
+from scenarios.hosts import PAIRS
+from scenarios.model import GUEST_WIDTHS, IDENTICAL, Cell, Domain, Expect, Retry, refused
+
+NAME = "no-ext-info"
+DESCRIPTION = "native without extended info: detected, or refused then retried with the width"
+
+ASK_WIDTH = refused(4, naming="--source-width")
+
+EXPECTED: dict[str, tuple[Expect, Retry | None]] = {
+    "i386-to-i386": (IDENTICAL, None),
+    "i386-to-amd64": (IDENTICAL, None),
+    "amd64-to-i386": (ASK_WIDTH, Retry(source_width=64)),
+    "amd64-to-amd64": (ASK_WIDTH, Retry(source_width=64)),
+}
+
+
+def cells() -> list[Cell]:
+    return [
+        Cell(
+            NAME,
+            PAIRS[pair],
+            "native",
+            Domain(guest_width=width),
+            expect,
+            no_ext_info=True,
+            retry=retry,
+        )
+        for pair, (expect, retry) in EXPECTED.items()
+        for width in GUEST_WIDTHS
+    ]

@@ -1,0 +1,207 @@
+"""Running one cell on the hosts of a run: create, migrate hop by hop, judge, keep artifacts.
+
+The source domain is destroyed only once the destination's canonical digest
+matches it; after any failure it stays on the source for inspection.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from scenarios.model import Cell, Outcome
+from testbed import migrate
+from testbed.errors import TestbedError
+from testbed.oracle import Actual, Observed, classify, judge
+from testbed.results import CellResult, HopRecord, repro_command, verdict_for
+from testbed.ssh import Host
+
+ARTIFACTS = "artifacts"
+
+
+class CellError(TestbedError):
+    """A step around the migration itself failed (create, digest, list)."""
+
+
+class HostProvider(Protocol):
+    def host(self, name: str) -> Host: ...
+
+    def log_tail(self, name: str) -> str: ...
+
+
+def slug(cell_id: str) -> str:
+    return cell_id.replace("/", "__")
+
+
+@dataclass
+class _Hop:
+    index: int
+    src: Host
+    dst: Host
+    transfers: list[migrate.Transfer] = field(default_factory=list)
+    actual: Actual | None = None
+
+
+def create_argv(cell: Cell) -> list[str]:
+    d = cell.domain
+    argv = ["create", cell.domain_name, "--pages", str(d.pages), "--guest-width", str(d.guest_width)]
+    argv += ["--vcpus", str(d.vcpus), "--seed", str(cell.seed), "--shape", d.shape]
+    if d.max_vcpu_id is not None:
+        argv += ["--max-vcpu-id", str(d.max_vcpu_id)]
+    return argv
+
+
+def digest(host: Host, name: str, timeout: float) -> str:
+    r = host.xsmig("digest", name, timeout=timeout)
+    if not r.ok or not r.out.strip():
+        raise CellError(f"xsmig digest {name} on {host.name}: exit {r.exit_status}: {r.err.strip()}")
+    return r.out.splitlines()[0].strip()
+
+
+def domain_exists(host: Host, name: str, timeout: float) -> bool:
+    r = host.xsmig("list", "--json", timeout=timeout)
+    if not r.ok:
+        raise CellError(f"xsmig list on {host.name}: exit {r.exit_status}: {r.err.strip()}")
+    return f'"{name}"' in r.out
+
+
+def attempt(
+    cell: Cell, hop: _Hop, source_digest: str, source_width: int | None, workdir: Path
+) -> Actual:
+    """One save | restore over the hop, observed and classified."""
+    name = cell.domain_name
+    n = len(hop.transfers) + 1
+    t = migrate.stream(
+        hop.src,
+        hop.dst,
+        migrate.save_argv(name, cell.encoding, no_ext_info=cell.no_ext_info, rounds=cell.rounds),
+        migrate.restore_argv(name, profile=cell.profile, source_width=source_width),
+        timeout=cell.timeout,
+        tee=workdir / f"hop{hop.index}-try{n}.stream",
+        limit=cell.truncate_at,
+    )
+    hop.transfers.append(t)
+    (workdir / f"hop{hop.index}-try{n}-save.stderr").write_text(t.save_stderr)
+    (workdir / f"hop{hop.index}-try{n}-restore.stderr").write_text(t.restore_stderr)
+    restored = after = None
+    left = False
+    if t.error is None and t.restore_status == 0:
+        restored = digest(hop.dst, name, cell.timeout)
+    elif t.restore_status is not None:
+        left = domain_exists(hop.dst, name, cell.timeout)
+        after = digest(hop.src, name, cell.timeout)
+    return classify(
+        Observed(t.restore_status, t.restore_stderr, t.error, restored, source_digest, after, left)
+    )
+
+
+def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
+    hosts = [provider.host(n) for n in cell.hops]
+    name = cell.domain_name
+    made = hosts[0].xsmig(*create_argv(cell), timeout=cell.timeout)
+    if not made.ok:
+        return f"xsmig create on {hosts[0].name}: exit {made.exit_status}: {made.err.strip()}"
+    source_digest = digest(hosts[0], name, cell.timeout)
+    for i in range(len(hosts) - 1):
+        hop = _Hop(i + 1, hosts[i], hosts[i + 1])
+        actual = attempt(cell, hop, source_digest, None, workdir)
+        failure = judge(cell.expect, actual)
+        text = actual.describe()
+        retried = None
+        if failure is None and cell.retry is not None:
+            retried = f"--source-width {cell.retry.source_width}"
+            actual = attempt(cell, hop, source_digest, cell.retry.source_width, workdir)
+            failure = judge(cell.retry.expect, actual)
+            text += f"; retried with {retried}: {actual.describe()}"
+        hop.actual = actual
+        result.hops.append(_record(cell, hop, text, retried))
+        if failure is not None:
+            return f"hop {hop.index} {hop.src.name}->{hop.dst.name}: {failure}"
+        if actual.outcome is not Outcome.IDENTICAL:
+            return None  # refused as expected: the guest stays on its source
+        # Only now, with the destination proven identical, may the source go.
+        gone = hop.src.xsmig("destroy", name, timeout=cell.timeout)
+        if not gone.ok:
+            return f"xsmig destroy on {hop.src.name}: exit {gone.exit_status}: {gone.err.strip()}"
+    return None
+
+
+def _record(cell: Cell, hop: _Hop, actual: str, retried: str | None) -> HopRecord:
+    last = hop.transfers[-1]
+    expected = cell.expect.describe()
+    if cell.retry is not None:
+        expected += f"; then with --source-width {cell.retry.source_width}: "
+        expected += cell.retry.expect.describe()
+    return HopRecord(
+        hop.src.name,
+        hop.dst.name,
+        expected,
+        actual,
+        sum(t.bytes for t in hop.transfers),
+        round(sum(t.seconds for t in hop.transfers), 3),
+        round(last.mib_per_s, 2),
+        last.save_status,
+        last.restore_status,
+        retried,
+    )
+
+
+def run_cell(
+    cell: Cell,
+    provider: HostProvider,
+    report_dir: Path,
+    *,
+    refs: dict[str, str] | None = None,
+    keep_artifacts: bool = False,
+) -> CellResult:
+    """Run a cell; never raises for cell-level trouble: that is a failed cell."""
+    start = time.monotonic()
+    workdir = report_dir / ARTIFACTS / slug(cell.id)
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    result = CellResult(
+        cell.id,
+        cell.scenario,
+        cell.pair,
+        cell.column,
+        list(cell.hops),
+        cell.seed,
+        _expected_text(cell),
+        "",
+        "",
+        repro=repro_command(cell.id, refs),
+    )
+    failure: str | None
+    try:
+        failure = _run(cell, provider, workdir, result)
+    except TestbedError as exc:
+        failure = f"could not run: {exc}"
+    except Exception as exc:  # a testbed bug must fail the cell, never pass it
+        failure = f"testbed error: {exc!r}\n{traceback.format_exc()}"
+    result.seconds = round(time.monotonic() - start, 3)
+    result.bytes = sum(h.bytes for h in result.hops)
+    moving = sum(h.seconds for h in result.hops)
+    result.mib_per_s = round(result.bytes / (1 << 20) / moving, 2) if moving else 0.0
+    result.verdict = verdict_for(cell, failure)
+    result.message = failure or ""
+    result.actual = "; ".join(f"hop {i + 1}: {h.actual}" for i, h in enumerate(result.hops)) or (
+        failure or ""
+    )
+    if failure is not None or keep_artifacts:
+        from testbed.artifacts import collect
+
+        collect(cell, provider, result, workdir, report_dir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def _expected_text(cell: Cell) -> str:
+    text = cell.expect.describe()
+    if cell.retry is not None:
+        text += f", then identical with --source-width {cell.retry.source_width}"
+    return text

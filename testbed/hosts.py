@@ -1,0 +1,299 @@
+"""Container lifecycle of the test hosts: start, wait for sshd, and always remove.
+
+Containers are labelled with the run id and the runner's identity
+(testbed.reaper), publish sshd on 127.0.0.1 only, and are removed when the run
+ends: normally, on an exception, on Ctrl-C or SIGTERM (signal handlers), at
+interpreter exit (atexit), and if all of those were skipped (SIGKILL, a crash),
+by the next run's reaper.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from scenarios.hosts import BY_NAME, HostSpec
+from testbed import reaper
+from testbed.errors import TestbedError
+from testbed.ssh import LOOPBACK, ClientKey, Host, SSHError, parse_public_key
+
+READY_TIMEOUT = 120.0
+MOUNT_POINT = "/opt/xsmig/xsmig"  # the image puts /opt/xsmig on PYTHONPATH
+HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
+
+
+class HostStartError(TestbedError):
+    pass
+
+
+@dataclass
+class HostState:
+    """One started (or failed) host of the run."""
+
+    spec: HostSpec
+    container: Any = None
+    host: Host | None = None
+    error: str | None = None
+    source: str = "worktree"
+    ready_seconds: float = 0.0
+    report: str = ""
+
+    def require(self) -> Host:
+        """The SSH backend, or a failure that carries the container's log tail."""
+        if self.host is None:
+            raise HostStartError(f"host {self.spec.name} is unreachable: {self.error}")
+        return self.host
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def log_tail(container: Any, lines: int = 20) -> str:
+    try:
+        return container.logs(tail=lines).decode(errors="replace").rstrip()
+    except Exception as exc:  # the container may already be gone
+        return f"(no logs: {exc})"
+
+
+@dataclass
+class Fleet:
+    """The hosts of one run. Use as a context manager; removal is guaranteed."""
+
+    client: Any
+    run_id: str
+    key: ClientKey
+    images: Mapping[str, str]  # arch -> image tag
+    mounts: Mapping[str, Path]  # host name -> xsmig package dir
+    source_labels: Mapping[str, str] = field(default_factory=dict)
+    keep: bool = False
+    mode: str = "qemu"
+    states: dict[str, HostState] = field(default_factory=dict)
+    _removed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- start -------------------------------------------------------------
+    def start(self, names: Sequence[str], progress: Callable[[str], None] | None = None) -> None:
+        """Start the named hosts concurrently; a host that fails is recorded, not raised."""
+        say = progress or (lambda _msg: None)
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            for state in pool.map(self._start_one, names):
+                self.states[state.spec.name] = state
+                if state.error:
+                    say(f"host {state.spec.name}: FAILED: {state.error.splitlines()[0]}")
+                else:
+                    say(f"host {state.spec.name}: ready in {state.ready_seconds:.1f}s "
+                        f"on {LOOPBACK}:{state.host.port if state.host else '?'}")
+
+    def _labels(self, spec: HostSpec) -> dict[str, str]:
+        return {
+            reaper.LABEL: "1",
+            reaper.RUN_ID: self.run_id,
+            reaper.RUNNER: reaper.current_runner().label(),
+            reaper.HOST: spec.name,
+            reaper.KEEP: "1" if self.keep else "0",
+            reaper.CREATED: str(int(time.time())),
+        }
+
+    def _start_one(self, name: str) -> HostState:
+        spec = BY_NAME[name]
+        state = HostState(spec, source=self.source_labels.get(name, "worktree"))
+        t0 = time.monotonic()
+        try:
+            state.container = self.client.containers.run(
+                self.images[spec.arch],
+                detach=True,
+                name=f"xsmig-{self.run_id}-{name}",
+                hostname=name,
+                labels=self._labels(spec),
+                environment={
+                    "XSMIG_AUTHORIZED_KEY": self.key.public_line,
+                    "XSMIG_HOST_ID": str(spec.host_id),
+                    "XSMIG_MODE": self.mode,
+                },
+                ports={"22/tcp": (LOOPBACK, None)},
+                volumes={str(self.mounts[name]): {"bind": MOUNT_POINT, "mode": "ro"}},
+            )
+            with self._lock:
+                removed = self._removed
+            if removed:  # the run was torn down while this host was starting
+                self._remove(state)
+                raise HostStartError("run ended while the host was starting")
+            state.host = self._wait_ready(state, t0 + READY_TIMEOUT)
+            state.ready_seconds = time.monotonic() - t0
+        except Exception as exc:
+            tail = log_tail(state.container) if state.container is not None else ""
+            state.error = f"{exc}" + (f"\n--- container log tail ---\n{tail}" if tail else "")
+        return state
+
+    def _wait_ready(self, state: HostState, deadline: float) -> Host:
+        c = state.container
+        while True:
+            c.reload()
+            if c.status in ("exited", "dead"):
+                raise HostStartError(f"container exited ({c.attrs['State'].get('ExitCode')})")
+            logs = c.logs().decode(errors="replace")
+            if "xsmig-host: READY" in logs:
+                break
+            if time.monotonic() > deadline:
+                raise HostStartError(f"no READY line within {READY_TIMEOUT:.0f}s")
+            time.sleep(0.3)
+        state.report = next(
+            (ln.split("REPORT", 1)[1].strip() for ln in logs.splitlines() if " REPORT" in ln), ""
+        )
+        port = self._published_port(c)
+        # The host key comes out of band, through the engine, never from the network.
+        code, out = c.exec_run(["cat", HOST_KEY_FILE])
+        if code != 0:
+            raise HostStartError(f"cannot read {HOST_KEY_FILE}: {out.decode(errors='replace')}")
+        host = Host(state.spec.name, port, parse_public_key(out.decode()), self.key)
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                host.connect()
+                return host
+            except SSHError as exc:  # sshd may still be binding its socket
+                last = exc
+                time.sleep(0.3)
+        raise HostStartError(f"sshd did not accept us within {READY_TIMEOUT:.0f}s: {last}")
+
+    @staticmethod
+    def _published_port(c: Any) -> int:
+        bindings = (c.attrs["NetworkSettings"]["Ports"] or {}).get("22/tcp") or []
+        for b in bindings:
+            if b.get("HostIp") == LOOPBACK:
+                return int(b["HostPort"])
+        raise HostStartError(f"sshd is not published on {LOOPBACK}: {bindings}")
+
+    # -- use ---------------------------------------------------------------
+    def host(self, name: str) -> Host:
+        state = self.states.get(name)
+        if state is None:
+            raise HostStartError(f"host {name} was not started in this run")
+        return state.require()
+
+    def log_tail(self, name: str) -> str:
+        state = self.states.get(name)
+        return log_tail(state.container) if state and state.container is not None else ""
+
+    def container_name(self, name: str) -> str:
+        return f"xsmig-{self.run_id}-{name}"
+
+    # -- removal -----------------------------------------------------------
+    def remove_all(self) -> None:
+        """Idempotent; safe from signal handlers, atexit and normal exit alike."""
+        with self._lock:
+            if self._removed:
+                return
+            self._removed = True
+        for state in self.states.values():
+            if state.host is not None:
+                state.host.close()
+            if not self.keep:
+                self._remove(state)
+        if not self.keep:
+            # Containers whose start raced with this teardown are found by label.
+            with contextlib.suppress(Exception):
+                for c in self.client.containers.list(
+                    all=True, filters={"label": f"{reaper.RUN_ID}={self.run_id}"}
+                ):
+                    c.remove(force=True, v=True)
+
+    @staticmethod
+    def _remove(state: HostState) -> None:
+        if state.container is not None:
+            with contextlib.suppress(Exception):
+                state.container.remove(force=True, v=True)
+
+    def __enter__(self) -> Fleet:
+        _register(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.remove_all()
+        finally:
+            _unregister(self)
+
+
+# -- process-wide safety net --------------------------------------------------
+_live: list[Fleet] = []
+_installed = False
+
+
+def _cleanup_all() -> None:
+    for fleet in list(_live):
+        fleet.remove_all()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    _cleanup_all()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+def _register(fleet: Fleet) -> None:
+    global _installed
+    _live.append(fleet)
+    if _installed:
+        return
+    atexit.register(_cleanup_all)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _on_signal)
+    _installed = True
+
+
+def _unregister(fleet: Fleet) -> None:
+    with contextlib.suppress(ValueError):
+        _live.remove(fleet)
+
+
+@contextlib.contextmanager
+def fleet(
+    names: Sequence[str],
+    *,
+    run_id: str | None = None,
+    key: ClientKey | None = None,
+    mounts: Mapping[str, Path],
+    source_labels: Mapping[str, str] | None = None,
+    keep: bool = False,
+    mode: str = "qemu",
+    progress: Callable[[str], None] | None = None,
+    rebuild_images: bool = False,
+) -> Iterator[Fleet]:
+    """Reap dead runs, build/reuse the images, start the hosts; remove them at the end."""
+    from testbed.engine import docker_client
+    from testbed.images import ensure_image
+
+    say = progress or (lambda _msg: None)
+    client = docker_client()
+    gone = reaper.reap(client)
+    if gone:
+        say(f"reaped {len(gone)} container(s) of dead runs: {', '.join(gone)}")
+    arches = sorted({BY_NAME[n].arch for n in names})
+    images = {a: ensure_image(a, rebuild=rebuild_images, quiet=True).tag for a in arches}
+    f = Fleet(
+        client,
+        run_id or new_run_id(),
+        key or ClientKey.generate(),
+        images,
+        mounts,
+        dict(source_labels or {}),
+        keep=keep,
+        mode=mode,
+    )
+    with f:
+        f.start(names, say)
+        yield f

@@ -1,0 +1,147 @@
+"""Streaming one domain from `xsmig save` on a source host into `xsmig restore` on another.
+
+Two exec channels, no PTY (the stream is binary), bytes pumped in big chunks,
+both stderrs drained concurrently so neither side can stall on a full window,
+EOF passed on with shutdown_write, and a deadline on every wait. An optional
+tee keeps the stream for artifacts; an optional limit cuts it mid-flight
+(truncated-stream cells).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from testbed.ssh import CHUNK, Host, SSHError, drain_stderr, wait_exit
+
+
+@dataclass(frozen=True)
+class Transfer:
+    save_argv: tuple[str, ...]
+    restore_argv: tuple[str, ...]
+    save_status: int | None  # None: the save was cut off (truncation, early refusal)
+    save_stderr: str
+    restore_status: int | None  # None: the restore never reported a status (timeout)
+    restore_stdout: str
+    restore_stderr: str
+    bytes: int
+    seconds: float
+    cut: bool  # the stream was cut on purpose at `limit`
+    error: str | None = None  # transport failure: timeout, closed connection
+
+    @property
+    def mib_per_s(self) -> float:
+        return self.bytes / (1 << 20) / self.seconds if self.seconds > 0 else 0.0
+
+
+def save_argv(name: str, encoding: str, *, no_ext_info: bool, rounds: int | None) -> list[str]:
+    argv = ["xsmig", "save", name, "--encoding", encoding, "-o", "-"]
+    if no_ext_info:
+        argv.append("--no-ext-info")
+    if rounds is not None:
+        argv += ["--rounds", str(rounds)]
+    return argv
+
+
+def restore_argv(name: str, *, profile: str, source_width: int | None) -> list[str]:
+    argv = ["xsmig", "restore", "-i", "-", "--name", name, "--profile", profile]
+    if source_width is not None:
+        argv += ["--source-width", str(source_width)]
+    return argv
+
+
+def stream(
+    src: Host,
+    dst: Host,
+    save: Sequence[str],
+    restore: Sequence[str],
+    *,
+    timeout: float,
+    tee: Path | None = None,
+    limit: int | None = None,
+) -> Transfer:
+    """Run save | restore across two hosts. Never raises for remote failures: reports them."""
+    start = time.monotonic()
+    deadline = start + timeout
+    total = 0
+    cut = False
+    error: str | None = None
+    s_chan = d_chan = None
+    s_err: list[bytes] = []
+    d_err: list[bytes] = []
+    d_out = b""
+    s_status: int | None = None
+    d_status: int | None = None
+    sink: BinaryIO | None = None
+    try:
+        d_chan = dst.open_exec(restore, timeout)
+        s_chan = src.open_exec(save, timeout)
+        d_thread, d_err = drain_stderr(d_chan, deadline)
+        s_thread, s_err = drain_stderr(s_chan, deadline)
+        s_chan.shutdown_write()  # save reads nothing from stdin
+        if tee is not None:
+            tee.parent.mkdir(parents=True, exist_ok=True)
+            sink = tee.open("wb")
+        dst_gone = False
+        while True:
+            s_chan.settimeout(max(0.1, deadline - time.monotonic()))
+            data = s_chan.recv(CHUNK)
+            if not data:
+                break
+            if limit is not None and total + len(data) >= limit:
+                data = data[: limit - total]
+                cut = True
+            if sink is not None:
+                sink.write(data)
+            try:
+                d_chan.settimeout(max(0.1, deadline - time.monotonic()))
+                d_chan.sendall(data)
+            except OSError:
+                # The restorer stopped reading (it refused the stream): a result, not an error.
+                dst_gone = True
+                break
+            total += len(data)
+            if cut:
+                break
+        if not dst_gone:
+            with contextlib.suppress(OSError):
+                d_chan.shutdown_write()
+        if cut or dst_gone:
+            s_chan.close()  # stops the save; its status no longer matters
+        d_chan.settimeout(max(0.1, deadline - time.monotonic()))
+        chunks: list[bytes] = []
+        while data := d_chan.recv(CHUNK):
+            chunks.append(data)
+        d_out = b"".join(chunks)
+        d_status = wait_exit(d_chan, deadline)
+        if not (cut or dst_gone):
+            s_status = wait_exit(s_chan, deadline)
+        for t in (d_thread, s_thread):
+            t.join(max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        error = f"timed out after {timeout:.0f}s ({total} bytes streamed)"
+    except (SSHError, OSError) as exc:
+        error = f"transport failure after {total} bytes: {exc}"
+    finally:
+        if sink is not None:
+            sink.close()
+        for chan in (s_chan, d_chan):
+            if chan is not None:
+                chan.close()
+    return Transfer(
+        tuple(save),
+        tuple(restore),
+        s_status,
+        b"".join(s_err).decode(errors="replace"),
+        d_status,
+        d_out.decode(errors="replace"),
+        b"".join(d_err).decode(errors="replace"),
+        total,
+        time.monotonic() - start,
+        cut,
+        error,
+    )

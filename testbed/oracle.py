@@ -1,0 +1,83 @@
+"""Turning what a restore did into an outcome, and judging it against the scenario's expectation.
+
+Failing in either direction is the point: a refusal where an identical restore
+was expected fails the cell, and so does a restore where a refusal was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scenarios.model import Expect, Outcome
+
+ERROR_PREFIX = "xsmig: error: "
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Facts gathered around one restore attempt."""
+
+    exit_status: int | None  # None: no status (transport failure, timeout)
+    stderr: str
+    transport_error: str | None = None
+    restored_digest: str | None = None  # digest on the destination, when restored
+    source_digest: str = ""  # digest the source had before the migration
+    source_digest_after: str | None = None  # re-read after a refusal; None: not checked
+    domain_left: bool = False  # a domain of that name exists on the destination after a failure
+
+
+@dataclass(frozen=True)
+class Actual:
+    outcome: Outcome
+    exit_status: int | None
+    message: str  # the error line, or what went wrong
+
+    def describe(self) -> str:
+        if self.outcome is Outcome.REFUSED:
+            return f"refused (exit {self.exit_status}): {self.message}"
+        if self.outcome is Outcome.IDENTICAL:
+            return "identical"
+        return f"{self.outcome.value}: {self.message}"
+
+
+def classify(obs: Observed) -> Actual:
+    if obs.transport_error is not None or obs.exit_status is None:
+        return Actual(Outcome.ERROR, obs.exit_status, obs.transport_error or "no exit status")
+    if obs.exit_status == 0:
+        if obs.restored_digest is None:
+            return Actual(Outcome.ERROR, 0, "restore succeeded but the digest could not be read")
+        if obs.restored_digest != obs.source_digest:
+            return Actual(
+                Outcome.DIFFERENT,
+                0,
+                f"digest {obs.restored_digest[:16]}.. != source {obs.source_digest[:16]}..",
+            )
+        return Actual(Outcome.IDENTICAL, 0, "")
+    lines = [ln for ln in obs.stderr.splitlines() if ln.strip()]
+    if "Traceback" in obs.stderr:
+        return Actual(Outcome.ERROR, obs.exit_status, "traceback on stderr: " + _last(lines))
+    if len(lines) != 1 or not lines[0].startswith(ERROR_PREFIX):
+        return Actual(
+            Outcome.ERROR, obs.exit_status, f"not one '{ERROR_PREFIX}...' line: {obs.stderr!r:.300}"
+        )
+    if obs.domain_left:
+        return Actual(Outcome.ERROR, obs.exit_status, "failed restore left a domain behind")
+    if obs.source_digest_after is not None and obs.source_digest_after != obs.source_digest:
+        return Actual(Outcome.ERROR, obs.exit_status, "source domain changed by the migration")
+    return Actual(Outcome.REFUSED, obs.exit_status, lines[0])
+
+
+def _last(lines: list[str]) -> str:
+    return lines[-1] if lines else ""
+
+
+def judge(expect: Expect, actual: Actual) -> str | None:
+    """None when the actual outcome is the expected one, else why not."""
+    if actual.outcome is not expect.outcome:
+        return f"expected {expect.describe()}, got {actual.describe()}"
+    if expect.outcome is Outcome.REFUSED:
+        if actual.exit_status not in expect.exit_codes:
+            return f"expected {expect.describe()}, got {actual.describe()}"
+        if expect.message_contains and expect.message_contains not in actual.message:
+            return f"refusal does not name {expect.message_contains}: {actual.message}"
+    return None

@@ -1,0 +1,69 @@
+"""`python -m testbed repro CELL_ID`: re-run one cell with its seed and keep everything.
+
+Starts only the hosts the cell uses, keeps them up afterwards (they are
+labelled "keep", so no later run reaps them), writes all the artifacts even when
+the cell passes (stream, both stderrs, `xsmig inspect`, `xsmig diff`), and
+prints the ssh commands to enter the hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+HELP = "re-run one matrix cell with its seed, keep its hosts up, write its artifacts"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cell_id", metavar="CELL_ID", help="e.g. i386-to-amd64/escaped/guest64/cold")
+    parser.add_argument("--report-dir", type=Path, default=None, metavar="DIR",
+                        help="where the artifacts go (default reports/repro/<cell>)")
+    parser.add_argument("--xsmig-ref", action="append", default=[], metavar="HOSTSPEC=GITREF",
+                        help="run xsmig from a git ref on some hosts, as in `matrix`")
+    parser.add_argument("--mode", choices=("qemu", "native"), default="qemu")
+    parser.add_argument("--no-keep", action="store_true",
+                        help="remove the hosts at the end after all (for scripted use)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    import scenarios
+    from testbed.access import write_access
+    from testbed.execute import run_cell, slug
+    from testbed.hosts import fleet, new_run_id
+    from testbed.selection import by_id
+    from testbed.session import DEFAULT_REPORT_DIR
+    from testbed.sources import parse_refs, resolve_sources
+
+    console = Console()
+    cell = by_id(scenarios.all_cells(), args.cell_id)
+    refs = parse_refs(args.xsmig_ref)
+    report_dir = (args.report_dir or DEFAULT_REPORT_DIR.parent / "repro" / slug(cell.id)).resolve()
+    names = list(dict.fromkeys(cell.hops))
+    mounts, labels = resolve_sources(refs, names)
+    console.print(f"repro {cell.id}: seed {cell.seed}, domain {cell.domain_name}, "
+                  f"hosts {' -> '.join(cell.hops)}", highlight=False)
+    console.print(f"expect: {cell.expect.describe()}", highlight=False)
+    start = time.monotonic()
+    keep = not args.no_keep
+    with fleet(names, run_id=new_run_id(), mounts=mounts, source_labels=labels, keep=keep,
+               mode=args.mode, progress=lambda m: console.print(m, markup=False)) as f:
+        result = run_cell(cell, f, report_dir, refs=refs, keep_artifacts=True)
+        access = write_access(f, report_dir) if keep else []
+    seconds = time.monotonic() - start
+    style = {"passed": "green", "refused": "cyan"}.get(result.verdict, "bold red")
+    console.print(f"[{style}]{result.verdict}[/] {cell.id} in {seconds:.1f}s "
+                  f"(cell {result.seconds:.1f}s)", highlight=False)
+    for hop in result.hops:
+        console.print(f"  {hop.src} -> {hop.dst}: {hop.actual}  [{hop.bytes} bytes, "
+                      f"{hop.seconds:.2f}s, {hop.mib_per_s:.2f} MiB/s]", markup=False)
+    if result.message:
+        console.print(result.message, markup=False, highlight=False)
+    console.print(f"artifacts in {report_dir}:", highlight=False)
+    for a in result.artifacts:
+        console.print(f"  {report_dir / a}", markup=False, highlight=False)
+    for line in access:
+        console.print(line, markup=False, highlight=False)
+    return 0 if result.ok else 1

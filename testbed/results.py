@@ -1,0 +1,73 @@
+"""The result of one cell, as every report reads it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from scenarios.model import Cell, Outcome
+
+PASSED = "passed"  # restored identically, as expected
+REFUSED = "refused"  # refused cleanly, as expected
+FAILED = "failed"  # anything else, including a cell that could not run
+
+
+@dataclass
+class HopRecord:
+    src: str
+    dst: str
+    expected: str
+    actual: str
+    bytes: int = 0
+    seconds: float = 0.0
+    mib_per_s: float = 0.0
+    save_status: int | None = None
+    restore_status: int | None = None
+    retried_with: str | None = None
+
+
+@dataclass
+class CellResult:
+    id: str
+    scenario: str
+    pair: str
+    column: str
+    hosts: list[str]
+    seed: int
+    expected: str
+    actual: str
+    verdict: str
+    message: str = ""
+    seconds: float = 0.0
+    bytes: int = 0
+    mib_per_s: float = 0.0
+    hops: list[HopRecord] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)  # relative to the report dir
+    repro: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in (PASSED, REFUSED)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CellResult:
+        hops = [HopRecord(**h) for h in data.get("hops", [])]
+        return cls(**{**data, "hops": hops})
+
+
+def verdict_for(cell: Cell, failure: str | None) -> str:
+    if failure is not None:
+        return FAILED
+    return REFUSED if cell.expect.outcome is Outcome.REFUSED else PASSED
+
+
+def repro_command(cell_id: str, refs: dict[str, str] | None = None) -> str:
+    import shlex
+
+    argv = ["python3", "-m", "testbed", "repro", cell_id]
+    for host, ref in sorted((refs or {}).items()):
+        argv += ["--xsmig-ref", f"{host}={ref}"]
+    return shlex.join(argv)

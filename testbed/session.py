@@ -1,0 +1,156 @@
+"""One matrix run: settings, hosts, cells on a thread pool with live progress, reports.
+
+Cells share the run's hosts (two per architecture) and run `jobs` at a time;
+each cell uses its own domain name, so concurrent cells never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scenarios.model import Cell
+from testbed import report
+from testbed.execute import run_cell
+from testbed.hosts import Fleet, fleet, new_run_id
+from testbed.results import FAILED, CellResult
+from testbed.sources import REPO, parse_refs, resolve_sources
+
+ENV_JOBS = "XSMIG_MATRIX_JOBS"
+ENV_REPORT_DIR = "XSMIG_MATRIX_REPORT_DIR"
+ENV_KEEP = "XSMIG_MATRIX_KEEP_HOSTS"
+ENV_REFS = "XSMIG_MATRIX_REFS"  # space-separated HOSTSPEC=GITREF
+ENV_SELECT = "XSMIG_MATRIX_SELECT"
+ENV_MODE = "XSMIG_MATRIX_MODE"  # qemu (default) | native
+DEFAULT_REPORT_DIR = REPO / "reports" / "matrix"
+
+
+@dataclass
+class Settings:
+    jobs: int = 2
+    report_dir: Path = DEFAULT_REPORT_DIR
+    keep_hosts: bool = False
+    ref_specs: list[str] = field(default_factory=list)
+    select: str | None = None
+    mode: str = "qemu"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            jobs=max(1, int(env.get(ENV_JOBS, "2"))),
+            report_dir=Path(env.get(ENV_REPORT_DIR, str(DEFAULT_REPORT_DIR))),
+            keep_hosts=env.get(ENV_KEEP, "") not in ("", "0"),
+            ref_specs=shlex.split(env.get(ENV_REFS, "")),
+            select=env.get(ENV_SELECT) or None,
+            mode=env.get(ENV_MODE, "qemu"),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        env = {
+            ENV_JOBS: str(self.jobs),
+            ENV_REPORT_DIR: str(self.report_dir),
+            ENV_KEEP: "1" if self.keep_hosts else "0",
+            ENV_REFS: shlex.join(self.ref_specs),
+            ENV_MODE: self.mode,
+        }
+        if self.select:
+            env[ENV_SELECT] = self.select
+        return env
+
+
+def _cost(cell: Cell) -> int:
+    """Rough run time, to start the longest cells first (shorter tail on 2 cores)."""
+    return cell.domain.pages * (len(cell.hops) - 1) * (cell.rounds or 1) + cell.domain.vcpus * 64
+
+
+def run_cells(
+    cells: Sequence[Cell], f: Fleet, settings: Settings, refs: dict[str, str], console: Any
+) -> list[CellResult]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results: dict[str, CellResult] = {}
+    order = sorted(cells, key=_cost, reverse=True)
+    with Progress(
+        TextColumn("[bold]matrix"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("", total=len(cells))
+        pool = ThreadPoolExecutor(max_workers=settings.jobs, thread_name_prefix="cell")
+        try:
+            pending: dict[Future[CellResult], Cell] = {
+                pool.submit(run_cell, c, f, settings.report_dir, refs=refs): c for c in order
+            }
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    cell = pending.pop(fut)
+                    r = fut.result()
+                    results[cell.id] = r
+                    style = {"passed": "green", "refused": "cyan"}.get(r.verdict, "bold red")
+                    progress.console.print(
+                        f"[{style}]{r.verdict:>7}[/] {r.id}  [dim]{r.seconds:.1f}s"
+                        + (f" {r.mib_per_s:.2f} MiB/s" if r.bytes else "") + "[/]",
+                        highlight=False,
+                    )
+                    if r.verdict == FAILED:
+                        progress.console.print(f"        {r.message.splitlines()[0]}",
+                                               markup=False, highlight=False)
+                    progress.advance(task)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    return [results[c.id] for c in cells]
+
+
+def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -> list[CellResult]:
+    """Start hosts, run the cells, write the four reports; returns results in matrix order."""
+    from rich.console import Console
+
+    console = console or Console(stderr=False)
+    start = time.monotonic()
+    run_id = new_run_id()
+    refs = parse_refs(settings.ref_specs)
+    names = sorted({h for c in cells for h in c.hops})
+    settings.report_dir.mkdir(parents=True, exist_ok=True)
+    mounts, labels = resolve_sources(refs, names)
+    console.print(f"run {run_id}: {len(cells)} cells on {len(names)} hosts, jobs={settings.jobs}, "
+                  f"reports in {settings.report_dir}", highlight=False)
+    for n in names:
+        if labels[n] != "worktree":
+            console.print(f"  {n} runs xsmig from {labels[n]}", highlight=False)
+    with fleet(names, run_id=run_id, mounts=mounts, source_labels=labels,
+               keep=settings.keep_hosts, mode=settings.mode,
+               progress=lambda m: console.print(m, markup=False, highlight=False)) as f:
+        setup = time.monotonic() - start
+        results = run_cells(cells, f, settings, refs, console)
+        if settings.keep_hosts:
+            _print_kept(f, settings.report_dir, console)
+    seconds = time.monotonic() - start
+    meta = {
+        "run_id": run_id,
+        "jobs": settings.jobs,
+        "mode": settings.mode,
+        "hosts": {n: labels[n] for n in names},
+        "host_setup_seconds": round(setup, 3),
+        "select": settings.select,
+    }
+    paths = report.write_all(results, settings.report_dir, seconds, meta)
+    report.print_grid(results, console)
+    console.print("reports: " + ", ".join(str(p) for p in paths), highlight=False)
+    console.print(report.totals(results).line() + f" in {seconds:.1f}s", highlight=False)
+    return results
+
+
+def _print_kept(f: Fleet, report_dir: Path, console: Any) -> None:
+    from testbed.access import write_access
+
+    for line in write_access(f, report_dir):
+        console.print(line, markup=False, highlight=False)

@@ -1,0 +1,249 @@
+"""SSH to the test hosts with paramiko: pinned host keys, key-only login, timeouts everywhere.
+
+`Host` is a small backend in the spirit of pytest-testinfra's: `run()` for a
+command's result, `open_exec()` for a raw channel that migrations stream through.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from testbed.errors import TestbedError
+
+LOOPBACK = "127.0.0.1"  # the only address the testbed ever connects to
+CONNECT_TIMEOUT = 10.0
+BANNER_TIMEOUT = 30.0
+AUTH_TIMEOUT = 30.0
+KEEPALIVE_SECONDS = 15
+CHUNK = 1 << 20
+
+
+class SSHError(TestbedError):
+    """A host could not be reached, or a command did not finish in time."""
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """A fresh ed25519 key pair, made per run and never reused."""
+
+    pkey: paramiko.Ed25519Key
+    private_openssh: str
+
+    @property
+    def public_line(self) -> str:
+        return f"{self.pkey.get_name()} {self.pkey.get_base64()} xsmig-testbed"
+
+    @classmethod
+    def generate(cls) -> ClientKey:
+        pem = (
+            Ed25519PrivateKey.generate()
+            .private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+            .decode()
+        )
+        return cls(paramiko.Ed25519Key.from_private_key(io.StringIO(pem)), pem)
+
+    def write(self, path: Path) -> Path:
+        """Write the private key for a developer's `ssh -i` (mode 0600)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(self.private_openssh)
+        path.chmod(0o600)
+        return path
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+
+def host_key_entry(port: int) -> str:
+    """known_hosts name of a loopback port, as OpenSSH writes it."""
+    return f"[{LOOPBACK}]:{port}"
+
+
+def parse_public_key(line: str) -> paramiko.PKey:
+    """An OpenSSH public key line (`ssh-ed25519 AAAA... comment`) as a paramiko key."""
+    fields = line.split()
+    if len(fields) < 2:
+        raise SSHError(f"not a public key line: {line!r}")
+    try:
+        return paramiko.PKey.from_type_string(fields[0], base64.b64decode(fields[1]))
+    except (ValueError, paramiko.SSHException) as exc:
+        raise SSHError(f"bad public key line {line!r}: {exc}") from exc
+
+
+def _read_all(chan: paramiko.Channel, deadline: float, stderr: bool) -> bytes:
+    recv = chan.recv_stderr if stderr else chan.recv
+    parts: list[bytes] = []
+    while True:
+        chan.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            data = recv(CHUNK)
+        except TimeoutError as exc:
+            raise SSHError("timed out reading command output") from exc
+        if not data:
+            return b"".join(parts)
+        parts.append(data)
+
+
+def drain_stderr(chan: paramiko.Channel, deadline: float) -> tuple[threading.Thread, list[bytes]]:
+    """Read a channel's stderr in a thread so a full stderr window never stalls stdout."""
+    sink: list[bytes] = []
+
+    def pump() -> None:
+        while time.monotonic() < deadline:
+            if chan.recv_stderr_ready():
+                data = chan.recv_stderr(CHUNK)
+                if data:
+                    sink.append(data)
+                    continue
+            # EOF covers both streams: once it arrived, no stderr byte can follow.
+            if (chan.eof_received or chan.closed) and not chan.recv_stderr_ready():
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=pump, daemon=True, name="stderr-drain")
+    t.start()
+    return t, sink
+
+
+def wait_exit(chan: paramiko.Channel, deadline: float) -> int:
+    if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+        raise SSHError("timed out waiting for the command's exit status")
+    return int(chan.exit_status)
+
+
+class Host:
+    """One test host reached over SSH on a loopback port."""
+
+    def __init__(self, name: str, port: int, host_key: paramiko.PKey, key: ClientKey) -> None:
+        self.name = name
+        self.port = port
+        self.host_key = host_key
+        self._key = key
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def known_hosts_line(self) -> str:
+        return f"{host_key_entry(self.port)} {self.host_key.get_name()} {self.host_key.get_base64()}"
+
+    def connect(self) -> paramiko.SSHClient:
+        with self._lock:
+            if self._client is not None and self._transport_alive(self._client):
+                return self._client
+            client = paramiko.SSHClient()
+            keys = client.get_host_keys()
+            keys.add(host_key_entry(self.port), self.host_key.get_name(), self.host_key)
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            try:
+                client.connect(
+                    LOOPBACK,
+                    port=self.port,
+                    username="root",
+                    pkey=self._key.pkey,
+                    allow_agent=False,
+                    look_for_keys=False,
+                    timeout=CONNECT_TIMEOUT,
+                    banner_timeout=BANNER_TIMEOUT,
+                    auth_timeout=AUTH_TIMEOUT,
+                    channel_timeout=CONNECT_TIMEOUT,
+                )
+            except (paramiko.SSHException, OSError, socket.timeout) as exc:
+                client.close()
+                raise SSHError(f"{self.name}: ssh to {LOOPBACK}:{self.port} failed: {exc}") from exc
+            transport = client.get_transport()
+            assert transport is not None
+            transport.set_keepalive(KEEPALIVE_SECONDS)
+            self._client = client
+            return client
+
+    @staticmethod
+    def _transport_alive(client: paramiko.SSHClient) -> bool:
+        t = client.get_transport()
+        return t is not None and t.is_active()
+
+    def open_exec(self, argv: Sequence[str], timeout: float) -> paramiko.Channel:
+        """Start a command on a fresh exec channel (no PTY: binary-clean stdout)."""
+        client = self.connect()
+        transport = client.get_transport()
+        assert transport is not None
+        try:
+            chan = transport.open_session(timeout=CONNECT_TIMEOUT)
+            chan.settimeout(timeout)
+            chan.exec_command(shlex.join(argv))
+        except (paramiko.SSHException, OSError) as exc:
+            raise SSHError(f"{self.name}: cannot start {argv[0]}: {exc}") from exc
+        return chan
+
+    def run(self, argv: Sequence[str], timeout: float = 120.0, stdin: bytes = b"") -> CommandResult:
+        start = time.monotonic()
+        deadline = start + timeout
+        chan = self.open_exec(argv, timeout)
+        try:
+            err_thread, err = drain_stderr(chan, deadline)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out = _read_all(chan, deadline, stderr=False)
+            status = wait_exit(chan, deadline)
+            err_thread.join(max(0.0, deadline - time.monotonic()))
+        except TimeoutError as exc:
+            raise SSHError(f"{self.name}: {shlex.join(argv)} timed out after {timeout}s") from exc
+        finally:
+            chan.close()
+        return CommandResult(tuple(argv), status, out, b"".join(err), time.monotonic() - start)
+
+    def xsmig(self, *args: str, timeout: float = 300.0) -> CommandResult:
+        return self.run(("xsmig", *args), timeout=timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def ssh_command(self, key_file: Path, known_hosts: Path) -> str:
+        """The command a developer types to enter this host, with the same pinning."""
+        return shlex.join(
+            [
+                "ssh",
+                "-i", str(key_file),
+                "-p", str(self.port),
+                "-o", f"UserKnownHostsFile={known_hosts}",
+                "-o", "StrictHostKeyChecking=yes",
+                "-o", "IdentitiesOnly=yes",
+                f"root@{LOOPBACK}",
+            ]
+        )

@@ -1,0 +1,59 @@
+"""The cross-bitness migration matrix, one pytest test per cell.
+
+Cells run concurrently on shared hosts: the session fixture runs every
+collected cell on a thread pool (XSMIG_MATRIX_JOBS, default 2) and writes the
+reports; each test then asserts its own cell's verdict. `python -m testbed
+matrix` drives this module; plain pytest works too, with -k or
+XSMIG_MATRIX_SELECT to choose cells. See docs/testbed.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+import scenarios
+from scenarios.model import Cell
+from testbed.results import CellResult
+from testbed.selection import select
+from testbed.session import Settings, run_matrix
+
+CELLS = scenarios.all_cells()
+
+pytestmark = [pytest.mark.integration, pytest.mark.matrix]
+if importlib.util.find_spec("pytest_timeout") is not None:
+    # The first test's setup runs the whole matrix; every wait inside has its own deadline.
+    pytestmark.append(pytest.mark.timeout(0))
+
+
+def _wanted(request: pytest.FixtureRequest, settings: Settings) -> list[Cell]:
+    chosen: list[Cell] = []
+    for item in request.session.items:
+        spec = getattr(item, "callspec", None)
+        if spec is not None and isinstance(spec.params.get("cell"), Cell):
+            chosen.append(spec.params["cell"])
+    return select(chosen, settings.select) if settings.select else chosen
+
+
+@pytest.fixture(scope="session")
+def matrix_results(request: pytest.FixtureRequest) -> dict[str, CellResult]:
+    settings = Settings.from_env()
+    cells = _wanted(request, settings)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    # Live progress and the grid go straight to the terminal, not into a captured test.
+    with capture.global_and_fixture_disabled():
+        print()
+        results = run_matrix(cells, settings)
+    return {r.id: r for r in results}
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
+def test_cell(cell: Cell, matrix_results: dict[str, CellResult]) -> None:
+    if cell.id not in matrix_results:
+        pytest.skip(f"not selected by {Settings.from_env().select!r}")
+    r = matrix_results[cell.id]
+    assert r.ok, (
+        f"{r.message}\nexpected: {r.expected}\nactual: {r.actual}\n"
+        f"artifacts: {', '.join(r.artifacts)}\nrepro: {r.repro}"
+    )
