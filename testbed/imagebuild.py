@@ -1,0 +1,225 @@
+"""The image pipeline's steps: debootstrap → rootfs tarball → base image → host layer.
+
+No registry is involved: the base image is imported from a tarball, and the host
+layer's Dockerfile starts FROM that local image and only COPYs files.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from testbed.arch import Arch
+from testbed.engine import tail
+from testbed.errors import TestbedError
+
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+# Removed from the rootfs before it is tarred: caches and docs make the import
+# slower and the image bigger for nothing; host keys must never be shared by
+# every container of an image (the entrypoint generates them at start).
+STRIP = (
+    "var/cache/apt/archives/*.deb",
+    "var/cache/apt/*.bin",
+    "var/lib/apt/lists/*",
+    "usr/share/doc/*",
+    "usr/share/man/*",
+    "usr/share/info/*",
+    "usr/share/locale/*",
+    "etc/ssh/ssh_host_*",
+    "dev/*",
+    "debootstrap",
+)
+
+
+class BuildError(TestbedError):
+    pass
+
+
+def step_failed(what: str, log: Path, detail: str = "") -> BuildError:
+    extra = f" ({detail})" if detail else ""
+    return BuildError(
+        f"{what} failed{extra}; log: {log}\n--- last lines of {log} ---\n{tail(str(log))}"
+    )
+
+
+def debootstrap(
+    arch: Arch,
+    *,
+    suite: str,
+    variant: str,
+    include: Iterable[str],
+    mirror: str,
+    rootfs: Path,
+    debs: Path,
+    log: Path,
+) -> None:
+    exe = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    if not os.path.exists(exe):
+        raise BuildError("debootstrap is not installed; fix: python3 -m testbed doctor --fix")
+    if os.geteuid() != 0:
+        raise BuildError("debootstrap needs root (it chroots and creates device nodes)")
+    if rootfs.exists():
+        shutil.rmtree(rootfs)  # left by an interrupted build
+    rootfs.mkdir(parents=True)
+    debs.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        exe,
+        f"--variant={variant}",
+        f"--arch={arch.debian_arch}",
+        f"--include={','.join(include)}",
+        f"--cache-dir={debs}",
+    ]
+    if os.path.exists(KEYRING):
+        cmd.append(f"--keyring={KEYRING}")
+    cmd += [suite, str(rootfs), mirror]
+    with open(log, "w") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        inner = rootfs / "debootstrap" / "debootstrap.log"
+        if inner.exists():
+            with open(log, "a") as out:
+                out.write(f"--- {inner} ---\n{tail(str(inner), 30)}\n")
+        raise step_failed(f"debootstrap of {arch.name}", log, f"exit {proc.returncode}")
+
+
+def strip_rootfs(rootfs: Path) -> None:
+    for pattern in STRIP:
+        for path in glob.glob(str(rootfs / pattern)):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+
+def installed_packages(rootfs: Path) -> dict[str, str]:
+    """Package → version, read from the rootfs's dpkg status (no host dpkg needed)."""
+    packages: dict[str, str] = {}
+    status = (rootfs / "var/lib/dpkg/status").read_text(errors="replace")
+    for stanza in status.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
+        )
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            packages[fields["Package"]] = fields.get("Version", "")
+    return dict(sorted(packages.items()))
+
+
+def python_path(rootfs: Path) -> str:
+    """/usr/bin/python3.X: the interpreter the python3 symlink points at."""
+    link = rootfs / "usr/bin/python3"
+    target = os.readlink(link) if link.is_symlink() else "python3"
+    return "/usr/bin/" + os.path.basename(target)
+
+
+def make_tarball(rootfs: Path, tarball: Path, log: Path) -> None:
+    partial = tarball.with_suffix(".partial")
+    cmd = ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."]
+    with open(log, "a") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise step_failed("tar of the rootfs", log, f"exit {proc.returncode}")
+    partial.rename(tarball)  # only complete tarballs ever count as cached
+
+
+def import_base(
+    client: Any, tarball: Path, repository: str, tag: str, base_info: dict[str, Any], log: Path
+) -> None:
+    # base64: the label goes through a Dockerfile-syntax "change", where JSON
+    # quotes and spaces would need escaping.
+    label = base64.b64encode(json.dumps(base_info, sort_keys=True).encode()).decode()
+    changes = [
+        f"LABEL xsmig.base={label}",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        'CMD ["/bin/sh"]',
+    ]
+    try:
+        out = client.api.import_image_from_file(
+            str(tarball), repository=repository, tag=tag, changes=changes
+        )
+    except Exception as exc:
+        with open(log, "a") as f:
+            f.write(f"import of {tarball} failed: {exc}\n")
+        raise step_failed(f"docker import of {tarball.name}", log, str(exc)) from None
+    with open(log, "a") as f:
+        f.write(f"import: {str(out).strip()}\n")
+    if '"error' in str(out):
+        raise step_failed(f"docker import of {tarball.name}", log)
+
+
+def read_base_info(image: Any) -> dict[str, Any]:
+    label = (image.labels or {}).get("xsmig.base", "")
+    try:
+        info: dict[str, Any] = json.loads(base64.b64decode(label))
+    except ValueError:
+        return {}
+    return info
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def layer_context(
+    files: list[tuple[str, int, bytes]], generated: dict[str, tuple[int, bytes]]
+) -> io.BytesIO:
+    """An in-memory build context: images/ files plus generated overlay files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, mode, data in files:
+            _add(tar, name, data, mode)
+        for name, (mode, data) in generated.items():
+            _add(tar, name, data, mode)
+    buf.seek(0)
+    return buf
+
+
+def build_layer(
+    client: Any,
+    context: io.BytesIO,
+    *,
+    base: str,
+    tag: str,
+    labels: dict[str, str],
+    log: Path,
+) -> None:
+    errors: list[str] = []
+    with open(log, "w") as out:
+        try:
+            stream = client.api.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                buildargs={"BASE": base},
+                labels=labels,
+                pull=False,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    out.write(chunk["stream"])
+                if "error" in chunk:
+                    errors.append(str(chunk["error"]))
+                    out.write(f"ERROR: {chunk['error']}\n")
+        except Exception as exc:
+            errors.append(str(exc))
+            out.write(f"ERROR: {exc}\n")
+    if errors:
+        raise step_failed(f"build of {tag}", log, errors[-1].strip())
