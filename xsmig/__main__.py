@@ -1,0 +1,5 @@
+import sys
+
+from xsmig.cli import main
+
+sys.exit(main())

@@ -1,0 +1,192 @@
+"""Canonical state: everything about a domain that does not depend on the host.
+
+Frame numbers become pfns (page tables, vCPU registers, the guest's p2m table),
+host-specific values are left out (name, host id, machine frames, the shared-info
+frame-list-list field). Two domains are the same guest iff their digests match.
+The digest is SHA-256 over a fixed serialisation, fed in blocks of up to 4 MiB."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+from xsmig import p2mtable, pagetable, pagetypes as pt
+from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir, DomainMeta
+from xsmig.errors import StateError
+from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames, summary
+
+CANONICAL_VERSION = "xsmig-canonical-1"
+DUMP_FORMAT = "xsmig-dump-1"
+BLOCK_PAGES = 1024
+
+
+class CanonicalDomain:
+    def __init__(self, domain: DomainDir) -> None:
+        self.domain = domain
+        try:
+            self.meta = domain.read_meta()
+            self.types = domain.read_types()
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise StateError(f"domain at {domain.path} is unreadable: {e}") from None
+        if len(self.types) != self.meta.p2m_size:
+            raise StateError(f"domain {self.meta.name!r}: types.bin does not match p2m_size")
+        self.frames = self.meta.frame_map()
+        self.p2m_index = {pfn: i for i, pfn in enumerate(self.meta.p2m_frames)}
+
+    def _to_pfn(self, mfn: int) -> int | None:
+        pfn = self.frames.pfn(mfn)
+        return pfn if pfn is not None and self.types[pfn] != pt.XTAB else None
+
+    def metadata(self) -> dict[str, Any]:
+        m = self.meta
+        return {
+            "canonical": CANONICAL_VERSION,
+            "guest_width": m.guest_width,
+            "p2m_size": m.p2m_size,
+            "vcpu_ids": m.vcpu_ids,
+            "p2m_frames": m.p2m_frames,
+            "extended_contexts": m.extended_contexts,
+            "xsave_size": m.xsave_size,
+            "tsc": asdict(m.tsc),
+            "toolstack_version": m.toolstack_version,
+            "physmap": [p.to_json() for p in m.physmap],
+        }
+
+    def page_blocks(self) -> Iterator[tuple[list[int], memoryview]]:
+        """(pfns, their canonical pages) for every page with data, in pfn order."""
+        buf = bytearray(BLOCK_PAGES * PAGE_SIZE)
+        view = memoryview(buf)
+        levels = self.meta.vcpu_layout.pt_levels
+        with self.domain.open_memory() as mem:
+            for run in pt.DATA_RUN.finditer(self.types):
+                for first in range(run.start(), run.end(), BLOCK_PAGES):
+                    n = min(BLOCK_PAGES, run.end() - first)
+                    block = view[:n * PAGE_SIZE]
+                    mem.seek(first * PAGE_SIZE)
+                    if mem.readinto(block) != len(block):  # type: ignore[attr-defined]
+                        raise StateError(f"domain {self.meta.name!r}: memory.bin is short")
+                    special = [m.start() for m in pt.PAGETABLE.finditer(self.types, first,
+                                                                         first + n)]
+                    special += [p for p in self.p2m_index if first <= p < first + n]
+                    for pfn in special:
+                        page = block[(pfn - first) * PAGE_SIZE:(pfn - first + 1) * PAGE_SIZE]
+                        self._canonical_page(pfn, page, levels)
+                    yield list(range(first, first + n)), block
+
+    def _canonical_page(self, pfn: int, page: memoryview, levels: int) -> None:
+        level = pt.pt_level(self.types[pfn])
+        if level:
+            pagetable.normalise(page, level, levels)
+            try:
+                pagetable.rewrite(page, levels, self._to_pfn)
+            except pagetable.EntryError as e:
+                raise StateError(f"domain {self.meta.name!r}: page table at pfn {pfn:#x}: "
+                                 f"{e}, not the domain's") from None
+        else:
+            page[:] = p2mtable.page_content(self.meta, self.types, self.p2m_index[pfn],
+                                            p2mtable.identity)
+
+    def vcpus(self) -> Iterator[tuple[int, bytes, bytes, int, bytes]]:
+        vl = self.meta.vcpu_layout
+        for vcpu_id in self.meta.vcpu_ids:
+            state = self.domain.read_vcpu(self.meta, vcpu_id)
+            ctx = bytearray(state.context)
+
+            def translate(mfn: int, field: FrameField, vcpu_id: int = vcpu_id) -> int:
+                pfn = self._to_pfn(mfn)
+                if pfn is None:
+                    raise StateError(f"domain {self.meta.name!r}: vCPU {vcpu_id} {field.name} "
+                                     f"holds frame {mfn:#x}, not the domain's")
+                return pfn
+            try:
+                rewrite_frames(vl, ctx, vcpu_id, translate)
+            except FrameFieldError as e:
+                raise StateError(f"domain {self.meta.name!r}: {e}") from None
+            yield vcpu_id, bytes(ctx), state.extended or b"", state.xsave_mask, state.xsave
+
+    def shared_info(self) -> bytes:
+        data = bytearray(self.domain.shared_info_path.read_bytes())
+        at = SHARED_INFO_FLL_OFFSET[self.meta.guest_width]
+        width = self.meta.vcpu_layout.word_size
+        data[at:at + width] = bytes(width)
+        return bytes(data)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps(self.metadata(), sort_keys=True).encode())
+        h.update(self.types)
+        for _pfns, block in self.page_blocks():
+            h.update(block)
+        for vcpu_id, ctx, ext, mask, xsave in self.vcpus():
+            h.update(vcpu_id.to_bytes(4, "little") + ctx + ext + mask.to_bytes(8, "little"))
+            h.update(len(xsave).to_bytes(8, "little") + xsave)
+        h.update(self.shared_info())
+        return h.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        counts = Counter(pt.type_name(t) for t in self.types)
+        return {"name": self.meta.name, "guest_width": self.meta.guest_width,
+                "p2m_size": self.meta.p2m_size, "memory_bytes": self.meta.p2m_size * PAGE_SIZE,
+                "vcpus": len(self.meta.vcpu_ids), "vcpu_ids": self.meta.vcpu_ids,
+                "pages": dict(sorted(counts.items()))}
+
+    def dump(self) -> dict[str, Any]:
+        """Per-page and per-field fingerprints, for `xsmig diff` across hosts."""
+        pages: dict[str, str] = {}
+        for pfns, block in self.page_blocks():
+            for i, pfn in enumerate(pfns):
+                page = block[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+                pages[str(pfn)] = hashlib.blake2b(page, digest_size=8).hexdigest()
+        vl = self.meta.vcpu_layout
+        vcpus = {}
+        for vcpu_id, ctx, ext, mask, xsave in self.vcpus():
+            fields: dict[str, Any] = summary(vl, ctx, vcpu_id)
+            fields["context"] = hashlib.blake2b(ctx, digest_size=8).hexdigest()
+            fields["extended"] = hashlib.blake2b(ext, digest_size=8).hexdigest()
+            fields["xsave"] = f"{mask:#x}/" + hashlib.blake2b(xsave, digest_size=8).hexdigest()
+            vcpus[str(vcpu_id)] = fields
+        return {"format": DUMP_FORMAT, "name": self.meta.name, "digest": self.digest(),
+                "metadata": self.metadata(), "types": self.types.hex(), "pages": pages,
+                "vcpus": vcpus,
+                "shared_info": hashlib.blake2b(self.shared_info(), digest_size=8).hexdigest()}
+
+
+def diff_dumps(a: dict[str, Any], b: dict[str, Any], limit: int = 20) -> list[str]:
+    """Readable differences between two dumps; empty when the domains are the same."""
+    out: list[str] = []
+    for key in sorted(set(a["metadata"]) | set(b["metadata"])):
+        va, vb = a["metadata"].get(key), b["metadata"].get(key)
+        if va != vb:
+            out.append(f"metadata {key}: {json.dumps(va)} != {json.dumps(vb)}")
+    ta, tb = bytes.fromhex(a["types"]), bytes.fromhex(b["types"])
+    typed = [p for p in range(min(len(ta), len(tb))) if ta[p] != tb[p]]
+    for p in typed[:limit]:
+        out.append(f"pfn {p:#x}: type {pt.type_name(ta[p])} != {pt.type_name(tb[p])}")
+    if len(typed) > limit:
+        out.append(f"... {len(typed) - limit} more pfns differ in type")
+    pa, pb = a["pages"], b["pages"]
+    content = sorted(int(p) for p in set(pa) & set(pb) if pa[p] != pb[p])
+    for p in content[:limit]:
+        out.append(f"pfn {p:#x}: contents differ")
+    if len(content) > limit:
+        out.append(f"... {len(content) - limit} more pfns differ in contents")
+    for vid in sorted(set(a["vcpus"]) | set(b["vcpus"]), key=int):
+        fa, fb = a["vcpus"].get(vid), b["vcpus"].get(vid)
+        if fa is None or fb is None:
+            out.append(f"vCPU {vid}: only in {'second' if fa is None else 'first'}")
+            continue
+        for field in sorted(set(fa) | set(fb)):
+            if fa.get(field) != fb.get(field):
+                out.append(f"vCPU {vid} {field}: {fa.get(field)} != {fb.get(field)}")
+    if a["shared_info"] != b["shared_info"]:
+        out.append("shared info differs")
+    return out
+
+
+def load_meta_summary(meta: DomainMeta) -> dict[str, Any]:
+    return {"name": meta.name, "guest_width": meta.guest_width, "p2m_size": meta.p2m_size,
+            "vcpus": len(meta.vcpu_ids)}

@@ -1,0 +1,172 @@
+"""The domain model: what a host keeps about one guest, and how it sits on disk.
+
+A domain directory holds:
+  meta.json        metadata (width, p2m size, vCPU ids, TSC, toolstack records, ...)
+  types.bin        one byte per pfn: the page type nibble (pagetypes); XTAB = hole
+  memory.bin       p2m_size * 4096 bytes, sparse; page tables hold machine frames
+  vcpus/N.ctx      vCPU N's context, frames as machine frames; N.ext, N.xsave beside it
+  shared_info.bin  4096 bytes
+Machine frames come from a FrameMap(host_id, frame_salt, p2m_size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from xsmig.frames import FrameMap
+from xsmig.vcpu import BY_WIDTH, VcpuLayout
+
+PAGE_SIZE = 4096
+META_FORMAT = 1
+# Offset of arch.pfn_to_mfn_frame_list_list in shared_info, per guest width: a machine
+# frame the saver zeroes, so canonical state leaves it out.
+SHARED_INFO_FLL_OFFSET = {32: 2320, 64: 3096}
+
+
+@dataclass
+class PhysmapEntry:
+    """libxl's physmap record, carried in the toolstack chunk (-18)."""
+
+    phys_offset: int
+    start_addr: int
+    size: int
+    name: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phys_offset": self.phys_offset, "start_addr": self.start_addr,
+                "size": self.size, "name": self.name.hex()}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> PhysmapEntry:
+        return PhysmapEntry(d["phys_offset"], d["start_addr"], d["size"], bytes.fromhex(d["name"]))
+
+
+@dataclass
+class TscInfo:
+    mode: int = 0
+    nsec: int = 0
+    khz: int = 0
+    incarnation: int = 0
+
+
+@dataclass
+class DomainMeta:
+    name: str
+    guest_width: int
+    p2m_size: int
+    host_id: int
+    frame_salt: int
+    vcpu_ids: list[int]
+    p2m_frames: list[int]  # pfns of the pages holding the guest's own p2m table
+    extended_contexts: bool = True
+    xsave_size: int = 0  # 0: no vCPU uses xsave (no xcnt block)
+    tsc: TscInfo = field(default_factory=TscInfo)
+    toolstack_version: int | None = None  # None: no toolstack chunk
+    physmap: list[PhysmapEntry] = field(default_factory=list)
+    format: int = META_FORMAT
+
+    @property
+    def vcpu_layout(self) -> VcpuLayout:
+        return BY_WIDTH[self.guest_width]
+
+    def frame_map(self) -> FrameMap:
+        return FrameMap(self.host_id, self.frame_salt, self.p2m_size)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["physmap"] = [p.to_json() for p in self.physmap]
+        return json.dumps(d, indent=1, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> DomainMeta:
+        d = json.loads(text)
+        if d.get("format") != META_FORMAT:
+            raise ValueError(f"unsupported domain format {d.get('format')!r}")
+        d["tsc"] = TscInfo(**d["tsc"])
+        d["physmap"] = [PhysmapEntry.from_json(p) for p in d["physmap"]]
+        return DomainMeta(**d)
+
+
+@dataclass
+class VcpuState:
+    context: bytes
+    extended: bytes | None = None
+    xsave_mask: int = 0
+    xsave: bytes = b""
+
+
+class DomainDir:
+    """Files of one domain (complete, or being written aside before it is published)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
+
+    @property
+    def types_path(self) -> Path:
+        return self.path / "types.bin"
+
+    @property
+    def memory_path(self) -> Path:
+        return self.path / "memory.bin"
+
+    @property
+    def shared_info_path(self) -> Path:
+        return self.path / "shared_info.bin"
+
+    def vcpu_path(self, vcpu_id: int, suffix: str) -> Path:
+        return self.path / "vcpus" / f"{vcpu_id}.{suffix}"
+
+    def read_meta(self) -> DomainMeta:
+        return DomainMeta.from_json(self.meta_path.read_text())
+
+    def read_types(self) -> bytearray:
+        return bytearray(self.types_path.read_bytes())
+
+    def open_memory(self, mode: str = "rb") -> BinaryIO:
+        return open(self.memory_path, mode)  # noqa: SIM115 - caller closes
+
+    def read_vcpu(self, meta: DomainMeta, vcpu_id: int) -> VcpuState:
+        ctx = self.vcpu_path(vcpu_id, "ctx").read_bytes()
+        ext = self.vcpu_path(vcpu_id, "ext").read_bytes() if meta.extended_contexts else None
+        mask, area = 0, b""
+        if meta.xsave_size:
+            raw = self.vcpu_path(vcpu_id, "xsave").read_bytes()
+            mask, area = int.from_bytes(raw[:8], "little"), raw[8:]
+        return VcpuState(ctx, ext, mask, area)
+
+    # -- writing (only ever into a directory that is not yet published) --
+
+    def create_empty(self, p2m_size: int) -> None:
+        (self.path / "vcpus").mkdir(parents=True)
+        with open(self.memory_path, "wb") as f:
+            f.truncate(p2m_size * PAGE_SIZE)  # sparse: holes cost nothing
+
+    def write_meta(self, meta: DomainMeta) -> None:
+        self.meta_path.write_text(meta.to_json())
+
+    def write_types(self, types: bytes | bytearray) -> None:
+        self.types_path.write_bytes(types)
+
+    def write_vcpu(self, meta: DomainMeta, vcpu_id: int, state: VcpuState) -> None:
+        self.vcpu_path(vcpu_id, "ctx").write_bytes(state.context)
+        if meta.extended_contexts:
+            self.vcpu_path(vcpu_id, "ext").write_bytes(state.extended or bytes(128))
+        if meta.xsave_size:
+            self.vcpu_path(vcpu_id, "xsave").write_bytes(
+                state.xsave_mask.to_bytes(8, "little") + state.xsave)
+
+    def write_shared_info(self, data: bytes) -> None:
+        self.shared_info_path.write_bytes(data)
+
+    def fsync_all(self) -> None:
+        for p in [self.memory_path, self.types_path, self.meta_path]:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())

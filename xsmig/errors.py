@@ -1,0 +1,49 @@
+"""Error kinds, each with the exit code the CLI gives it (documented in docs/cli.md)."""
+
+from __future__ import annotations
+
+
+class XsmigError(Exception):
+    """Base of every error xsmig reports as one line, without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(XsmigError):
+    """The command line asked for something impossible."""
+
+    exit_code = 2
+
+
+class StreamError(XsmigError):
+    """The stream is malformed, truncated or hostile."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        where = f" at byte {offset}" if offset is not None else ""
+        super().__init__(f"{message}{where}")
+
+
+class StreamRefused(XsmigError):
+    """The stream is understood but this restorer must not restore it (profile, width)."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        where = f" (at byte {offset})" if offset is not None else ""
+        super().__init__(f"{message}{where}")
+
+
+class StateError(XsmigError):
+    """The store or a domain in it is not as the command needs (missing, taken, corrupt)."""
+
+    exit_code = 5
+
+
+class DomainsDiffer(XsmigError):
+    """`xsmig diff` found differences: not an error as such, but a distinct exit status."""
+
+    exit_code = 1

@@ -1,0 +1,43 @@
+"""A host's machine frames: which mfn backs each pfn of a domain on this host.
+
+Every host hands out different machine frames (that is what canonicalisation is
+for), but storing a p2m array per domain would make every lookup a file access.
+Instead each domain gets an affine bijection pfn -> base + (a*pfn + b) mod 2^k,
+seeded by the host id and a per-domain salt: cheap both ways, and frames stay
+below 2^31 so they fit PAE's 32-bit frame fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+class FrameMap:
+    __slots__ = ("_base", "_inverse", "_mask", "_mult", "_offset", "host_id", "p2m_size", "salt")
+
+    def __init__(self, host_id: int, salt: int, p2m_size: int) -> None:
+        self.host_id = host_id
+        self.salt = salt
+        self.p2m_size = p2m_size
+        span = 1 << max(p2m_size - 1, 1).bit_length()
+        digest = hashlib.sha256(f"xsmig-frames:{host_id}:{salt}".encode()).digest()
+        self._mask = span - 1
+        self._mult = (int.from_bytes(digest[0:8], "little") | 1) & self._mask or 1
+        self._offset = int.from_bytes(digest[8:16], "little") & self._mask
+        self._base = 0x100000 + (int.from_bytes(digest[16:20], "little") % 0x3F00) * 0x10000
+        self._inverse = pow(self._mult, -1, span)
+
+    def mfn(self, pfn: int) -> int:
+        return self._base + ((pfn * self._mult + self._offset) & self._mask)
+
+    def mfns(self, pfns: range) -> list[int]:
+        base, mult, offset, mask = self._base, self._mult, self._offset, self._mask
+        return [base + ((p * mult + offset) & mask) for p in pfns]
+
+    def pfn(self, mfn: int) -> int | None:
+        """The pfn an mfn backs, or None when the frame is not this domain's."""
+        x = mfn - self._base
+        if not 0 <= x <= self._mask:
+            return None
+        pfn = ((x - self._offset) * self._inverse) & self._mask
+        return pfn if pfn < self.p2m_size else None

@@ -1,0 +1,175 @@
+"""Restore: a stream sink that builds a new domain aside, with this host's frames, and
+publishes it only once the whole stream has been read and checked."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import BinaryIO
+
+from xsmig import p2mtable, pagetable, pagetypes as pt
+from xsmig.domain import (
+    PAGE_SIZE,
+    SHARED_INFO_FLL_OFFSET,
+    DomainDir,
+    DomainMeta,
+    PhysmapEntry,
+    TscInfo,
+    VcpuState,
+)
+from xsmig.errors import StreamError
+from xsmig.frames import FrameMap
+from xsmig.layout import Layout
+from xsmig.store import Store
+from xsmig.stream.format import MAX_P2M_SIZE
+from xsmig.stream.reader import Batch, StreamHeader, StreamParser
+from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
+
+
+class RestoreSink:
+    def __init__(self, domain: DomainDir, name: str, host_id: int) -> None:
+        self.domain = domain
+        self.name = name
+        self.host_id = host_id
+        self.memory: BinaryIO | None = None
+        self.header: StreamHeader | None = None
+        self.types = bytearray()
+        self.frames: FrameMap | None = None
+        self.vcpu_ids = [0]
+        self.vcpus: dict[int, VcpuState] = {}
+        self.tsc = TscInfo()
+        self.toolstack: tuple[int, list[PhysmapEntry]] | None = None
+        self.shared_info = b""
+
+    def close(self) -> None:
+        if self.memory:
+            self.memory.close()
+
+    def on_header(self, header: StreamHeader) -> None:
+        self.header = header
+        self.domain.create_empty(header.p2m_size)
+        self.memory = self.domain.open_memory("r+b")
+        self.types = bytearray([pt.XTAB]) * header.p2m_size
+        self.frames = FrameMap(self.host_id, zlib.crc32(self.name.encode()), header.p2m_size)
+
+    def _pfn_checked(self, at: int) -> Callable[[int], int | None]:
+        assert self.header and self.frames
+        p2m, mfn = self.header.p2m_size, self.frames.mfn
+
+        def to_mfn(pfn: int) -> int | None:
+            return mfn(pfn) if pfn < p2m else None
+        return to_mfn
+
+    def on_batch(self, batch: Batch) -> None:
+        assert self.header and self.memory
+        levels = self.header.guest.pt_levels
+        data_pfns = []
+        for pfn, t in zip(batch.pfns, batch.types, strict=True):
+            if t == pt.XTAB:
+                continue
+            self.types[pfn] = t
+            if pt.has_data(t):
+                data_pfns.append(pfn)
+        for i, pfn in enumerate(data_pfns):
+            if pt.pt_level(self.types[pfn]):
+                page = batch.data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+                try:
+                    pagetable.rewrite(page, levels, self._pfn_checked(0))
+                except pagetable.EntryError as e:
+                    raise StreamError(f"page table at pfn {pfn:#x}: entry {e.index} names pfn "
+                                      f"{e.frame:#x}, beyond p2m_size",
+                                      batch.data_offset + i * PAGE_SIZE + 8 * e.index) from None
+        start = 0
+        for i in range(1, len(data_pfns) + 1):
+            if i == len(data_pfns) or data_pfns[i] != data_pfns[i - 1] + 1:
+                self.memory.seek(data_pfns[start] * PAGE_SIZE)
+                self.memory.write(batch.data[start * PAGE_SIZE:i * PAGE_SIZE])
+                start = i
+
+    def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
+        if chunk_id == -2:
+            assert isinstance(value, list)
+            self.vcpu_ids = value
+        elif chunk_id == -7:
+            assert isinstance(value, TscInfo)
+            self.tsc = value
+        elif chunk_id == -18:
+            assert isinstance(value, tuple)
+            self.toolstack = value
+
+    def on_unmapped(self, offset: int, pfns: list[int]) -> None:
+        for pfn in pfns:
+            self.types[pfn] = pt.XTAB
+
+    def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
+                xsave_mask: int, xsave: bytes) -> None:
+        assert self.header
+        vl = self.header.guest
+        context = bytearray(ctx)
+        try:
+            rewrite_frames(vl, context, vcpu_id, self._vcpu_frame(vcpu_id))
+        except FrameFieldError as e:
+            raise StreamError(str(e), offset) from None
+        self.vcpus[vcpu_id] = VcpuState(bytes(context), ext, xsave_mask, xsave)
+
+    def _vcpu_frame(self, vcpu_id: int) -> Callable[[int, FrameField], int]:
+        assert self.header and self.frames
+        p2m, vl, frames = self.header.p2m_size, self.header.guest, self.frames
+
+        def translate(pfn: int, field: FrameField) -> int:
+            where = f"vCPU {vcpu_id} {field.name}"
+            if pfn >= p2m:
+                raise FrameFieldError(f"{where} names pfn {pfn:#x}, beyond p2m_size {p2m:#x}")
+            t = self.types[pfn]
+            if field.wants == "plain" and t != pt.NOTAB:
+                raise FrameFieldError(f"{where} names pfn {pfn:#x} of type "
+                                      f"{pt.type_name(t)}, not a plain page")
+            if field.wants == "top" and t & ~pt.LPINTAB != vl.top_level_type:
+                raise FrameFieldError(f"{where} names pfn {pfn:#x} of type {pt.type_name(t)}, "
+                                      f"not an L{vl.pt_levels} page table")
+            return frames.mfn(pfn)
+        return translate
+
+    def on_shared_info(self, offset: int, data: bytes) -> None:
+        self.shared_info = data
+
+    def finish(self) -> DomainMeta:
+        header, memory, frames = self.header, self.memory, self.frames
+        assert header and memory and frames
+        for index, pfn in enumerate(header.frame_list):
+            if self.types[pfn] != pt.NOTAB:
+                raise StreamError(f"p2m frame list entry {index} names pfn {pfn:#x} of type "
+                                  f"{pt.type_name(self.types[pfn])}, not a plain page")
+        version, physmap = self.toolstack if self.toolstack else (None, [])
+        meta = DomainMeta(
+            name=self.name, guest_width=header.guest.guest_width, p2m_size=header.p2m_size,
+            host_id=self.host_id, frame_salt=frames.salt, vcpu_ids=self.vcpu_ids,
+            p2m_frames=header.frame_list, extended_contexts=header.extended_contexts,
+            xsave_size=max(header.xsave_limit - 16, 0), tsc=self.tsc,
+            toolstack_version=version, physmap=physmap)
+        p2mtable.write_table(memory, meta, self.types, frames.mfn)
+        memory.flush()
+        shared = bytearray(self.shared_info)
+        offset = SHARED_INFO_FLL_OFFSET[meta.guest_width]
+        shared[offset:offset + header.guest.word_size] = bytes(header.guest.word_size)
+        self.domain.write_shared_info(bytes(shared))
+        for vcpu_id in self.vcpu_ids:
+            self.domain.write_vcpu(meta, vcpu_id, self.vcpus[vcpu_id])
+        self.domain.write_types(self.types)
+        self.domain.write_meta(meta)
+        return meta
+
+
+def restore(store: Store, source: BinaryIO, *, name: str, host_id: int, profile: str = "current",
+            source_width: int | None = None, own: Layout | None = None,
+            max_pages: int = MAX_P2M_SIZE) -> tuple[DomainMeta, StreamHeader]:
+    parser = StreamParser(source, profile=profile, own=own, source_width=source_width,
+                          max_pages=max_pages)
+    with store.writing(name) as domain:
+        sink = RestoreSink(domain, name, host_id)
+        try:
+            header = parser.parse(sink)
+            meta = sink.finish()
+        finally:
+            sink.close()
+    return meta, header

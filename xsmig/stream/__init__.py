@@ -1,0 +1,1 @@
+"""The stream family: legacy native, escaped and extended-info encodings."""

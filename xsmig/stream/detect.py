@@ -1,0 +1,83 @@
+"""Which encoding and which word width a stream has, from its first bytes.
+
+The rules are the table in docs/stream-format.md ("Detection"); each row's comment
+says why it cannot misread a stream that a real saver wrote."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from xsmig.errors import StreamError, StreamRefused, UsageError
+from xsmig.layout import Layout
+from xsmig.stream.format import ESCAPE, MAX_P2M_SIZE, SINF, Encoding
+
+HEAD_BYTES = 24
+PROFILES = ("current", "legacy")
+
+
+@dataclass(frozen=True)
+class Detection:
+    encoding: Encoding
+    width: int | None  # bits of the stream's unsigned long; None: the sinf block says
+    rule: str  # the row of the detection table that decided
+    ext_info: bool | None = None  # what the rule proved about PV extended info, if anything
+
+
+def _block_id(b: bytes) -> bool:
+    return len(b) == 4 and all(0x20 <= c < 0x7F for c in b)
+
+
+def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None) -> Detection:
+    if profile == "legacy":
+        if source_width is not None:
+            raise UsageError("--source-width needs --profile current: the legacy restorer "
+                             "knew only its own width")
+        # Before the fix: every stream is assumed native and of the restorer's own width.
+        return Detection(Encoding.NATIVE, own.bits, "L: legacy profile, own width assumed")
+    if len(head) < 8:
+        raise StreamError("stream truncated: fewer than 8 bytes", len(head))
+    w0, w1 = struct.unpack_from("<II", head)
+    if w0 == ESCAPE:
+        if head[4:8] == SINF:
+            # R1: "sinf" read as a uint32 is 0x666E6973 > 0x0FFFFFFF: never an escaped p2m_size.
+            return Detection(Encoding.EXTENDED, None, "R1: escape then sinf block")
+        if 0 < w1 <= MAX_P2M_SIZE and head[8:12] == b"\0\0\0\0":
+            # R2: an escaped stream continues with a 64-bit p2m_size <= 0x0FFFFFFF.
+            return Detection(Encoding.ESCAPED, 64, "R2: escape then 64-bit p2m_size")
+        raise StreamError("unknown stream: escape 0xFFFFFFFF followed by neither a sinf "
+                          "block nor a 64-bit p2m_size", 4)
+    if w0 == 0 or w0 > MAX_P2M_SIZE:
+        raise StreamError(f"not a save stream: first word {w0:#x} is no valid p2m_size "
+                          f"(1..{MAX_P2M_SIZE:#x}) and no escape", 0)
+    detection = _detect_native(head, w1)
+    if detection is None:
+        if source_width is None:
+            raise StreamRefused(
+                "cannot tell the width of this native stream (no extended info and bytes 4-7 "
+                "are zero: a 64-bit stream, or a 32-bit one whose first p2m frame is pfn 0); "
+                "give --source-width 32 or 64")
+        return Detection(Encoding.NATIVE, source_width, f"R7: width from --source-width "
+                                                         f"{source_width}")
+    if source_width is not None and source_width != detection.width:
+        raise StreamRefused(f"the stream is {detection.width}-bit ({detection.rule}) but "
+                            f"--source-width {source_width} was given")
+    return detection
+
+
+def _detect_native(head: bytes, w1: int) -> Detection | None:
+    if w1 == ESCAPE:
+        # R3: a 64-bit saver's bytes 4-7 are the top half of p2m_size <= 0x0FFFFFFF: zero.
+        return Detection(Encoding.NATIVE, 32, "R3: bytes 4-7 are the 32-bit ext-info signature",
+                         ext_info=True)
+    if w1 == 0 and head[8:16] == b"\xff" * 8 and _block_id(head[20:24]):
+        # R4: zero top half, then the 64-bit signature and a block id. A 32-bit saver would
+        # need frame-list entry 0 = 0 followed by two enable_verify_mode chunks and an id.
+        return Detection(Encoding.NATIVE, 64, "R4: bytes 4-7 zero, then the 64-bit ext-info "
+                                              "signature", ext_info=True)
+    if w1 != 0:
+        # R5: non-zero bytes 4-7 are impossible from a 64-bit saver (see R3): 32-bit, and
+        # since they are not the signature, the stream has no extended info.
+        return Detection(Encoding.NATIVE, 32, "R5: bytes 4-7 non-zero: 32-bit, no ext-info",
+                         ext_info=False)
+    return None  # R6: ambiguous

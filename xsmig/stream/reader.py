@@ -1,0 +1,384 @@
+"""Parse any stream of the family into events for a sink (restore, inspect).
+
+The parser checks structure: every size against a bound before reading, counts,
+ids, pfns against p2m_size, the order of sections. What the values mean for a
+domain (page-table entries, vCPU frames) is the sink's to check."""
+
+from __future__ import annotations
+
+import json
+import struct
+from array import array
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+from xsmig import pagetypes as pt
+from xsmig.domain import PhysmapEntry, TscInfo
+from xsmig.errors import StreamError, StreamRefused
+from xsmig.layout import Layout
+from xsmig.stream import format as fmt
+from xsmig.stream.detect import HEAD_BYTES, Detection, detect
+from xsmig.stream.io import StreamReader
+from xsmig.vcpu import BY_SIZE, BY_WIDTH, EXTENDED_CONTEXT_SIZE, MAX_VCPU_ID, VcpuLayout
+
+# bytes.translate tables (256 entries; only 0..15 occur): 1 where the nibble is valid / has data
+_VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
+_HAS_DATA = bytes(1 if t in pt.VALID_TYPES and pt.has_data(t) else 0 for t in range(256))
+
+
+@dataclass
+class Block:
+    id: str
+    offset: int
+    size: int
+    flags: int = 0
+
+
+@dataclass
+class StreamHeader:
+    detection: Detection
+    layout: Layout  # ABI the stream's words and records follow
+    p2m_size: int
+    guest: VcpuLayout
+    ext_info: bool
+    ext_blocks: list[Block] = field(default_factory=list)
+    xblocks: list[Block] = field(default_factory=list)  # extended-info section blocks
+    stream_info: dict[str, int] | None = None
+    writer: dict[str, object] | None = None
+    vcpu0_block: bytes | None = None
+    extended_contexts: bool = False
+    xsave_limit: int = 0  # xcnt value: xsave area size + 16; 0: no xsave in the tail
+    frame_list: list[int] = field(default_factory=list)
+
+    @property
+    def encoding(self) -> fmt.Encoding:
+        return self.detection.encoding
+
+
+@dataclass
+class Batch:
+    offset: int  # of the count
+    pfns: list[int]  # pfn of each entry (XTAB entries: their raw pfn bits)
+    types: bytes  # type nibble of each entry
+    data: memoryview  # 4096 bytes per data-carrying entry, in entry order
+    data_offset: int
+
+
+class StreamSink(Protocol):
+    def on_header(self, header: StreamHeader) -> None: ...
+    def on_batch(self, batch: Batch) -> None: ...
+    def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None: ...
+    def on_unmapped(self, offset: int, pfns: list[int]) -> None: ...
+    def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
+                xsave_mask: int, xsave: bytes) -> None: ...
+    def on_shared_info(self, offset: int, data: bytes) -> None: ...
+
+
+class StreamParser:
+    def __init__(self, f: BinaryIO, *, profile: str = "current", own: Layout | None = None,
+                 source_width: int | None = None, max_pages: int = fmt.MAX_P2M_SIZE) -> None:
+        self._f = f
+        self._profile = profile
+        self._own = own or Layout.native()
+        self._source_width = source_width
+        self._max_pages = max_pages
+        self._buf = bytearray(fmt.MAX_BATCH * fmt.PAGE_SIZE)  # reused by every batch
+        self._scratch = memoryview(self._buf)
+
+    def parse(self, sink: StreamSink) -> StreamHeader:
+        head = self._f.read(HEAD_BYTES) or b""
+        while len(head) < HEAD_BYTES:  # pipes may deliver fewer bytes than asked
+            more = self._f.read(HEAD_BYTES - len(head))
+            if not more:
+                break
+            head += more
+        detection = detect(head, profile=self._profile, own=self._own,
+                           source_width=self._source_width)
+        r = StreamReader(self._f, head)
+        header = self._header(r, detection)
+        sink.on_header(header)
+        vcpu_ids = self._body(r, header, sink)
+        self._tail(r, header, vcpu_ids, sink)
+        if not r.at_eof():
+            raise StreamError("trailing data after the shared-info page", r.offset)
+        return header
+
+    # -- header --
+
+    def _ulong(self, r: StreamReader, layout: Layout, what: str) -> int:
+        return int.from_bytes(r.read(layout.ulong_size, what), "little")
+
+    def _header(self, r: StreamReader, detection: Detection) -> StreamHeader:
+        xblocks: list[Block] = []
+        stream_info = writer = None
+        if detection.encoding is fmt.Encoding.NATIVE:
+            assert detection.width is not None
+            layout = Layout.for_width(detection.width)
+        else:
+            r.read(4, "escape")
+            if detection.encoding is fmt.Encoding.ESCAPED:
+                layout = Layout.clean(8)
+            else:
+                stream_info, writer = self._extended_section(r, xblocks)
+                layout = Layout.clean(stream_info["word_size"])
+
+        at = r.offset
+        p2m_size = self._ulong(r, layout, "p2m_size")
+        if not 0 < p2m_size <= fmt.MAX_P2M_SIZE:
+            if self._profile == "legacy":
+                raise StreamRefused(
+                    f"p2m_size {p2m_size:#x} is not valid for this legacy-profile restorer, "
+                    f"which reads only native streams of its own {layout.bits}-bit width", at)
+            raise StreamError(f"p2m_size {p2m_size:#x} out of range", at)
+        if p2m_size > self._max_pages:
+            raise StreamRefused(f"p2m_size {p2m_size} pages exceeds this host's cap of "
+                                f"{self._max_pages} pages (--max-pages)", at)
+
+        header = StreamHeader(detection, layout, p2m_size, BY_WIDTH[layout.bits], False,
+                              xblocks=xblocks, stream_info=stream_info, writer=writer)
+        at = r.offset
+        first = self._ulong(r, layout, "ext-info signature or p2m frame list")
+        if first == layout.ulong_all_ones:
+            header.ext_info = True
+            self._ext_info(r, header)
+            frames: list[int] = []
+        else:
+            frames = [first]
+        if detection.ext_info is not None and detection.ext_info != header.ext_info:
+            raise StreamError("extended info does not match what the first bytes said", at)
+
+        n = -(-p2m_size // header.guest.frames_per_page())
+        at = r.offset - (layout.ulong_size if frames else 0)
+        if n > len(frames):
+            raw = r.read((n - len(frames)) * layout.ulong_size, "p2m frame list")
+            frames.extend(array(layout.ulong_code, raw))
+        if max(frames) >= p2m_size:
+            bad = next(i for i, p in enumerate(frames) if p >= p2m_size)
+            raise StreamError(f"p2m frame list entry {bad} is pfn {frames[bad]:#x}, beyond "
+                              f"p2m_size {p2m_size:#x}", at + bad * layout.ulong_size)
+        header.frame_list = frames
+        return header
+
+    def _extended_section(self, r: StreamReader,
+                          blocks: list[Block]) -> tuple[dict[str, int], dict[str, object] | None]:
+        stream_info: dict[str, int] | None = None
+        writer: dict[str, object] | None = None
+        while True:
+            at = r.offset
+            bid, flags, reserved, length = r.unpack(fmt.XBLOCK, "extended-info block header")
+            name = bid.decode("latin-1")
+            if len(blocks) >= fmt.MAX_XBLOCKS:
+                raise StreamError(f"more than {fmt.MAX_XBLOCKS} extended-info blocks", at)
+            if flags & ~fmt.XBLOCK_KNOWN_FLAGS or reserved:
+                raise StreamError(f"extended-info block {name!r}: unknown flags or reserved "
+                                  "bits set", at)
+            if length > fmt.MAX_XBLOCK:
+                raise StreamError(f"extended-info block {name!r} of {length} bytes exceeds "
+                                  f"{fmt.MAX_XBLOCK}", at)
+            blocks.append(Block(name, at, length, flags))
+            if not stream_info and bid != fmt.SINF:
+                raise StreamError("the extended-info section must start with a sinf block", at)
+            payload = r.read(length, f"extended-info block {name!r}")
+            if bid == fmt.SINF:
+                if stream_info:
+                    raise StreamError("a second sinf block", at)
+                stream_info = self._stream_info(payload, at)
+            elif bid == fmt.XEND:
+                if length:
+                    raise StreamError("the end block must be empty", at)
+                assert stream_info is not None
+                return stream_info, writer
+            elif bid == fmt.WRITER:
+                try:
+                    decoded = json.loads(payload)
+                except ValueError:
+                    decoded = None
+                writer = decoded if isinstance(decoded, dict) else None
+            elif not flags & fmt.XBLOCK_OPTIONAL:
+                raise StreamRefused(f"unknown mandatory extended-info block {name!r}", at)
+
+    def _stream_info(self, payload: bytes, at: int) -> dict[str, int]:
+        if len(payload) < fmt.SINF_V1.size:
+            raise StreamError(f"sinf block of {len(payload)} bytes, need {fmt.SINF_V1.size}", at)
+        word, order, version, required, optional, guest = fmt.SINF_V1.unpack_from(payload)
+        if word not in (4, 8):
+            raise StreamError(f"sinf word size {word}: must be 4 or 8", at)
+        if order != fmt.BYTE_ORDER_LITTLE:
+            raise StreamRefused("big-endian streams are not supported", at)
+        if version < fmt.SINF_VERSION:
+            raise StreamError(f"sinf version {version}", at)
+        if required & ~fmt.REQUIRED_FEATURES_KNOWN:
+            raise StreamRefused(f"stream requires unknown features {required:#x}", at)
+        if guest != fmt.GUEST_X86_PV:
+            raise StreamRefused(f"guest type {guest} is not x86 PV", at)
+        return {"word_size": word, "byte_order": order, "version": version,
+                "required_features": required, "optional_features": optional,
+                "guest_type": guest}
+
+    def _ext_info(self, r: StreamReader, header: StreamHeader) -> None:
+        at = r.offset
+        (total,) = r.unpack(fmt.U32, "ext-info size")
+        if total > fmt.MAX_EXT_INFO:
+            raise StreamError(f"ext-info of {total} bytes exceeds {fmt.MAX_EXT_INFO}", at)
+        end = r.offset + total
+        while r.offset < end:
+            at = r.offset
+            if end - at < fmt.EXT_BLOCK.size:
+                raise StreamError("ext-info block header overruns the ext-info size", at)
+            bid, size = r.unpack(fmt.EXT_BLOCK, "ext-info block header")
+            name = bid.decode("latin-1")
+            if size > end - r.offset:
+                raise StreamError(f"ext-info block {name!r} of {size} bytes overruns the "
+                                  "ext-info size", at)
+            header.ext_blocks.append(Block(name, at, size))
+            payload = r.read(size, f"ext-info block {name!r}")
+            if bid == fmt.EXT_VCPU:
+                guest = BY_SIZE.get(size)
+                if guest is None:
+                    raise StreamError(f"vcpu block of {size} bytes: a context is 2800 (32-bit "
+                                      "guest) or 5168 (64-bit guest) bytes", at)
+                header.guest = guest
+                header.vcpu0_block = payload
+            elif bid == fmt.EXT_EXTV:
+                header.extended_contexts = True
+            elif bid == fmt.EXT_XCNT:
+                if size != 4:
+                    raise StreamError(f"xcnt block of {size} bytes, not 4", at)
+                (header.xsave_limit,) = fmt.U32.unpack(payload)
+                if not 16 < header.xsave_limit <= 1 << 20:
+                    raise StreamError(f"xcnt {header.xsave_limit} out of range", at)
+            # Unknown blocks are skipped, as Xen 4.5's restorer does.
+
+    # -- body --
+
+    def _body(self, r: StreamReader, header: StreamHeader, sink: StreamSink) -> list[int]:
+        vcpu_ids = [0]
+        while True:
+            at = r.offset
+            (count,) = r.unpack(fmt.I32, "chunk id or batch count")
+            if count == 0:
+                return vcpu_ids
+            if 0 < count <= fmt.MAX_BATCH:
+                sink.on_batch(self._batch(r, header, count, at))
+            elif count > fmt.MAX_BATCH:
+                raise StreamError(f"batch of {count} pages exceeds {fmt.MAX_BATCH}", at)
+            elif count == -2:
+                vcpu_ids = self._vcpu_info(r, at)
+                sink.on_chunk(at, count, fmt.CHUNK_NAMES[count], vcpu_ids)
+            elif count == -7:
+                mode, nsec, khz, incarnation = r.unpack(fmt.TSC_INFO, "tsc_info")
+                sink.on_chunk(at, count, "tsc_info", TscInfo(mode, nsec, khz, incarnation))
+            elif count == -18:
+                sink.on_chunk(at, count, "toolstack", self._toolstack(r, header.layout))
+            elif count in (-12, -13):
+                raise StreamRefused("Remus compressed streams are not supported", at)
+            elif count in fmt.NO_PAYLOAD_CHUNKS:
+                sink.on_chunk(at, count, fmt.CHUNK_NAMES[count], None)
+            elif count in fmt.HVM_CHUNKS:
+                _pad, value = r.unpack(fmt.HVM_CHUNK, f"chunk {count}")
+                sink.on_chunk(at, count, f"hvm_{-count}", value)
+            else:
+                raise StreamError(f"unknown chunk id {count}", at)
+
+    def _batch(self, r: StreamReader, header: StreamHeader, count: int, at: int) -> Batch:
+        layout = header.layout
+        raw = r.read(count * layout.ulong_size, "batch pfn list")
+        words = array("I", raw)
+        if layout.ulong_size == 8:
+            high = words[1::2]
+            if max(high):
+                bad = next(i for i, w in enumerate(high) if w)
+                raise StreamError(f"batch entry {bad} has bits 63-32 set",
+                                  at + 4 + bad * layout.ulong_size)
+            words = words[0::2]
+        types = bytes(w >> pt.TYPE_SHIFT for w in words)
+        pfns = [w & pt.PFN_MASK for w in words]
+        if 0 in types.translate(_VALID_NIBBLE):
+            bad = types.translate(_VALID_NIBBLE).index(0)
+            raise StreamError(f"batch entry {bad} has unused page type {types[bad]:#x}",
+                              at + 4 + bad * layout.ulong_size)
+        checked = [p for p, t in zip(pfns, types, strict=True) if t != pt.XTAB]
+        if checked and max(checked) >= header.p2m_size:
+            bad = next(i for i, (p, t) in enumerate(zip(pfns, types, strict=True))
+                       if t != pt.XTAB and p >= header.p2m_size)
+            raise StreamError(f"batch entry {bad}: pfn {pfns[bad]:#x} beyond p2m_size "
+                              f"{header.p2m_size:#x}", at + 4 + bad * layout.ulong_size)
+        n_data = types.translate(_HAS_DATA).count(1)
+        data = self._scratch[:n_data * fmt.PAGE_SIZE]
+        data_offset = r.offset
+        r.readinto(data, "batch page data")
+        return Batch(at, pfns, types, data, data_offset)
+
+    def _vcpu_info(self, r: StreamReader, at: int) -> list[int]:
+        (max_id,) = r.unpack(fmt.I32, "vcpu_info max_vcpu_id")
+        if not 0 <= max_id <= MAX_VCPU_ID:
+            raise StreamError(f"max_vcpu_id {max_id} out of range 0..{MAX_VCPU_ID}", at + 4)
+        words = array("Q", r.read((max_id // 64 + 1) * 8, "vcpu_info map"))
+        ids = [w * 64 + b for w, word in enumerate(words) for b in range(64) if word >> b & 1]
+        if not ids or ids[0] != 0:
+            raise StreamError("vcpu_info map lacks vCPU 0", at + 8)
+        if ids[-1] > max_id:
+            raise StreamError(f"vcpu_info map names vCPU {ids[-1]} above max_vcpu_id {max_id}",
+                              at + 8)
+        return ids
+
+    def _toolstack(self, r: StreamReader, layout: Layout) -> tuple[int, list[PhysmapEntry]]:
+        at = r.offset
+        (length,) = r.unpack(fmt.U32, "toolstack length")
+        if length > fmt.MAX_TOOLSTACK:
+            raise StreamError(f"toolstack chunk of {length} bytes exceeds {fmt.MAX_TOOLSTACK}",
+                              at)
+        data = r.read(length, "toolstack data")
+        base = at + 4
+        if length < fmt.TOOLSTACK_HEADER.size:
+            raise StreamError("toolstack chunk too short", base)
+        version, count = fmt.TOOLSTACK_HEADER.unpack_from(data)
+        pos = fmt.TOOLSTACK_HEADER.size
+        record = layout.physmap_record_size()
+        entries = []
+        for i in range(count):
+            if pos + record > length:
+                raise StreamError(f"toolstack physmap entry {i} overruns the chunk", base + pos)
+            phys, start, size, namelen = fmt.PHYSMAP_FIELDS.unpack_from(data, pos)
+            if namelen > fmt.MAX_PHYSMAP_NAME or pos + record + namelen > length:
+                raise StreamError(f"toolstack physmap entry {i}: bad name length {namelen}",
+                                  base + pos + 24)
+            name_at = pos + fmt.PHYSMAP_FIELDS.size  # the name starts at offset 28 on any ABI
+            entries.append(PhysmapEntry(phys, start, size, data[name_at:name_at + namelen]))
+            pos += record + namelen
+        if pos != length:
+            raise StreamError(f"toolstack chunk has {length - pos} bytes after its entries "
+                              "(wrong ABI?)", base + pos)
+        return version, entries
+
+    # -- tail --
+
+    def _tail(self, r: StreamReader, header: StreamHeader, vcpu_ids: list[int],
+              sink: StreamSink) -> None:
+        at = r.offset
+        (count,) = r.unpack(fmt.U32, "unmapped pfn count")
+        if count > header.p2m_size:
+            raise StreamError(f"{count} unmapped pfns for a p2m_size of {header.p2m_size}", at)
+        raw = r.read(count * header.layout.ulong_size, "unmapped pfn list")
+        pfns = list(array(header.layout.ulong_code, raw))
+        if pfns and max(pfns) >= header.p2m_size:
+            bad = next(i for i, p in enumerate(pfns) if p >= header.p2m_size)
+            raise StreamError(f"unmapped pfn {pfns[bad]:#x} beyond p2m_size",
+                              at + 4 + bad * header.layout.ulong_size)
+        sink.on_unmapped(at, pfns)
+        for vcpu_id in vcpu_ids:
+            at = r.offset
+            ctx = r.read(header.guest.size, f"vCPU {vcpu_id} context")
+            ext = (r.read(EXTENDED_CONTEXT_SIZE, f"vCPU {vcpu_id} extended context")
+                   if header.extended_contexts else None)
+            mask, xsave = 0, b""
+            if header.xsave_limit:
+                xat = r.offset
+                mask, size = r.unpack(fmt.XSAVE_HEADER, f"vCPU {vcpu_id} xsave header")
+                if size > header.xsave_limit - 16:
+                    raise StreamError(f"vCPU {vcpu_id} xsave area of {size} bytes exceeds "
+                                      f"xcnt", xat + 8)
+                xsave = r.read(size, f"vCPU {vcpu_id} xsave area")
+            sink.on_vcpu(at, vcpu_id, ctx, ext, mask, xsave)
+        at = r.offset
+        sink.on_shared_info(at, r.read(fmt.PAGE_SIZE, "shared info"))
