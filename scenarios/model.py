@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 ENCODINGS: tuple[str, ...] = ("native", "escaped", "extended")
 GUEST_WIDTHS: tuple[int, ...] = (32, 64)
 SMALL_PAGES = 2048  # 8 MiB: big enough for several batches, cheap under QEMU
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """What a restore did, as seen from outside."""
 
     IDENTICAL = "identical"  # restored, canonical digest equal to the source's

@@ -34,6 +34,9 @@ def cells() -> list[Cell]:
     for pair, hops in PAIRS.items():
         enc = "escaped" if pair in CROSS_WIDTH else "native"
         out.append(Cell("live", hops, enc, Domain(guest_width=64), IDENTICAL, rounds=3))
-    out.append(Cell("live", PAIRS["i386-to-amd64"], "extended", Domain(guest_width=32),
-                    IDENTICAL, rounds=3))
+    out.append(
+        Cell(
+            "live", PAIRS["i386-to-amd64"], "extended", Domain(guest_width=32), IDENTICAL, rounds=3
+        )
+    )
     return out

@@ -18,11 +18,12 @@ def write_access(f: Fleet, directory: Path) -> list[str]:
     lines = [f"hosts of run {f.run_id} are kept up; enter them with:"]
     for state in f.states.values():
         if state.host is None:
-            lines.append(f"  {state.spec.name}: unreachable ({(state.error or '').splitlines()[0]})")
+            lines.append(
+                f"  {state.spec.name}: unreachable ({(state.error or '').splitlines()[0]})"
+            )
         else:
             lines.append(f"  {state.spec.name}: {state.host.ssh_command(key_file, known)}")
     lines.append(
-        "remove them with: docker rm -f $(docker ps -aq --filter "
-        f"label={reaper.RUN_ID}={f.run_id})"
+        f"remove them with: docker rm -f $(docker ps -aq --filter label={reaper.RUN_ID}={f.run_id})"
     )
     return lines

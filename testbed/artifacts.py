@@ -42,24 +42,31 @@ def _inspect(provider: HostProvider, dst: str, stream: Path, out: Path) -> None:
         _write(out, f"# xsmig inspect on {dst} could not run: {exc}")
 
 
-def _diff(provider: HostProvider, cell: Cell, src: str, dst: str, out: Path, dump: Path) -> None:
+def _diff(provider: HostProvider, cell: Cell, dst: str, out: Path, dump: Path) -> None:
+    """Diff the restored domain against the dump the source wrote right after `create`."""
+    from testbed.execute import source_dump_path
+
     name = cell.domain_name
-    remote = f"/tmp/{name}.source.dump"
+    src = cell.hops[0]
+    remote = source_dump_path(name)
     try:
         s, d = provider.host(src), provider.host(dst)
-        if name not in d.xsmig("list", "--json").out:
+        fetched = s.run(["cat", remote])
+        if not fetched.ok:
+            _write(out, f"# no source dump on {src} ({remote}): {fetched.err.strip()}")
+            return
+        dump.write_bytes(fetched.stdout)
+        if f'"{name}"' not in d.xsmig("list", "--json").out:
             _write(out, f"# no domain {name} on {dst}: nothing was restored, nothing to diff")
             return
-        made = s.xsmig("digest", name, "--dump", remote)
-        if not made.ok:
-            _write(out, f"# source dump on {src} failed: {made.err}")
-            return
-        data = s.run(["cat", remote]).stdout
-        dump.write_bytes(data)
-        d.run(["sh", "-c", f"cat > {shlex.quote(remote)}"], stdin=data)
+        d.run(["sh", "-c", f"cat > {shlex.quote(remote)}"], stdin=fetched.stdout)
         r = d.xsmig("diff", name, remote)
-        _write(out, f"# xsmig diff {name} (on {dst}) vs source dump from {src}: "
-                    f"exit {r.exit_status}\n{r.out}{r.err}")
+        verdict = {0: "same", 1: "DIFFERENT"}.get(r.exit_status, f"exit {r.exit_status}")
+        _write(
+            out,
+            f"# xsmig diff: {name} restored on {dst} vs its source dump from {src}: {verdict}\n"
+            f"{r.out}{r.err}",
+        )
     except Exception as exc:
         _write(out, f"# diff could not run: {exc}")
 
@@ -67,11 +74,11 @@ def _diff(provider: HostProvider, cell: Cell, src: str, dst: str, out: Path, dum
 def collect(
     cell: Cell, provider: HostProvider, result: CellResult, workdir: Path, report_dir: Path
 ) -> None:
-    src, dst = _hop_hosts(cell, result)
+    _, dst = _hop_hosts(cell, result)
     streams = sorted(workdir.glob("*.stream"))
     if streams:
         _inspect(provider, dst, streams[-1], workdir / "inspect.txt")
-    _diff(provider, cell, src, dst, workdir / "diff.txt", workdir / "source.dump")
+    _diff(provider, cell, dst, workdir / "diff.txt", workdir / "source.dump")
     for name in dict.fromkeys(cell.hops):
         try:
             _write(workdir / f"{name}.log", provider.log_tail(name))

@@ -48,17 +48,32 @@ class _Hop:
 
 def create_argv(cell: Cell) -> list[str]:
     d = cell.domain
-    argv = ["create", cell.domain_name, "--pages", str(d.pages), "--guest-width", str(d.guest_width)]
+    argv = [
+        "create",
+        cell.domain_name,
+        "--pages",
+        str(d.pages),
+        "--guest-width",
+        str(d.guest_width),
+    ]
     argv += ["--vcpus", str(d.vcpus), "--seed", str(cell.seed), "--shape", d.shape]
     if d.max_vcpu_id is not None:
         argv += ["--max-vcpu-id", str(d.max_vcpu_id)]
     return argv
 
 
-def digest(host: Host, name: str, timeout: float) -> str:
-    r = host.xsmig("digest", name, timeout=timeout)
+def source_dump_path(name: str) -> str:
+    """Where the source host keeps the canonical dump of the domain as created (for diffs)."""
+    return f"/tmp/{name}.source.dump"
+
+
+def digest(host: Host, name: str, timeout: float, dump: str | None = None) -> str:
+    extra = ("--dump", dump) if dump else ()
+    r = host.xsmig("digest", name, *extra, timeout=timeout)
     if not r.ok or not r.out.strip():
-        raise CellError(f"xsmig digest {name} on {host.name}: exit {r.exit_status}: {r.err.strip()}")
+        raise CellError(
+            f"xsmig digest {name} on {host.name}: exit {r.exit_status}: {r.err.strip()}"
+        )
     return r.out.splitlines()[0].strip()
 
 
@@ -105,7 +120,7 @@ def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) 
     made = hosts[0].xsmig(*create_argv(cell), timeout=cell.timeout)
     if not made.ok:
         return f"xsmig create on {hosts[0].name}: exit {made.exit_status}: {made.err.strip()}"
-    source_digest = digest(hosts[0], name, cell.timeout)
+    source_digest = digest(hosts[0], name, cell.timeout, dump=source_dump_path(name))
     for i in range(len(hosts) - 1):
         hop = _Hop(i + 1, hosts[i], hosts[i + 1])
         actual = attempt(cell, hop, source_digest, None, workdir)

@@ -61,7 +61,8 @@ def new_run_id() -> str:
 
 def log_tail(container: Any, lines: int = 20) -> str:
     try:
-        return container.logs(tail=lines).decode(errors="replace").rstrip()
+        data: bytes = container.logs(tail=lines)
+        return data.decode(errors="replace").rstrip()
     except Exception as exc:  # the container may already be gone
         return f"(no logs: {exc})"
 
@@ -92,8 +93,10 @@ class Fleet:
                 if state.error:
                     say(f"host {state.spec.name}: FAILED: {state.error.splitlines()[0]}")
                 else:
-                    say(f"host {state.spec.name}: ready in {state.ready_seconds:.1f}s "
-                        f"on {LOOPBACK}:{state.host.port if state.host else '?'}")
+                    say(
+                        f"host {state.spec.name}: ready in {state.ready_seconds:.1f}s "
+                        f"on {LOOPBACK}:{state.host.port if state.host else '?'}"
+                    )
 
     def _labels(self, spec: HostSpec) -> dict[str, str]:
         return {

@@ -22,20 +22,45 @@ TEST_FILE = Path(__file__).resolve().parents[1] / "tests" / "integration" / "tes
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--select", metavar="EXPR",
-                        help="cells to run: comma-separated globs or id segments, '!' excludes "
-                             "(e.g. 'cold,!native', 'i386-to-amd64/escaped', '*/guest32/*')")
-    parser.add_argument("--jobs", type=int, default=2, metavar="N",
-                        help="cells run at once over the shared hosts (default 2)")
-    parser.add_argument("--report-dir", type=Path, default=None, metavar="DIR",
-                        help="where the reports and artifacts go (default reports/matrix)")
-    parser.add_argument("--keep-hosts", action="store_true",
-                        help="leave the hosts running and print how to enter them")
-    parser.add_argument("--xsmig-ref", action="append", default=[], metavar="HOSTSPEC=GITREF",
-                        help="run xsmig from a git ref on some hosts (HOSTSPEC: host, arch or "
-                             "'all'; e.g. i386=v0.1.0): release qualification; repeatable")
-    parser.add_argument("--mode", choices=("qemu", "native"), default="qemu",
-                        help="run the hosts' Python under QEMU (default) or natively")
+    parser.add_argument(
+        "--select",
+        metavar="EXPR",
+        help="cells to run: comma-separated globs or id segments, '!' excludes "
+        "(e.g. 'cold,!native', 'i386-to-amd64/escaped', '*/guest32/*')",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        metavar="N",
+        help="cells run at once over the shared hosts (default 2)",
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the reports and artifacts go (default reports/matrix)",
+    )
+    parser.add_argument(
+        "--keep-hosts",
+        action="store_true",
+        help="leave the hosts running and print how to enter them",
+    )
+    parser.add_argument(
+        "--xsmig-ref",
+        action="append",
+        default=[],
+        metavar="HOSTSPEC=GITREF",
+        help="run xsmig from a git ref on some hosts (HOSTSPEC: host, arch or "
+        "'all'; e.g. i386=v0.1.0): release qualification; repeatable",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("qemu", "native"),
+        default="qemu",
+        help="run the hosts' Python under QEMU (default) or natively",
+    )
     parser.add_argument("--list", action="store_true", help="list the selected cells and exit")
 
 
@@ -46,7 +71,8 @@ class _Select:
         self.ids = ids
 
     def pytest_collection_modifyitems(self, config: object, items: list[object]) -> None:
-        keep, drop = [], []
+        keep: list[object] = []
+        drop: list[object] = []
         for item in items:
             spec = getattr(item, "callspec", None)
             cell = spec.params.get("cell") if spec is not None else None
@@ -86,13 +112,22 @@ def run(args: argparse.Namespace) -> int:
     results_file.unlink(missing_ok=True)
     os.environ.update(settings.to_env())
     code = pytest.main(
-        [str(TEST_FILE), "-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
-         "--rootdir", str(TEST_FILE.parents[2])],
+        [
+            str(TEST_FILE),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "console_output_style=classic",
+            "--rootdir",
+            str(TEST_FILE.parents[2]),
+        ],
         plugins=[_Select({c.id for c in cells})],
     )
     if not results_file.exists():
-        print(f"error: the matrix did not run to the end (pytest exit {int(code)})",
-              file=sys.stderr)
+        print(
+            f"error: the matrix did not run to the end (pytest exit {int(code)})", file=sys.stderr
+        )
         return 1
     failed = report.totals(report.read_json(results_file)).failed
     return 0 if failed == 0 and int(code) == 0 else 1

@@ -86,8 +86,9 @@ def rich_grid(results: Sequence[CellResult], title: str = "xsmig migration matri
         values = []
         for col in grid.columns:
             r = grid.at(row, col)
-            values.append("[dim]·[/dim]" if r is None else
-                          f"[{RICH_STYLE[r.verdict]}]{SYMBOL[r.verdict]}[/]")
+            values.append(
+                "[dim]·[/dim]" if r is None else f"[{RICH_STYLE[r.verdict]}]{SYMBOL[r.verdict]}[/]"
+            )
         table.add_row(row[0], row[1], *values)
     return table
 
@@ -105,8 +106,11 @@ def print_grid(results: Sequence[CellResult], console: Any = None) -> None:
     )
     for r in results:
         if r.verdict == FAILED:
-            console.print(f"[bold red]FAILED[/] {r.id}: {r.message.splitlines()[0] if r.message else ''}",
-                          markup=True, highlight=False)
+            console.print(
+                f"[bold red]FAILED[/] {r.id}: {r.message.splitlines()[0] if r.message else ''}",
+                markup=True,
+                highlight=False,
+            )
             console.print(f"  repro: {r.repro}", markup=False, highlight=False)
 
 
@@ -144,15 +148,26 @@ def write_junit(results: Sequence[CellResult], path: Path, seconds: float) -> No
             suite, "testcase", classname=f"matrix.{r.scenario}", name=r.id, time=f"{r.seconds:.3f}"
         )
         props = ET.SubElement(case, "properties")
-        for k, v in (("seed", r.seed), ("expected", r.expected), ("actual", r.actual),
-                     ("verdict", r.verdict), ("bytes", r.bytes), ("mib_per_s", r.mib_per_s),
-                     ("repro", r.repro)):
+        for k, v in (
+            ("seed", r.seed),
+            ("expected", r.expected),
+            ("actual", r.actual),
+            ("verdict", r.verdict),
+            ("bytes", r.bytes),
+            ("mib_per_s", r.mib_per_s),
+            ("repro", r.repro),
+        ):
             ET.SubElement(props, "property", name=k, value=str(v))
         if r.verdict == FAILED:
             fail = ET.SubElement(case, "failure", message=(r.message.splitlines() or [""])[0])
             fail.text = "\n".join(
-                [r.message, f"expected: {r.expected}", f"actual: {r.actual}", f"repro: {r.repro}",
-                 *(f"artifact: {a}" for a in r.artifacts)]
+                [
+                    r.message,
+                    f"expected: {r.expected}",
+                    f"actual: {r.actual}",
+                    f"repro: {r.repro}",
+                    *(f"artifact: {a}" for a in r.artifacts),
+                ]
             )
     ET.indent(suites)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
@@ -186,8 +201,11 @@ def write_summary(results: Sequence[CellResult], path: Path, seconds: float) -> 
         parts += ["## Failed cells", ""]
         for r in failed:
             first = (r.message.splitlines() or [""])[0]
-            parts += [f"- `{r.id}`: {first}", f"  - expected: {r.expected}",
-                      f"  - repro: `{r.repro}`"]
+            parts += [
+                f"- `{r.id}`: {first}",
+                f"  - expected: {r.expected}",
+                f"  - repro: `{r.repro}`",
+            ]
         parts.append("")
     big = [r for r in results if r.bytes]
     if big:
@@ -202,7 +220,8 @@ def write_summary(results: Sequence[CellResult], path: Path, seconds: float) -> 
 _CSS = """
 body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse}
 td,th{border:1px solid #bbb;padding:.3em .6em;text-align:center}
-td.pass{background:#c8f0c8} td.refused{background:#cde4f7} td.fail{background:#f5b5b5;font-weight:bold}
+td.pass{background:#c8f0c8} td.refused{background:#cde4f7}
+td.fail{background:#f5b5b5;font-weight:bold}
 td.none{color:#aaa} td.row{text-align:left} a{color:inherit}
 pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}
 """

@@ -16,14 +16,29 @@ HELP = "re-run one matrix cell with its seed, keep its hosts up, write its artif
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cell_id", metavar="CELL_ID", help="e.g. i386-to-amd64/escaped/guest64/cold")
-    parser.add_argument("--report-dir", type=Path, default=None, metavar="DIR",
-                        help="where the artifacts go (default reports/repro/<cell>)")
-    parser.add_argument("--xsmig-ref", action="append", default=[], metavar="HOSTSPEC=GITREF",
-                        help="run xsmig from a git ref on some hosts, as in `matrix`")
+    parser.add_argument(
+        "cell_id", metavar="CELL_ID", help="e.g. i386-to-amd64/escaped/guest64/cold"
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the artifacts go (default reports/repro/<cell>)",
+    )
+    parser.add_argument(
+        "--xsmig-ref",
+        action="append",
+        default=[],
+        metavar="HOSTSPEC=GITREF",
+        help="run xsmig from a git ref on some hosts, as in `matrix`",
+    )
     parser.add_argument("--mode", choices=("qemu", "native"), default="qemu")
-    parser.add_argument("--no-keep", action="store_true",
-                        help="remove the hosts at the end after all (for scripted use)")
+    parser.add_argument(
+        "--no-keep",
+        action="store_true",
+        help="remove the hosts at the end after all (for scripted use)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,27 +58,43 @@ def run(args: argparse.Namespace) -> int:
     report_dir = (args.report_dir or DEFAULT_REPORT_DIR.parent / "repro" / slug(cell.id)).resolve()
     names = list(dict.fromkeys(cell.hops))
     mounts, labels = resolve_sources(refs, names)
-    console.print(f"repro {cell.id}: seed {cell.seed}, domain {cell.domain_name}, "
-                  f"hosts {' -> '.join(cell.hops)}", highlight=False)
+    console.print(
+        f"repro {cell.id}: seed {cell.seed}, domain {cell.domain_name}, "
+        f"hosts {' -> '.join(cell.hops)}",
+        highlight=False,
+    )
     console.print(f"expect: {cell.expect.describe()}", highlight=False)
     start = time.monotonic()
     keep = not args.no_keep
-    with fleet(names, run_id=new_run_id(), mounts=mounts, source_labels=labels, keep=keep,
-               mode=args.mode, progress=lambda m: console.print(m, markup=False)) as f:
+    with fleet(
+        names,
+        run_id=new_run_id(),
+        mounts=mounts,
+        source_labels=labels,
+        keep=keep,
+        mode=args.mode,
+        progress=lambda m: console.print(m, markup=False),
+    ) as f:
         result = run_cell(cell, f, report_dir, refs=refs, keep_artifacts=True)
         access = write_access(f, report_dir) if keep else []
     seconds = time.monotonic() - start
     style = {"passed": "green", "refused": "cyan"}.get(result.verdict, "bold red")
-    console.print(f"[{style}]{result.verdict}[/] {cell.id} in {seconds:.1f}s "
-                  f"(cell {result.seconds:.1f}s)", highlight=False)
+    console.print(
+        f"[{style}]{result.verdict}[/] {cell.id} in {seconds:.1f}s (cell {result.seconds:.1f}s)",
+        highlight=False,
+    )
     for hop in result.hops:
-        console.print(f"  {hop.src} -> {hop.dst}: {hop.actual}  [{hop.bytes} bytes, "
-                      f"{hop.seconds:.2f}s, {hop.mib_per_s:.2f} MiB/s]", markup=False)
+        console.print(
+            f"  {hop.src} -> {hop.dst}: {hop.actual}  [{hop.bytes} bytes, "
+            f"{hop.seconds:.2f}s, {hop.mib_per_s:.2f} MiB/s]",
+            markup=False,
+        )
     if result.message:
         console.print(result.message, markup=False, highlight=False)
-    console.print(f"artifacts in {report_dir}:", highlight=False)
+    where = report_dir / "artifacts" / slug(cell.id)
+    console.print(f"artifacts in {where}:", markup=False, highlight=False)
     for a in result.artifacts:
-        console.print(f"  {report_dir / a}", markup=False, highlight=False)
+        console.print(f"  {Path(a).name}", markup=False, highlight=False)
     for line in access:
         console.print(line, markup=False, highlight=False)
     return 0 if result.ok else 1

@@ -28,10 +28,7 @@ def _segments_match(term: str, cell_id: str) -> bool:
     have = cell_id.split("/")
     if not want:
         return False
-    for i in range(len(have) - len(want) + 1):
-        if have[i : i + len(want)] == want:
-            return True
-    return False
+    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
 
 
 def term_matches(term: str, cell_id: str) -> bool:
@@ -79,5 +76,9 @@ def by_id(cells: Sequence[Cell], cell_id: str) -> Cell:
     hint = difflib.get_close_matches(cell_id, [c.id for c in cells], n=6, cutoff=0.6)
     raise SelectionError(
         f"unknown cell id {cell_id!r}"
-        + (f"; close matches: {', '.join(hint)}" if hint else "; list them: python3 -m testbed matrix --list")
+        + (
+            f"; close matches: {', '.join(hint)}"
+            if hint
+            else "; list them: python3 -m testbed matrix --list"
+        )
     )

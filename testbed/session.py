@@ -78,8 +78,13 @@ def run_cells(
     results: dict[str, CellResult] = {}
     order = sorted(cells, key=_cost, reverse=True)
     with Progress(
-        TextColumn("[bold]matrix"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=console, transient=True,
+        TextColumn("[bold]matrix"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task("", total=len(cells))
         pool = ThreadPoolExecutor(max_workers=settings.jobs, thread_name_prefix="cell")
@@ -96,12 +101,14 @@ def run_cells(
                     style = {"passed": "green", "refused": "cyan"}.get(r.verdict, "bold red")
                     progress.console.print(
                         f"[{style}]{r.verdict:>7}[/] {r.id}  [dim]{r.seconds:.1f}s"
-                        + (f" {r.mib_per_s:.2f} MiB/s" if r.bytes else "") + "[/]",
+                        + (f" {r.mib_per_s:.2f} MiB/s" if r.bytes else "")
+                        + "[/]",
                         highlight=False,
                     )
                     if r.verdict == FAILED:
-                        progress.console.print(f"        {r.message.splitlines()[0]}",
-                                               markup=False, highlight=False)
+                        progress.console.print(
+                            f"        {r.message.splitlines()[0]}", markup=False, highlight=False
+                        )
                     progress.advance(task)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -121,14 +128,23 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     names = sorted({h for c in cells for h in c.hops})
     settings.report_dir.mkdir(parents=True, exist_ok=True)
     mounts, labels = resolve_sources(refs, names)
-    console.print(f"run {run_id}: {len(cells)} cells on {len(names)} hosts, jobs={settings.jobs}, "
-                  f"reports in {settings.report_dir}", highlight=False)
+    console.print(
+        f"run {run_id}: {len(cells)} cells on {len(names)} hosts, jobs={settings.jobs}, "
+        f"reports in {settings.report_dir}",
+        highlight=False,
+    )
     for n in names:
         if labels[n] != "worktree":
             console.print(f"  {n} runs xsmig from {labels[n]}", highlight=False)
-    with fleet(names, run_id=run_id, mounts=mounts, source_labels=labels,
-               keep=settings.keep_hosts, mode=settings.mode,
-               progress=lambda m: console.print(m, markup=False, highlight=False)) as f:
+    with fleet(
+        names,
+        run_id=run_id,
+        mounts=mounts,
+        source_labels=labels,
+        keep=settings.keep_hosts,
+        mode=settings.mode,
+        progress=lambda m: console.print(m, markup=False, highlight=False),
+    ) as f:
         setup = time.monotonic() - start
         results = run_cells(cells, f, settings, refs, console)
         if settings.keep_hosts:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -157,7 +156,9 @@ class Host:
         self._lock = threading.Lock()
 
     def known_hosts_line(self) -> str:
-        return f"{host_key_entry(self.port)} {self.host_key.get_name()} {self.host_key.get_base64()}"
+        return (
+            f"{host_key_entry(self.port)} {self.host_key.get_name()} {self.host_key.get_base64()}"
+        )
 
     def connect(self) -> paramiko.SSHClient:
         with self._lock:
@@ -180,7 +181,7 @@ class Host:
                     auth_timeout=AUTH_TIMEOUT,
                     channel_timeout=CONNECT_TIMEOUT,
                 )
-            except (paramiko.SSHException, OSError, socket.timeout) as exc:
+            except (TimeoutError, paramiko.SSHException, OSError) as exc:
                 client.close()
                 raise SSHError(f"{self.name}: ssh to {LOOPBACK}:{self.port} failed: {exc}") from exc
             transport = client.get_transport()
@@ -239,11 +240,16 @@ class Host:
         return shlex.join(
             [
                 "ssh",
-                "-i", str(key_file),
-                "-p", str(self.port),
-                "-o", f"UserKnownHostsFile={known_hosts}",
-                "-o", "StrictHostKeyChecking=yes",
-                "-o", "IdentitiesOnly=yes",
+                "-i",
+                str(key_file),
+                "-p",
+                str(self.port),
+                "-o",
+                f"UserKnownHostsFile={known_hosts}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "IdentitiesOnly=yes",
                 f"root@{LOOPBACK}",
             ]
         )

@@ -1,0 +1,90 @@
+"""The scenarios' declared cells and expectations, checked against the oracle as written in the brief."""
+
+from __future__ import annotations
+
+import itertools
+
+import scenarios
+from scenarios.hosts import BY_NAME, HOSTS, PAIRS
+from scenarios.model import ENCODINGS, GUEST_WIDTHS, Outcome
+
+CELLS = scenarios.all_cells()
+BY_ID = {c.id: c for c in CELLS}
+ARCH_PAIRS = [f"{a}-to-{b}" for a, b in itertools.product(("i386", "amd64"), repeat=2)]
+
+
+def test_ids_are_unique_and_readable() -> None:
+    assert len(BY_ID) == len(CELLS)
+    assert "i386-to-amd64/escaped/guest64/cold" in BY_ID
+
+
+def test_hosts_have_distinct_frame_identities_and_pairs_cross_hosts() -> None:
+    assert len({h.host_id for h in HOSTS}) == len(HOSTS)
+    assert sorted(PAIRS) == sorted(ARCH_PAIRS)
+    for cell in CELLS:
+        for src, dst in itertools.pairwise(cell.hops):
+            assert src != dst, cell.id
+            assert BY_NAME[src].host_id != BY_NAME[dst].host_id
+
+
+def test_cold_covers_every_encoding_width_and_pair_and_expects_identical() -> None:
+    for pair, enc, width in itertools.product(ARCH_PAIRS, ENCODINGS, GUEST_WIDTHS):
+        cell = BY_ID[f"{pair}/{enc}/guest{width}/cold"]
+        assert cell.expect.outcome is Outcome.IDENTICAL
+
+
+def test_pingpong_goes_i386_amd64_i386_amd64_per_encoding() -> None:
+    for enc in ENCODINGS:
+        cell = BY_ID[f"i386-to-amd64-to-i386-to-amd64/{enc}/guest64/pingpong"]
+        assert [BY_NAME[h].arch for h in cell.hops] == ["i386", "amd64", "i386", "amd64"]
+        assert len(set(cell.hops)) == 4
+
+
+def test_no_ext_info_from_amd64_is_refused_naming_source_width_then_retried() -> None:
+    for pair, width in itertools.product(ARCH_PAIRS, GUEST_WIDTHS):
+        cell = BY_ID[f"{pair}/native/guest{width}/no-ext-info"]
+        assert cell.no_ext_info
+        if pair.startswith("i386"):
+            assert cell.expect.outcome is Outcome.IDENTICAL and cell.retry is None
+        else:
+            assert cell.expect.outcome is Outcome.REFUSED
+            assert cell.expect.exit_codes == {4}
+            assert cell.expect.message_contains == "--source-width"
+            assert cell.retry is not None and cell.retry.source_width == 64
+            assert cell.retry.expect.outcome is Outcome.IDENTICAL
+
+
+def test_legacy_profile_reads_only_native_of_its_own_width() -> None:
+    for pair, enc, width in itertools.product(ARCH_PAIRS, ENCODINGS, GUEST_WIDTHS):
+        cell = BY_ID[f"{pair}/{enc}/guest{width}/legacy"]
+        assert cell.profile == "legacy"
+        src, dst = pair.split("-to-")
+        if enc == "native" and src == dst:
+            assert cell.expect.outcome is Outcome.IDENTICAL
+        else:
+            assert cell.expect.outcome is Outcome.REFUSED
+            assert cell.expect.exit_codes <= {3, 4}
+
+
+def test_truncated_cells_expect_a_malformed_stream_refusal() -> None:
+    cut = [c for c in CELLS if c.truncate_at is not None]
+    assert cut
+    for cell in cut:
+        assert cell.expect.outcome is Outcome.REFUSED and cell.expect.exit_codes == {3}
+
+
+def test_required_guest_shapes_are_present() -> None:
+    large = [c for c in CELLS if c.scenario == "large"]
+    assert large and all(c.domain.pages * 4096 >= 256 << 20 for c in large)
+    assert {c.pair for c in large} == {"i386-to-amd64", "amd64-to-i386"}
+    assert any(c.domain.shape == "sparse" for c in CELLS)
+    assert any(c.domain.shape == "pt-heavy" for c in CELLS)
+    assert any(c.domain.vcpus == 24 and c.domain.max_vcpu_id == 200 for c in CELLS)
+    assert any(c.rounds == 3 for c in CELLS)
+
+
+def test_seeds_and_domain_names_are_deterministic_and_distinct() -> None:
+    again = {c.id: (c.seed, c.domain_name) for c in scenarios.all_cells()}
+    assert again == {c.id: (c.seed, c.domain_name) for c in CELLS}
+    assert len({c.domain_name for c in CELLS}) == len(CELLS)
+    assert all(0 <= c.seed < 2**31 for c in CELLS)
