@@ -1,4 +1,4 @@
-"""The scenarios' declared cells and expectations, checked against the oracle as written in the brief."""
+"""The declared cells and expectations, checked against the oracle as the brief words it."""
 
 from __future__ import annotations
 
