@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from xsmig import p2mtable, pagetable, pagetypes as pt
+from xsmig import p2mtable, pagetable
+from xsmig import pagetypes as pt
 from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir, DomainMeta
 from xsmig.errors import StateError
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames, summary

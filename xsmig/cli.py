@@ -34,8 +34,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+def _common() -> _Parser:
+    p = _Parser(add_help=False)
     p.add_argument("--store", type=Path, default=argparse.SUPPRESS,
                    help="domain store directory (default: $XSMIG_STORE or ~/.local/state/xsmig)")
     p.add_argument("--host-id", type=int, default=argparse.SUPPRESS,
@@ -284,9 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"xsmig: error: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
-        # The reader went away (e.g. the restorer refused the stream): say so, once.
-        with contextlib.suppress(OSError):
-            sys.stdout = None  # type: ignore[assignment]
+        # The reader went away (e.g. the restorer refused the stream): say so, once, and
+        # point stdout at /dev/null so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         print("xsmig: error: output closed by the reader", file=sys.stderr)
         return StateError.exit_code
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from xsmig.frames import FrameMap
 from xsmig.vcpu import BY_WIDTH, VcpuLayout
@@ -131,7 +131,7 @@ class DomainDir:
         return bytearray(self.types_path.read_bytes())
 
     def open_memory(self, mode: str = "rb") -> BinaryIO:
-        return open(self.memory_path, mode)  # noqa: SIM115 - caller closes
+        return cast(BinaryIO, open(self.memory_path, mode))
 
     def read_vcpu(self, meta: DomainMeta, vcpu_id: int) -> VcpuState:
         ctx = self.vcpu_path(vcpu_id, "ctx").read_bytes()

@@ -7,7 +7,8 @@ import zlib
 from collections.abc import Callable
 from typing import BinaryIO
 
-from xsmig import p2mtable, pagetable, pagetypes as pt
+from xsmig import p2mtable, pagetable
+from xsmig import pagetypes as pt
 from xsmig.domain import (
     PAGE_SIZE,
     SHARED_INFO_FLL_OFFSET,

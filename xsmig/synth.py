@@ -9,9 +9,17 @@ import zlib
 from array import array
 from dataclasses import dataclass
 
-from xsmig import p2mtable, pagetable, pagetypes as pt
-from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir, DomainMeta, PhysmapEntry
-from xsmig.domain import TscInfo, VcpuState
+from xsmig import p2mtable, pagetable
+from xsmig import pagetypes as pt
+from xsmig.domain import (
+    PAGE_SIZE,
+    SHARED_INFO_FLL_OFFSET,
+    DomainDir,
+    DomainMeta,
+    PhysmapEntry,
+    TscInfo,
+    VcpuState,
+)
 from xsmig.errors import UsageError
 from xsmig.frames import FrameMap
 from xsmig.vcpu import BY_WIDTH, GDT_ENTS_PER_FRAME, MAX_VCPU_ID, VcpuLayout, rewrite_frames
@@ -66,10 +74,6 @@ class _PfnPool:
         out, self._free = self._free[:n], self._free[n:]
         return out
 
-    def rest(self) -> list[int]:
-        out, self._free = self._free, []
-        return out
-
 
 def _tree_pages(n_targets: int, levels: int, fanout: int) -> int:
     total, n = 1, n_targets
@@ -103,15 +107,16 @@ def _build_tree(
                         entries[slot] = rng.getrandbits(62) << 1
             tables[pfn] = (level, entries)
         children = parents
-    (root,) = pool.take(1)
+    root: int = pool.take(1)[0]
     entries = array("Q", bytes(PAGE_SIZE))
+    root_slots: list[int]
     if levels == 3:
-        slots: list[int] = list(range(len(children)))  # PAE L3: 4 slots, flags cleared
+        root_slots = list(range(len(children)))  # PAE L3: 4 slots, flags cleared
         flags = pagetable.PRESENT
     else:
-        slots = sorted(rng.sample(L4_USABLE, len(children)))
+        root_slots = sorted(rng.sample(L4_USABLE, len(children)))
         flags = PTE_FLAGS
-    for slot, child in zip(slots, children, strict=True):
+    for slot, child in zip(root_slots, children, strict=True):
         entries[slot] = (child << 12) | flags
     tables[root] = (levels, entries)
     return root
@@ -119,7 +124,7 @@ def _build_tree(
 
 def _capacity(levels: int, fanout: int) -> int:
     root_slots = 4 if levels == 3 else len(L4_USABLE)
-    return root_slots * fanout ** (levels - 1)
+    return root_slots * fanout ** (levels - 1)  # type: ignore[no-any-return]
 
 
 def create(spec: GuestSpec, domain: DomainDir, host_id: int) -> DomainMeta:

@@ -103,11 +103,12 @@ def frame_fields(layout: VcpuLayout, ctx: bytes | bytearray, vcpu_id: int) -> li
 
 def _read_frame(layout: VcpuLayout, ctx: bytearray, field: FrameField) -> int:
     (value,) = struct.unpack_from("<" + layout.word, ctx, field.offset)
+    frame = int(value)
     if field.kind == "cr3":
-        return layout.decode_cr3(value)
+        return layout.decode_cr3(frame)
     if field.kind == "cr1":
-        return value >> 12
-    return int(value)
+        return frame >> 12
+    return frame
 
 
 def _write_frame(layout: VcpuLayout, ctx: bytearray, field: FrameField, frame: int) -> None:

@@ -6,7 +6,7 @@ section is xsmig's design of the mail's second proposal."""
 from __future__ import annotations
 
 import struct
-from enum import Enum
+from enum import StrEnum
 
 ESCAPE = 0xFFFFFFFF  # first 4 bytes of escaped and extended streams
 MAX_P2M_SIZE = 0x0FFFFFFF  # Xen's saver refuses more: why an escape can never be a p2m_size
@@ -14,7 +14,7 @@ MAX_BATCH = 1024
 PAGE_SIZE = 4096
 
 
-class Encoding(str, Enum):
+class Encoding(StrEnum):
     NATIVE = "native"
     ESCAPED = "escaped"
     EXTENDED = "extended"

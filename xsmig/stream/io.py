@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from xsmig.errors import StreamError
 
@@ -40,7 +40,7 @@ class StreamReader:
             got += k
         self.offset += n
 
-    def unpack(self, fmt: struct.Struct, what: str) -> tuple[int, ...]:
+    def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
         return fmt.unpack(self.read(fmt.size, what))
 
     def skip(self, n: int, what: str, scratch: memoryview) -> None:
@@ -64,7 +64,7 @@ class StreamWriter:
         self._f.write(data)
         self.offset += len(data)
 
-    def pack(self, fmt: struct.Struct, *values: int) -> None:
+    def pack(self, fmt: struct.Struct, *values: int | bytes) -> None:
         self.write(fmt.pack(*values))
 
     def flush(self) -> None:

@@ -7,7 +7,6 @@ domain (page-table entries, vCPU frames) is the sink's to check."""
 from __future__ import annotations
 
 import json
-import struct
 from array import array
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from xsmig import __version__, p2mtable, pagetable, pagetypes as pt
+from xsmig import __version__, p2mtable, pagetable
+from xsmig import pagetypes as pt
 from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir, DomainMeta
 from xsmig.errors import StateError, UsageError
 from xsmig.layout import Layout
