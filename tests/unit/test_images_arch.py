@@ -80,9 +80,7 @@ def test_mode_mismatch_and_garbage_are_refused() -> None:
     assert check_host_report("i386", {})
     wrong_python = copy.deepcopy(report("i386"))
     wrong_python["python_version"] = "3.9.2"
-    assert check_host_report("i386", wrong_python) == [
-        "python_version is '3.9.2', expected 3.11.x"
-    ]
+    assert check_host_report("i386", wrong_python) == ["python_version is '3.9.2', expected 3.11.x"]
 
 
 def test_parse_start_log() -> None:
