@@ -48,7 +48,7 @@ def test_engine_check_gives_the_start_command() -> None:
 
 
 def test_qemu_check_fix_is_apt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor.os.path, "exists", lambda p: False)
+    monkeypatch.setattr("os.path.exists", lambda p: False)
     check = doctor.check_qemu([get_arch("i386")])
     assert not check.ok and "/usr/bin/qemu-i386-static" in check.detail
     assert check.fix.startswith("apt-get update && ")
@@ -62,7 +62,12 @@ def test_apply_fixes_installs_all_packages_in_one_apt_call() -> None:
         doctor.Check("b", False, "", "", ("debootstrap",), "apt"),
         doctor.Check("c", True, "", "", ("never",), "apt"),
     ]
-    problems = doctor.apply_fixes(checks, run=lambda cmd: ran.append(cmd[-1]) or 0)
+
+    def run(cmd: list[str]) -> int:
+        ran.append(cmd[-1])
+        return 0
+
+    problems = doctor.apply_fixes(checks, run=run)
     assert problems == []
     assert len(ran) == 1
     assert ran[0].startswith("apt-get update && ")
@@ -71,7 +76,7 @@ def test_apply_fixes_installs_all_packages_in_one_apt_call() -> None:
 
 def test_fix_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(doctor, "run_checks", lambda arches: [doctor.Check("x", False, "d", "f")])
-    monkeypatch.setattr(doctor.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
     with pytest.raises(TestbedError, match="needs root"):
         doctor.run(argparse.Namespace(fix=True, arch=None))
 
