@@ -1,0 +1,258 @@
+"""Golden byte-level tests: tiny guests saved in each encoding by each ABI, walked field
+by field against ../shared/reference/xen-stream-facts.md and docs/stream-format.md
+with expectations written out here, plus a SHA-256 per stream in tests/golden/streams.json
+so that any change of the byte format shows up. Regenerate the hashes, after a deliberate
+format change only, with XSMIG_UPDATE_GOLDEN=1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from xsmig_helpers import Guest, make, page, save_bytes
+
+from xsmig.domain import DomainDir
+from xsmig.layout import AMD64, I386, Layout
+from xsmig.store import Store
+from xsmig.stream import writer
+from xsmig.stream.format import Encoding
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "streams.json"
+LAYOUTS = {"i386": I386, "amd64": AMD64}
+GUESTS = {
+    "guest64": Guest(pages=64, width=64, vcpus=1, seed=1),
+    "guest32": Guest(pages=64, width=32, vcpus=1, seed=1),
+    "sparse64": Guest(pages=160, width=64, vcpus=1, seed=1, shape="sparse"),
+    "sparse32": Guest(pages=160, width=32, vcpus=1, seed=1, shape="sparse"),
+}
+# Facts: vcpu_guest_context sizes and offsets (section 4 of the facts file).
+VCPU_SIZE = {64: 0x1430, 32: 0xAF0}
+EDX = {64: 616, 32: 524}
+CR3 = {64: 5008, 32: 2728}
+GDT_ENTS = {64: 4960, 32: 2704}
+GDT_FRAMES = {64: 4832, 32: 2640}
+TOP_TYPE = {64: 0x4, 32: 0x3}
+FLL = {64: 3096, 32: 2320}  # xsmig's shared-info frame-list-list offset
+XSAVE_AREA = 832  # synth's xsave area: xcnt = 848
+
+
+@pytest.fixture(autouse=True)
+def fixed_writer_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optional wrtr block names the xsmig version and machine: pin both, so the
+    golden hashes hold on every host and release."""
+    monkeypatch.setattr(writer, "__version__", "golden")
+    monkeypatch.setattr(writer.platform, "machine", lambda: "golden")
+
+
+@pytest.fixture(scope="module")
+def guests(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DomainDir]:
+    store = Store(tmp_path_factory.mktemp("golden"))
+    return {name: make(store, name, guest, host_id=3) for name, guest in GUESTS.items()}
+
+
+class Walk:
+    """A cursor over the stream that reads fields as the facts file lays them out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.pos:self.pos + n]
+        assert len(out) == n, f"stream ends at {len(self.data)}, wanted {n} at {self.pos}"
+        self.pos += n
+        return out
+
+    def u(self, n: int) -> int:
+        return int.from_bytes(self.take(n), "little")
+
+    def i32(self) -> int:
+        return int(struct.unpack("<i", self.take(4))[0])
+
+
+@dataclass
+class Expect:
+    word: int  # bytes per ulong in this stream
+    physmap_record: int  # sizeof(libxl__physmap_info) as the writer's ABI pads it
+
+
+def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
+    """From p2m_size to the end: the legacy layout with ulongs of ex.word bytes."""
+    meta = domain.read_meta()
+    types = domain.read_types()
+    gw = meta.guest_width
+    vsize = VCPU_SIZE[gw]
+    xsave = meta.xsave_size != 0  # synth: sparse guests use no xsave
+    p2m = meta.p2m_size
+    assert w.u(ex.word) == p2m  # p2m_size
+    assert w.take(ex.word) == b"\xff" * ex.word  # ext-info signature ~0UL
+    total = w.u(4)
+    assert total == (vsize + 8) + 8 + (12 if xsave else 0)
+    ext_start = w.pos
+    assert w.take(4) == b"vcpu"
+    assert w.u(4) == vsize
+    vcpu_block = w.take(vsize)
+    assert w.take(8) == b"extv" + bytes(4)
+    if xsave:
+        assert w.take(4) == b"xcnt"
+        assert w.u(4) == 4
+        assert w.u(4) == XSAVE_AREA + 16
+    assert w.pos - ext_start == total
+    # vCPU0's frames are pfns in the stream: start info is pfn 1, cr3 names the top table.
+    assert int.from_bytes(vcpu_block[EDX[gw]:EDX[gw] + gw // 8], "little") == 1
+    cr3 = int.from_bytes(vcpu_block[CR3[gw]:CR3[gw] + gw // 8], "little")
+    root = cr3 >> 12 if gw == 64 else ((cr3 >> 12) | (cr3 << 20)) & 0xFFFFFFFF
+    assert root < p2m and types[root] & 0x7 == TOP_TYPE[gw], (hex(cr3), types[root])
+    gdt_ents = int.from_bytes(vcpu_block[GDT_ENTS[gw]:GDT_ENTS[gw] + gw // 8], "little")
+    for j in range(-(-gdt_ents // 512)):
+        at = GDT_FRAMES[gw] + j * gw // 8
+        assert types[int.from_bytes(vcpu_block[at:at + gw // 8], "little")] == 0
+    # p2m frame list: ceil(p2m / FPP) = 1 entry, a ulong holding a pfn
+    assert [w.u(ex.word)] == meta.p2m_frames
+    # one batch of all pfns
+    assert w.i32() == p2m
+    with_data = []
+    for pfn in range(p2m):
+        entry = w.u(ex.word)
+        assert entry >> 32 == 0  # bits 63-32 zero on 8-byte words
+        if types[pfn] == 0xF:
+            assert entry == 0xF0000000  # a hole is a bare XTAB entry
+            continue
+        assert entry >> 28 == types[pfn] and entry & 0x0FFFFFFF == pfn
+        if types[pfn] not in (0xD, 0xE):
+            with_data.append(pfn)
+    for pfn in with_data:
+        data = w.take(4096)
+        level = types[pfn] & 0x7
+        if 1 <= level <= 4:
+            entries = struct.unpack("<512Q", data)
+            mask = 0xFFFFFFFFFF if gw == 64 else 0xFFFFFFFF
+            present = [e for e in entries if e & 1]
+            assert present and all((e >> 12) & mask < p2m for e in present)
+            if gw == 32 and level == 3:
+                assert entries[4:] == (0,) * 508 and all(e & 0x26 == 0 for e in entries[:4])
+            if gw == 64 and level == 4:
+                assert entries[256:272] == (0,) * 16
+        elif pfn in meta.p2m_frames:
+            fmt = f"<{p2m}Q" if gw == 64 else f"<{p2m}I"
+            ones = (1 << gw) - 1
+            expected = tuple(ones if types[p] == 0xF else p for p in range(p2m))
+            assert struct.unpack_from(fmt, data) == expected
+        else:
+            assert data == page(domain, pfn)
+    assert w.i32() == -2
+    assert w.i32() == 0  # max_vcpu_id
+    assert w.u(8) == 1  # vcpumap
+    assert w.i32() == -7
+    assert struct.unpack("<IQII", w.take(20)) == (meta.tsc.mode, meta.tsc.nsec, meta.tsc.khz,
+                                                  meta.tsc.incarnation)
+    assert w.i32() == -18
+    length = w.u(4)
+    start = w.pos
+    assert (w.u(4), w.u(4)) == (1, len(meta.physmap))
+    for entry in meta.physmap:
+        record = w.take(ex.physmap_record + len(entry.name))
+        assert struct.unpack_from("<QQQI", record) == (entry.phys_offset, entry.start_addr,
+                                                       entry.size, len(entry.name))
+        assert record[28:28 + len(entry.name)] == entry.name
+        assert record[28 + len(entry.name):] == bytes(ex.physmap_record - 28)
+    assert w.pos - start == length
+    assert w.i32() == -9
+    assert w.i32() == 0
+    holes = [p for p in range(p2m) if types[p] == 0xF]
+    assert w.u(4) == len(holes)
+    assert [w.u(ex.word) for _ in holes] == holes
+    assert w.take(vsize) == vcpu_block  # the tail's vCPU0 is the block's context
+    assert w.take(128) == domain.vcpu_path(0, "ext").read_bytes()
+    if xsave:
+        area = domain.vcpu_path(0, "xsave").read_bytes()
+        assert w.u(8) == int.from_bytes(area[:8], "little")
+        assert w.u(8) == XSAVE_AREA
+        assert w.take(XSAVE_AREA) == area[8:]
+    shared = w.take(4096)
+    assert shared[FLL[gw]:FLL[gw] + gw // 8] == bytes(gw // 8)
+    assert shared[:FLL[gw]] == domain.shared_info_path.read_bytes()[:FLL[gw]]
+    assert w.pos == len(w.data), "trailing bytes"
+
+
+CASES = [(g, e, s) for g in GUESTS for e in Encoding for s in LAYOUTS
+         if e is Encoding.NATIVE or not g.startswith("sparse")]
+
+
+def test_sparse_guests_exercise_holes(guests: dict[str, DomainDir]) -> None:
+    for name in ("sparse32", "sparse64"):
+        types = guests[name].read_types()
+        assert {0xF, 0xE, 0xD} <= set(types), name  # hole, allocate-only, broken
+
+
+def case_id(guest: str, encoding: Encoding, saver: str) -> str:
+    return f"{encoding.value}-{saver}-{guest}"
+
+
+@pytest.mark.parametrize("guest,encoding,saver", CASES, ids=[case_id(*c) for c in CASES])
+def test_stream_bytes(guests: dict[str, DomainDir], guest: str, encoding: Encoding,
+                      saver: str) -> None:
+    domain = guests[guest]
+    layout: Layout = LAYOUTS[saver]
+    data = save_bytes(domain, encoding, layout)
+    w = Walk(data)
+    if encoding is Encoding.NATIVE:
+        walk_legacy(w, domain, Expect(layout.ulong_size, 28 if saver == "i386" else 32))
+        return
+    assert w.take(4) == b"\xff\xff\xff\xff"
+    if encoding is Encoding.ESCAPED:
+        walk_legacy(w, domain, Expect(8, 28))
+        return
+    assert w.take(12) == b"sinf" + bytes(4) + struct.pack("<I", 16)
+    word = layout.ulong_size
+    assert w.take(16) == bytes([word, 0]) + struct.pack("<HIII", 1, 0, 0, 1)
+    assert w.take(4) == b"wrtr"
+    assert (w.u(2), w.u(2)) == (1, 0)  # optional, reserved zero
+    who = json.loads(w.take(w.u(4)))
+    assert who == {"xsmig": "golden", "abi": saver, "machine": "golden"}
+    assert w.take(12) == b"end " + bytes(8)
+    walk_legacy(w, domain, Expect(word, 28))
+
+
+def test_native_prefixes_spelt_out(guests: dict[str, DomainDir]) -> None:
+    """The first bytes, literally, as the facts file's header table gives them."""
+    i386 = save_bytes(guests["guest64"], Encoding.NATIVE, I386)
+    assert i386[:20] == (bytes.fromhex("40000000" "ffffffff") + (5168 + 8 + 8 + 12)
+                         .to_bytes(4, "little") + b"vcpu" + bytes.fromhex("30140000"))
+    i386_32 = save_bytes(guests["guest32"], Encoding.NATIVE, I386)
+    assert i386_32[8:20] == (2800 + 28).to_bytes(4, "little") + b"vcpu" + bytes.fromhex(
+        "f00a0000")
+    amd64 = save_bytes(guests["guest64"], Encoding.NATIVE, AMD64)
+    assert amd64[:28] == (bytes.fromhex("4000000000000000" "ffffffffffffffff")
+                          + (5196).to_bytes(4, "little") + b"vcpu" + bytes.fromhex("30140000"))
+    escaped = save_bytes(guests["guest64"], Encoding.ESCAPED, I386)
+    assert escaped[:20] == bytes.fromhex("ffffffff" "4000000000000000" "ffffffffffffffff")
+
+
+def golden_hashes(guests: dict[str, DomainDir]) -> dict[str, str]:
+    return {case_id(*c): hashlib.sha256(save_bytes(guests[c[0]], c[1], LAYOUTS[c[2]]))
+            .hexdigest() for c in CASES}
+
+
+def test_golden_hashes(guests: dict[str, DomainDir]) -> None:
+    hashes = golden_hashes(guests)
+    if os.environ.get("XSMIG_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
+    assert json.loads(GOLDEN.read_text()) == hashes
+
+
+@pytest.mark.parametrize("encoding", Encoding)
+def test_streams_carry_no_host_values(tmp_path: Path, encoding: Encoding) -> None:
+    """The same guest created on hosts with different frames saves to identical bytes."""
+    streams = set()
+    for host_id, name in [(1, "g"), (7, "g"), (123456, "other-name")]:
+        domain = make(Store(tmp_path / f"h{host_id}"), name, GUESTS["sparse32"]
+                      if encoding is Encoding.NATIVE else GUESTS["guest64"], host_id=host_id)
+        streams.add(save_bytes(domain, encoding, AMD64))
+    assert len(streams) == 1
