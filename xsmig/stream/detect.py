@@ -52,6 +52,9 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None) 
                           f"(1..{MAX_P2M_SIZE:#x}) and no escape", 0)
     detection = _detect_native(head, w1)
     if detection is None:
+        if len(head) < HEAD_BYTES:
+            # Every stream is longer than the head: R4 could not be evaluated.
+            raise StreamError(f"stream truncated: fewer than {HEAD_BYTES} bytes", len(head))
         if source_width is None:
             raise StreamRefused(
                 "cannot tell the width of this native stream (no extended info and bytes 4-7 "
