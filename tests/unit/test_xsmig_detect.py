@@ -163,3 +163,13 @@ def test_legacy_profile_assumes_its_own_width(own: object, bits: int, head: byte
 def test_legacy_profile_rejects_source_width() -> None:
     with pytest.raises(UsageError, match="--source-width"):
         detect(u32(64) + FF4, profile="legacy", own=I386, source_width=32)
+
+
+@pytest.mark.parametrize("length", [8, 12, 16, 20, 23])
+def test_truncated_64bit_head_is_a_truncation_not_an_ambiguity(length: int) -> None:
+    """A 64-bit stream cut before byte 24 must not be 'refused: give --source-width'."""
+    head = (u64(64) + FF8 + u32(5196) + b"vcpu")[:length]
+    for width in (None, 64):
+        with pytest.raises(StreamError) as info:
+            detect(head, profile="current", own=AMD64, source_width=width)
+        assert info.value.offset == length and "truncated" in str(info.value)
