@@ -57,6 +57,7 @@ class Domain:
     vcpus: int = 1
     max_vcpu_id: int | None = None
     shape: str = "standard"
+    extended_state: bool = True  # xsave/extended vCPU state; needs the ext-info `xcnt` block
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ width handling matters most: the cross-width pairs.
 
 from __future__ import annotations
 
+import dataclasses
+
 from scenarios.hosts import CROSS_WIDTH, PAIRS
 from scenarios.model import IDENTICAL, Cell, Domain
 
@@ -16,7 +18,7 @@ MANY_VCPUS = Domain(vcpus=24, max_vcpu_id=200)
 
 
 def _with(width: int, base: Domain) -> Domain:
-    return Domain(base.pages, width, base.vcpus, base.max_vcpu_id, base.shape)
+    return dataclasses.replace(base, guest_width=width)
 
 
 def cells() -> list[Cell]:

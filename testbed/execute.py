@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -57,6 +58,8 @@ def create_argv(cell: Cell) -> list[str]:
         str(d.guest_width),
     ]
     argv += ["--vcpus", str(d.vcpus), "--seed", str(cell.seed), "--shape", d.shape]
+    if not d.extended_state:
+        argv.append("--no-extended-state")
     if d.max_vcpu_id is not None:
         argv += ["--max-vcpu-id", str(d.max_vcpu_id)]
     return argv
@@ -107,10 +110,23 @@ def attempt(
     if t.error is None and t.restore_status == 0:
         restored = digest(hop.dst, name, cell.timeout)
     elif t.restore_status is not None:
-        left = domain_exists(hop.dst, name, cell.timeout)
-        after = digest(hop.src, name, cell.timeout)
+        # Two hosts, two questions: ask them at once.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            later = pool.submit(digest, hop.src, name, cell.timeout)
+            left = domain_exists(hop.dst, name, cell.timeout)
+            after = later.result()
     return classify(
-        Observed(t.restore_status, t.restore_stderr, t.error, restored, source_digest, after, left)
+        Observed(
+            t.restore_status,
+            t.restore_stderr,
+            t.error,
+            restored,
+            source_digest,
+            after,
+            left,
+            t.save_status,
+            t.save_stderr,
+        )
     )
 
 

@@ -24,6 +24,8 @@ class Observed:
     source_digest: str = ""  # digest the source had before the migration
     source_digest_after: str | None = None  # re-read after a refusal; None: not checked
     domain_left: bool = False  # a domain of that name exists on the destination after a failure
+    save_status: int | None = 0  # None: the save was cut off on purpose
+    save_stderr: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,13 @@ class Actual:
 def classify(obs: Observed) -> Actual:
     if obs.transport_error is not None or obs.exit_status is None:
         return Actual(Outcome.ERROR, obs.exit_status, obs.transport_error or "no exit status")
+    if obs.save_status not in (0, None):
+        # The source could not write the stream: whatever the restorer said is beside the point.
+        return Actual(
+            Outcome.ERROR,
+            obs.exit_status,
+            f"save on the source exited {obs.save_status}: {obs.save_stderr.strip()[:300]}",
+        )
     if obs.exit_status == 0:
         if obs.restored_digest is None:
             return Actual(Outcome.ERROR, 0, "restore succeeded but the digest could not be read")

@@ -121,7 +121,10 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     """Start hosts, run the cells, write the four reports; returns results in matrix order."""
     from rich.console import Console
 
-    console = console or Console(stderr=False)
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # CI logs: no wrapping of ids and grid rows at 80 columns
+            console = Console(width=200)
     start = time.monotonic()
     run_id = new_run_id()
     refs = parse_refs(settings.ref_specs)

@@ -80,3 +80,21 @@ def test_transport_failure_is_an_error_never_a_pass() -> None:
     assert actual.outcome is Outcome.ERROR
     assert judge(IDENTICAL, actual) is not None
     assert judge(refused(3, 4), actual) is not None
+
+
+def test_a_failed_save_is_an_error_whatever_the_restorer_did() -> None:
+    err = "xsmig: error: stream truncated: fewer than 8 bytes at byte 0\n"
+    actual = classify(
+        obs(
+            exit_status=3,
+            stderr=err,
+            restored_digest=None,
+            save_status=5,
+            save_stderr="xsmig: error: domain has extended vCPU state\n",
+        )
+    )
+    assert actual.outcome is Outcome.ERROR and "save on the source exited 5" in actual.message
+    assert judge(refused(3), actual) is not None
+    # A save cut off on purpose (truncation) has no status and is not held against the cell.
+    cut = classify(obs(exit_status=3, stderr=err, restored_digest=None, save_status=None))
+    assert cut.outcome is Outcome.REFUSED
