@@ -45,6 +45,8 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None) 
         if 0 < w1 <= MAX_P2M_SIZE and head[8:12] == b"\0\0\0\0":
             # R2: an escaped stream continues with a 64-bit p2m_size <= 0x0FFFFFFF.
             return Detection(Encoding.ESCAPED, 64, "R2: escape then 64-bit p2m_size")
+        if len(head) < 12:
+            raise StreamError("stream truncated: fewer than 12 bytes after an escape", len(head))
         raise StreamError("unknown stream: escape 0xFFFFFFFF followed by neither a sinf "
                           "block nor a 64-bit p2m_size", 4)
     if w0 == 0 or w0 > MAX_P2M_SIZE:
