@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         max_pages = args.max_pages or int(os.environ.get("XSMIG_MAX_PAGES", DEFAULT_MAX_PAGES))
         if not 0 < max_pages <= MAX_P2M_SIZE:
             raise UsageError(f"--max-pages must be between 1 and {MAX_P2M_SIZE}")
-        name = check_name(args.name) if args.name else store.unique_name("restored")
+        name = check_name(args.name) if args.name is not None else store.unique_name("restored")
         with _open_in(args.input) as source:
             restore(store, source, name=name, host_id=_host_id(args), profile=args.profile,
                     source_width=args.source_width, own=_layout(args.toolstack),
