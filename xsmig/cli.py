@@ -196,7 +196,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"{stats.bytes} bytes, {stats.pages_sent} pages in {stats.batches} batches, "
                   f"{time.monotonic() - started:.2f}s", file=sys.stderr)
     elif args.command == "restore":
-        max_pages = args.max_pages or int(os.environ.get("XSMIG_MAX_PAGES", DEFAULT_MAX_PAGES))
+        max_pages = args.max_pages
+        if max_pages is None:
+            env = os.environ.get("XSMIG_MAX_PAGES", str(DEFAULT_MAX_PAGES))
+            try:
+                max_pages = int(env)
+            except ValueError:
+                raise UsageError(f"XSMIG_MAX_PAGES={env!r} is not an integer") from None
         if not 0 < max_pages <= MAX_P2M_SIZE:
             raise UsageError(f"--max-pages must be between 1 and {MAX_P2M_SIZE}")
         name = check_name(args.name) if args.name is not None else store.unique_name("restored")
