@@ -72,8 +72,10 @@ def debootstrap(
         shutil.rmtree(rootfs)  # left by an interrupted build
     rootfs.mkdir(parents=True)
     debs.mkdir(parents=True, exist_ok=True)
+    log.write_text("")  # one log per base build
     cmd = [
         exe,
+        "--foreign",  # stop after unpacking: the second stage runs below
         f"--variant={variant}",
         f"--arch={arch.debian_arch}",
         f"--include={','.join(include)}",
@@ -82,7 +84,19 @@ def debootstrap(
     if os.path.exists(KEYRING):
         cmd.append(f"--keyring={KEYRING}")
     cmd += [suite, str(rootfs), mirror]
-    with open(log, "w") as out:
+    _logged_run(cmd, log, f"debootstrap of {arch.name}", rootfs)
+    # dpkg fsyncs every file it writes; a throwaway rootfs that is tarred right
+    # after needs none of that (measured: about a quarter of the build time).
+    unsafe = rootfs / "etc/dpkg/dpkg.cfg.d/xsmig-unsafe-io"
+    unsafe.parent.mkdir(parents=True, exist_ok=True)
+    unsafe.write_text("force-unsafe-io\n")
+    second = ["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"]
+    _logged_run(second, log, f"debootstrap (second stage) of {arch.name}", rootfs)
+    unsafe.unlink()
+
+
+def _logged_run(cmd: list[str], log: Path, what: str, rootfs: Path) -> None:
+    with open(log, "a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -91,7 +105,7 @@ def debootstrap(
         if inner.exists():
             with open(log, "a") as out:
                 out.write(f"--- {inner} ---\n{tail(str(inner), 30)}\n")
-        raise step_failed(f"debootstrap of {arch.name}", log, f"exit {proc.returncode}")
+        raise step_failed(what, log, f"exit {proc.returncode}")
 
 
 def strip_rootfs(rootfs: Path) -> None:
