@@ -4,23 +4,28 @@ From an i386 source bytes 4-7 hold the (non-zero) p2m frame list, which proves
 a 32-bit writer. From an amd64 source they are zero, which a 32-bit stream
 could also show, so the restorer must refuse and ask for --source-width; the
 retry with `--source-width 64` then restores identically.
+
+The guest has the source toolstack's width: a guest of the other width cannot be
+saved without extended info at all (only the `vcpu` block tells its width; the
+saver refuses that with exit 5, which xsmig's own tests cover).
 """
 
 from __future__ import annotations
 
 from scenarios.hosts import PAIRS
-from scenarios.model import GUEST_WIDTHS, IDENTICAL, Cell, Domain, Expect, Retry, refused
+from scenarios.model import IDENTICAL, Cell, Domain, Expect, Retry, refused
 
 NAME = "no-ext-info"
 DESCRIPTION = "native without extended info: detected, or refused then retried with the width"
 
 ASK_WIDTH = refused(4, naming="--source-width")
 
-EXPECTED: dict[str, tuple[Expect, Retry | None]] = {
-    "i386-to-i386": (IDENTICAL, None),
-    "i386-to-amd64": (IDENTICAL, None),
-    "amd64-to-i386": (ASK_WIDTH, Retry(source_width=64)),
-    "amd64-to-amd64": (ASK_WIDTH, Retry(source_width=64)),
+# pair -> (guest width, expected outcome, retry after the refusal)
+EXPECTED: dict[str, tuple[int, Expect, Retry | None]] = {
+    "i386-to-i386": (32, IDENTICAL, None),
+    "i386-to-amd64": (32, IDENTICAL, None),
+    "amd64-to-i386": (64, ASK_WIDTH, Retry(source_width=64)),
+    "amd64-to-amd64": (64, ASK_WIDTH, Retry(source_width=64)),
 }
 
 
@@ -36,6 +41,5 @@ def cells() -> list[Cell]:
             no_ext_info=True,
             retry=retry,
         )
-        for pair, (expect, retry) in EXPECTED.items()
-        for width in GUEST_WIDTHS
+        for pair, (width, expect, retry) in EXPECTED.items()
     ]

@@ -22,6 +22,7 @@ from testbed.results import FAILED, PASSED, REFUSED, CellResult
 
 COLUMNS = [f"{e}/guest{w}" for e in ENCODINGS for w in GUEST_WIDTHS]
 SYMBOL = {PASSED: "✓ pass", REFUSED: "⊘ refused", FAILED: "✗ FAIL"}
+TERM_SYMBOL = {PASSED: "✓", REFUSED: "⊘ ref", FAILED: "✗ FAIL"}
 MD_SYMBOL = {PASSED: "✅ pass", REFUSED: "🛑 refused", FAILED: "❌ **FAIL**"}
 RICH_STYLE = {PASSED: "green", REFUSED: "cyan", FAILED: "bold red"}
 HTML_CLASS = {PASSED: "pass", REFUSED: "refused", FAILED: "fail"}
@@ -38,7 +39,10 @@ class Grid:
 
 
 def build_grid(results: Sequence[CellResult]) -> Grid:
-    rows = list(dict.fromkeys((r.scenario, r.pair) for r in results))
+    # Rows grouped by scenario (in order of first appearance), then pairs in order.
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    seen = list(dict.fromkeys((r.scenario, r.pair) for r in results))
+    rows = sorted(seen, key=lambda row: (scenarios.index(row[0]), seen.index(row)))
     used = {r.column for r in results}
     cols = [c for c in COLUMNS if c in used] + sorted(used - set(COLUMNS))
     grid = Grid(cols, rows)
@@ -70,14 +74,20 @@ def totals(results: Sequence[CellResult]) -> Totals:
 
 # -- terminal -------------------------------------------------------------------
 def rich_grid(results: Sequence[CellResult], title: str = "xsmig migration matrix") -> Any:
+    from rich import box
     from rich.table import Table
 
     grid = build_grid(results)
-    table = Table(title=title, show_lines=False, header_style="bold")
-    table.add_column("scenario")
-    table.add_column("pair")
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        header_style="bold",
+    )
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("pair", no_wrap=True)
     for col in grid.columns:
-        table.add_column(col, justify="center")
+        enc, _, width = col.partition("/")
+        table.add_column(f"{enc}\n{width}", justify="center", no_wrap=True)
     last = None
     for row in grid.rows:
         if last is not None and row[0] != last:
@@ -87,9 +97,11 @@ def rich_grid(results: Sequence[CellResult], title: str = "xsmig migration matri
         for col in grid.columns:
             r = grid.at(row, col)
             values.append(
-                "[dim]·[/dim]" if r is None else f"[{RICH_STYLE[r.verdict]}]{SYMBOL[r.verdict]}[/]"
+                "[dim]·[/dim]"
+                if r is None
+                else f"[{RICH_STYLE[r.verdict]}]{TERM_SYMBOL[r.verdict]}[/]"
             )
-        table.add_row(row[0], row[1], *values)
+        table.add_row(row[0], row[1].replace("-to-", "→"), *values)
     return table
 
 
@@ -98,6 +110,11 @@ def print_grid(results: Sequence[CellResult], console: Any = None) -> None:
 
     console = console or Console()
     console.print(rich_grid(results))
+    console.print(
+        "✓ identical as expected   ⊘ ref: refused as expected   ✗ FAIL   · no cell",
+        style="dim",
+        highlight=False,
+    )
     t = totals(results)
     console.print(
         f"{t.total} cells: [green]{t.passed} identical as expected[/], "

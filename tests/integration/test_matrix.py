@@ -10,6 +10,7 @@ XSMIG_MATRIX_SELECT to choose cells. See docs/testbed.md.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -48,12 +49,19 @@ def matrix_results(request: pytest.FixtureRequest) -> dict[str, CellResult]:
     return {r.id: r for r in results}
 
 
+def _artifact_dir(r: CellResult) -> str:
+    report_dir = Settings.from_env().report_dir
+    return str(report_dir / Path(r.artifacts[0]).parent) if r.artifacts else "(none)"
+
+
 @pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
 def test_cell(cell: Cell, matrix_results: dict[str, CellResult]) -> None:
     if cell.id not in matrix_results:
         pytest.skip(f"not selected by {Settings.from_env().select!r}")
     r = matrix_results[cell.id]
-    assert r.ok, (
-        f"{r.message}\nexpected: {r.expected}\nactual: {r.actual}\n"
-        f"artifacts: {', '.join(r.artifacts)}\nrepro: {r.repro}"
-    )
+    if not r.ok:
+        pytest.fail(
+            f"{r.message}\nexpected: {r.expected}\nactual: {r.actual}\n"
+            f"artifacts: {_artifact_dir(r)}\nrepro: {r.repro}",
+            pytrace=False,
+        )

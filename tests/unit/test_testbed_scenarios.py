@@ -41,7 +41,8 @@ def test_pingpong_goes_i386_amd64_i386_amd64_per_encoding() -> None:
 
 
 def test_no_ext_info_from_amd64_is_refused_naming_source_width_then_retried() -> None:
-    for pair, width in itertools.product(ARCH_PAIRS, GUEST_WIDTHS):
+    for pair in ARCH_PAIRS:
+        width = 32 if pair.startswith("i386") else 64  # the source toolstack's width
         cell = BY_ID[f"{pair}/native/guest{width}/no-ext-info"]
         assert cell.no_ext_info
         if pair.startswith("i386"):
