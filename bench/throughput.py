@@ -211,7 +211,7 @@ def main() -> int:
                 sys.stderr.write(proc.stderr)
                 return proc.returncode
             results.append(json.loads(proc.stdout))
-    report = {"python": platform.python_version(), "machine": platform.machine(),
+    report: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
               "ulong_size": struct.calcsize("@L"), "command": " ".join(sys.argv),
               "results": results}
     if args.json:

@@ -53,12 +53,12 @@ class Stream:
     @property
     def p2m_at(self) -> int:
         """Offset of p2m_size: after the escape and the extended-info section, if any."""
-        return self.report["ext_blocks"][0]["offset"] - self.word - 4 - self.word
+        return int(self.report["ext_blocks"][0]["offset"]) - self.word - 4 - self.word
 
     @property
     def batch_data(self) -> int:
         first = self.report["chunks"][0]
-        return int(first["offset"]) + 4 + first["count"] * self.word
+        return int(first["offset"]) + 4 + int(first["count"]) * self.word
 
     def vcpu0(self) -> int:
         return int(self.report["tail"]["vcpus"][0]["offset"])
@@ -102,7 +102,7 @@ def test_truncation_anywhere(store: Store, streams: dict[str, Stream], kind: str
                   {rng.randrange(len(s.data)) for _ in range(25)})
     for cut in cuts:
         e = expect_error(StreamError, store, s.data[:cut])
-        assert e.exit_code == 3
+        assert isinstance(e, StreamError) and e.exit_code == 3
         assert "truncated" in str(e), (cut, str(e))
         assert e.offset is not None and e.offset <= cut and f"at byte {e.offset}" in str(e)
 

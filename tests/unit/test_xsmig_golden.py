@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ def fixed_writer_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     """The optional wrtr block names the xsmig version and machine: pin both, so the
     golden hashes hold on every host and release."""
     monkeypatch.setattr(writer, "__version__", "golden")
-    monkeypatch.setattr(writer.platform, "machine", lambda: "golden")
+    monkeypatch.setattr(platform, "machine", lambda: "golden")  # writer calls platform.machine
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +156,12 @@ def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
     length = w.u(4)
     start = w.pos
     assert (w.u(4), w.u(4)) == (1, len(meta.physmap))
-    for entry in meta.physmap:
-        record = w.take(ex.physmap_record + len(entry.name))
-        assert struct.unpack_from("<QQQI", record) == (entry.phys_offset, entry.start_addr,
-                                                       entry.size, len(entry.name))
-        assert record[28:28 + len(entry.name)] == entry.name
-        assert record[28 + len(entry.name):] == bytes(ex.physmap_record - 28)
+    for pm in meta.physmap:
+        record = w.take(ex.physmap_record + len(pm.name))
+        assert struct.unpack_from("<QQQI", record) == (pm.phys_offset, pm.start_addr, pm.size,
+                                                       len(pm.name))
+        assert record[28:28 + len(pm.name)] == pm.name  # the name at offset 28 on any ABI
+        assert record[28 + len(pm.name):] == bytes(ex.physmap_record - 28)
     assert w.pos - start == length
     assert w.i32() == -9
     assert w.i32() == 0
