@@ -10,12 +10,12 @@ synthetic guest and measures:
             processes, as a migration runs
   digest    canonical digest of the domain        vs  hashlib.sha256 over as many bytes
 
-pipe_copy moves the stream file's bytes through an os.pipe with shutil.copyfileobj (one
-thread writing, one reading) into /dev/null; pipe_to_file does the same into a new file
+pipe_copy is `cat STREAM | cat > /dev/null`: the stream's bytes through the same kind of
+pipe between two processes; pipe_to_file is `cat STREAM | cat > FILE` into a new file
 beside the store, since a restore must write the guest's memory to disk (page cache)
 and that write, not parsing, is most of its cost. MB/s counts guest memory
 (pages * 4096 bytes; 1 MB = 10^6 bytes).
-Peak RSS comes from getrusage/wait4 of each process: it must not grow with the domain.
+Peak RSS is each process's VmHWM (/proc/PID/status): it must not grow with the domain.
 
 Stdlib only, so the same script runs under Debian's i386 Python in the QEMU host images:
   python3 bench/throughput.py                      # this interpreter
@@ -30,13 +30,10 @@ import io
 import json
 import os
 import platform
-import resource
-import shutil
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,8 +53,24 @@ PAGE = 4096
 CHUNK = 1 << 20
 
 
-def _rss_mib(ru_maxrss: int) -> float:
-    return ru_maxrss / 1024  # Linux reports KiB
+def _hwm_mib(status: str) -> float:
+    """VmHWM (peak RSS) from /proc/PID/status text. getrusage's ru_maxrss is no use here:
+    Linux carries it over fork and exec, so a child would report its parent's peak."""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("no VmHWM in /proc/self/status")
+
+
+def peak_rss_mib() -> float:
+    return _hwm_mib(Path("/proc/self/status").read_text())
+
+
+# Runs the xsmig CLI, then prints its own VmHWM on stderr for the parent to read.
+XSMIG_WITH_HWM = ("import sys; from xsmig.cli import main; rc = main(sys.argv[1:]); "
+                  "sys.stdout.flush(); "
+                  "print([l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0], "
+                  "end='', file=sys.stderr); sys.exit(rc)")
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -67,20 +80,16 @@ def _timed(fn: Any) -> tuple[float, Any]:
 
 
 def pipe_copy(path: Path, dest: Path | None = None) -> float:
-    """Seconds to move the file's bytes through an os.pipe with shutil.copyfileobj, into
-    dest (a new file, as restore writes one) or /dev/null (as save's reader may)."""
-    r, w = os.pipe()
-
-    def writer() -> None:
-        with open(path, "rb") as src, os.fdopen(w, "wb") as dst:
-            shutil.copyfileobj(src, dst, CHUNK)
-
+    """Seconds for `cat FILE | cat > DEST`: the file's bytes through a pipe between two
+    processes, into dest (a new file, as restore writes one) or /dev/null."""
     start = time.perf_counter()
-    t = threading.Thread(target=writer)
-    t.start()
-    with os.fdopen(r, "rb") as src, open(dest or os.devnull, "wb") as sink:
-        shutil.copyfileobj(src, sink, CHUNK)
-    t.join()
+    with open(dest or os.devnull, "wb") as sink:
+        first = subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE)
+        second = subprocess.Popen(["cat"], stdin=first.stdout, stdout=sink)
+        assert first.stdout is not None
+        first.stdout.close()
+        if second.wait() or first.wait():
+            raise SystemExit("cat | cat failed")
     elapsed = time.perf_counter() - start
     if dest:
         dest.unlink()
@@ -100,21 +109,21 @@ def sha256_bytes(n: int) -> float:
 def pipeline(store: Path, name: str, encoding: str) -> tuple[float, dict[str, float]]:
     """`xsmig save | xsmig restore` as two processes; seconds and each one's peak RSS."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "XSMIG_STORE": str(store)}
-    cmd = [sys.executable, "-m", "xsmig"]
+    cmd = [sys.executable, "-c", XSMIG_WITH_HWM]
     start = time.perf_counter()
     saver = subprocess.Popen([*cmd, "--host-id", "1", "save", name, "--encoding", encoding],
-                             stdout=subprocess.PIPE, env=env)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     restorer = subprocess.Popen([*cmd, "--host-id", "2", "restore", "--name", f"{name}-piped"],
-                                stdin=saver.stdout, stdout=subprocess.DEVNULL, env=env)
+                                stdin=saver.stdout, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=env)
     assert saver.stdout is not None
     saver.stdout.close()
     rss = {}
-    for label, proc in (("save", saver), ("restore", restorer)):
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    for label, proc in (("restore", restorer), ("save", saver)):
+        _out, err = proc.communicate()
         if proc.returncode:
-            raise SystemExit(f"pipeline {label} failed with status {proc.returncode}")
-        rss[label] = _rss_mib(usage.ru_maxrss)
+            raise SystemExit(f"pipeline {label} failed ({proc.returncode}): {err.decode()}")
+        rss[label] = _hwm_mib(err.decode())
     return time.perf_counter() - start, rss
 
 
@@ -126,7 +135,7 @@ def child(pages: int, encoding: str, workdir: Path, repeat: int) -> dict[str, An
     t_create, _ = _timed(lambda: _create(store, spec))
     domain = store.get("bench")
     opts = SaveOptions(Encoding(encoding), Layout.native())
-    rss_after_create = _rss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    rss_after_create = peak_rss_mib()
 
     def save_null() -> None:
         with open(os.devnull, "wb") as null:
@@ -147,7 +156,7 @@ def child(pages: int, encoding: str, workdir: Path, repeat: int) -> dict[str, An
     source_digest = CanonicalDomain(domain).digest()
     if CanonicalDomain(store.get("restored")).digest() != source_digest:
         raise SystemExit("restored domain differs from the source")
-    rss_self = _rss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    rss_self = peak_rss_mib()
 
     t_copy = min(pipe_copy(stream) for _ in range(repeat))
     t_copy_file = min(pipe_copy(stream, workdir / "copy") for _ in range(repeat))
