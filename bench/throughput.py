@@ -38,6 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Child interpreters. Under QEMU user emulation sys.executable names the guest binary
+# (QEMU fakes /proc/self/exe), which would run natively: inside a host image pass
+# XSMIG_BENCH_PYTHON=/usr/local/bin/python3, the emulating wrapper.
+PYTHON = os.environ.get("XSMIG_BENCH_PYTHON", sys.executable)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -109,7 +114,7 @@ def sha256_bytes(n: int) -> float:
 def pipeline(store: Path, name: str, encoding: str) -> tuple[float, dict[str, float]]:
     """`xsmig save | xsmig restore` as two processes; seconds and each one's peak RSS."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "XSMIG_STORE": str(store)}
-    cmd = [sys.executable, "-c", XSMIG_WITH_HWM]
+    cmd = [PYTHON, "-c", XSMIG_WITH_HWM]
     start = time.perf_counter()
     saver = subprocess.Popen([*cmd, "--host-id", "1", "save", name, "--encoding", encoding],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -212,7 +217,7 @@ def main() -> int:
     results = []
     for pages in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="xsmig-bench-") as tmp:
-            proc = subprocess.run([sys.executable, __file__, "--child", str(pages),
+            proc = subprocess.run([PYTHON, __file__, "--child", str(pages),
                                    "--encoding", args.encoding, "--workdir", tmp,
                                    "--repeat", str(args.repeat)],
                                   capture_output=True, text=True, check=False)

@@ -15,26 +15,27 @@ class UsageError(XsmigError):
     exit_code = 2
 
 
-class StreamError(XsmigError):
+class _AtOffset(XsmigError):
+    """An error about a stream, naming the byte offset it concerns when known."""
+
+    where = " at byte {}"
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        super().__init__(message + (self.where.format(offset) if offset is not None else ""))
+
+
+class StreamError(_AtOffset):
     """The stream is malformed, truncated or hostile."""
 
     exit_code = 3
 
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        self.offset = offset
-        where = f" at byte {offset}" if offset is not None else ""
-        super().__init__(f"{message}{where}")
 
-
-class StreamRefused(XsmigError):
+class StreamRefused(_AtOffset):
     """The stream is understood but this restorer must not restore it (profile, width)."""
 
     exit_code = 4
-
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        self.offset = offset
-        where = f" (at byte {offset})" if offset is not None else ""
-        super().__init__(f"{message}{where}")
+    where = " (at byte {})"
 
 
 class StateError(XsmigError):
