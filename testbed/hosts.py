@@ -231,7 +231,9 @@ class Fleet:
 
 # -- process-wide safety net --------------------------------------------------
 _live: list[Fleet] = []
-_installed = False
+_previous: dict[int, Any] = {}  # signal handlers to put back when no fleet is left
+_atexit_registered = False
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _cleanup_all() -> None:
@@ -247,20 +249,23 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _register(fleet: Fleet) -> None:
-    global _installed
+    global _atexit_registered
     _live.append(fleet)
-    if _installed:
-        return
-    atexit.register(_cleanup_all)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _on_signal)
-    _installed = True
+    if not _atexit_registered:
+        atexit.register(_cleanup_all)
+        _atexit_registered = True
+    if not _previous and threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            _previous[sig] = signal.signal(sig, _on_signal)
 
 
 def _unregister(fleet: Fleet) -> None:
     with contextlib.suppress(ValueError):
         _live.remove(fleet)
+    if not _live and _previous and threading.current_thread() is threading.main_thread():
+        for sig, handler in _previous.items():
+            signal.signal(sig, handler)
+        _previous.clear()
 
 
 @contextlib.contextmanager

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import paramiko
+
 from testbed.ssh import CHUNK, Host, SSHError, drain_stderr, wait_exit
 
 
@@ -77,6 +79,8 @@ def stream(
     s_status: int | None = None
     d_status: int | None = None
     sink: BinaryIO | None = None
+    # One connection per side and per migration: see Host.dedicated.
+    src, dst = src.dedicated(), dst.dedicated()
     try:
         d_chan = dst.open_exec(restore, timeout)
         s_chan = src.open_exec(save, timeout)
@@ -124,7 +128,7 @@ def stream(
             t.join(max(0.0, deadline - time.monotonic()))
     except TimeoutError:
         error = f"timed out after {timeout:.0f}s ({total} bytes streamed)"
-    except (SSHError, OSError) as exc:
+    except (SSHError, OSError, paramiko.SSHException) as exc:
         error = f"transport failure after {total} bytes: {exc}"
     finally:
         if sink is not None:
@@ -132,6 +136,8 @@ def stream(
         for chan in (s_chan, d_chan):
             if chan is not None:
                 chan.close()
+        src.close()
+        dst.close()
     return Transfer(
         tuple(save),
         tuple(restore),

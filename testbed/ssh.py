@@ -27,6 +27,7 @@ BANNER_TIMEOUT = 30.0
 AUTH_TIMEOUT = 30.0
 KEEPALIVE_SECONDS = 15
 CHUNK = 1 << 20
+BULK = 16 << 20  # stdin above this goes over a connection of its own (see Host.dedicated)
 
 
 class SSHError(TestbedError):
@@ -208,7 +209,25 @@ class Host:
             raise SSHError(f"{self.name}: cannot start {argv[0]}: {exc}") from exc
         return chan
 
+    def dedicated(self) -> Host:
+        """A twin with its own SSH connection, for bulk transfers.
+
+        A stream of hundreds of MiB on the shared connection makes paramiko re-key it
+        mid-transfer, which under load can time out for every cell using that host;
+        a connection per migration stays below the re-key volume and isolates cells.
+        """
+        return Host(self.name, self.port, self.host_key, self._key)
+
     def run(self, argv: Sequence[str], timeout: float = 120.0, stdin: bytes = b"") -> CommandResult:
+        if len(stdin) > BULK:
+            twin = self.dedicated()
+            try:
+                return twin._run(argv, timeout, stdin)
+            finally:
+                twin.close()
+        return self._run(argv, timeout, stdin)
+
+    def _run(self, argv: Sequence[str], timeout: float, stdin: bytes) -> CommandResult:
         start = time.monotonic()
         deadline = start + timeout
         chan = self.open_exec(argv, timeout)
@@ -222,6 +241,8 @@ class Host:
             err_thread.join(max(0.0, deadline - time.monotonic()))
         except TimeoutError as exc:
             raise SSHError(f"{self.name}: {shlex.join(argv)} timed out after {timeout}s") from exc
+        except (paramiko.SSHException, OSError) as exc:
+            raise SSHError(f"{self.name}: {shlex.join(argv)}: connection failed: {exc}") from exc
         finally:
             chan.close()
         return CommandResult(tuple(argv), status, out, b"".join(err), time.monotonic() - start)

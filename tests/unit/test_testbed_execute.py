@@ -100,6 +100,12 @@ class FakeHost:
             return self._res(argv, 0, self.files.get(argv[1], b"").decode())
         return self._res(argv, 0)
 
+    def dedicated(self) -> FakeHost:
+        return self
+
+    def close(self) -> None:
+        pass
+
     def open_exec(self, argv: Sequence[str], timeout: float) -> Chan:
         name = argv[2] if argv[1] == "save" else argv[argv.index("--name") + 1]
         if argv[1] == "save":

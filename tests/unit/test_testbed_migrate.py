@@ -103,6 +103,12 @@ class FakeHost:
         self.make = make
         self.channels: list[FakeChannel] = []
 
+    def dedicated(self) -> FakeHost:
+        return self
+
+    def close(self) -> None:
+        pass
+
     def open_exec(self, argv: Sequence[str], timeout: float) -> FakeChannel:
         chan = self.make()
         self.channels.append(chan)

@@ -1,0 +1,39 @@
+"""--xsmig-ref: host specs and git exports, including the current HEAD."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testbed.sources import REPO, RefError, export_ref, parse_refs, resolve_sources
+
+
+def test_specs_name_a_host_an_arch_or_all() -> None:
+    assert parse_refs(["i386-a=v1"]) == {"i386-a": "v1"}
+    assert parse_refs(["amd64=v1"]) == {"amd64-a": "v1", "amd64-b": "v1"}
+    assert len(parse_refs(["all=v1"])) == 4
+    assert parse_refs(["all=v1", "i386-b=v2"])["i386-b"] == "v2"  # later specs win
+
+
+@pytest.mark.parametrize("spec", ["i386", "=v1", "i386=", "arm64=v1"])
+def test_bad_specs_are_errors(spec: str) -> None:
+    with pytest.raises(RefError):
+        parse_refs([spec])
+
+
+def test_head_exports_the_committed_package(tmp_path: Path) -> None:
+    package = export_ref("HEAD", tmp_path)
+    assert (package / "__init__.py").is_file() and package.name == "xsmig"
+    assert export_ref("HEAD", tmp_path) == package  # the same commit twice: one export
+
+
+def test_unknown_ref_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RefError, match="not a commit"):
+        export_ref("no-such-ref-xyz", tmp_path)
+
+
+def test_hosts_without_a_ref_mount_the_working_tree(tmp_path: Path) -> None:
+    mounts, labels = resolve_sources({"i386-a": "HEAD"}, ["i386-a", "amd64-b"], tmp_path)
+    assert mounts["amd64-b"] == REPO / "xsmig" and labels["amd64-b"] == "worktree"
+    assert mounts["i386-a"].is_relative_to(tmp_path) and labels["i386-a"] == "HEAD"
