@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from testbed import report
     from testbed.selection import select
     from testbed.session import DEFAULT_REPORT_DIR, Settings
-    from testbed.sources import parse_refs
+    from testbed.sources import check_refs, parse_refs
 
     cells = select(scenarios.all_cells(), args.select)
     if args.list:
@@ -99,13 +99,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.jobs < 1:
         raise TestbedError("--jobs must be at least 1")
-    parse_refs(args.xsmig_ref)  # fail early on a bad spec or ref
+    check_refs(parse_refs(args.xsmig_ref))  # fail early on a bad spec or ref
     settings = Settings(
         jobs=args.jobs,
         report_dir=(args.report_dir or DEFAULT_REPORT_DIR).resolve(),
         keep_hosts=args.keep_hosts,
         ref_specs=list(args.xsmig_ref),
-        select=None,  # applied here, at collection
+        select=args.select,  # already applied at collection; recorded in results.json
         mode=args.mode,
     )
     results_file = settings.report_dir / "results.json"

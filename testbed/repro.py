@@ -50,11 +50,12 @@ def run(args: argparse.Namespace) -> int:
     from testbed.hosts import fleet, new_run_id
     from testbed.selection import by_id
     from testbed.session import DEFAULT_REPORT_DIR
-    from testbed.sources import parse_refs, resolve_sources
+    from testbed.sources import check_refs, parse_refs, resolve_sources
 
     console = Console()
     cell = by_id(scenarios.all_cells(), args.cell_id)
     refs = parse_refs(args.xsmig_ref)
+    check_refs(refs)
     report_dir = (args.report_dir or DEFAULT_REPORT_DIR.parent / "repro" / slug(cell.id)).resolve()
     names = list(dict.fromkeys(cell.hops))
     mounts, labels = resolve_sources(refs, names)

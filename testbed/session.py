@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -130,7 +132,8 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     refs = parse_refs(settings.ref_specs)
     names = sorted({h for c in cells for h in c.hops})
     settings.report_dir.mkdir(parents=True, exist_ok=True)
-    mounts, labels = resolve_sources(refs, names)
+    exports = Path(tempfile.mkdtemp(prefix="xsmig-refs-"))
+    mounts, labels = resolve_sources(refs, names, exports)
     console.print(
         f"run {run_id}: {len(cells)} cells on {len(names)} hosts, jobs={settings.jobs}, "
         f"reports in {settings.report_dir}",
@@ -152,6 +155,8 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         results = run_cells(cells, f, settings, refs, console)
         if settings.keep_hosts:
             _print_kept(f, settings.report_dir, console)
+    if not settings.keep_hosts:  # kept hosts still mount their exported sources
+        shutil.rmtree(exports, ignore_errors=True)
     seconds = time.monotonic() - start
     meta = {
         "run_id": run_id,

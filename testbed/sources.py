@@ -43,8 +43,8 @@ def _match_hosts(target: str) -> list[str]:
     return [h.name for h in HOSTS if target in ("all", "*", h.name, h.arch)]
 
 
-def export_ref(ref: str, dest_root: Path, repo: Path = REPO) -> Path:
-    """`git archive REF xsmig` unpacked under dest_root; returns the package directory."""
+def resolve_ref(ref: str, repo: Path = REPO) -> str:
+    """The commit a ref names; an error (before any host starts) when it names none."""
     rev = subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
         capture_output=True,
@@ -52,7 +52,17 @@ def export_ref(ref: str, dest_root: Path, repo: Path = REPO) -> Path:
     )
     if rev.returncode != 0:
         raise RefError(f"--xsmig-ref: {ref!r} is not a commit of {repo}")
-    sha = rev.stdout.strip()
+    return rev.stdout.strip()
+
+
+def check_refs(refs: dict[str, str]) -> None:
+    for ref in set(refs.values()):
+        resolve_ref(ref)
+
+
+def export_ref(ref: str, dest_root: Path, repo: Path = REPO) -> Path:
+    """`git archive REF xsmig` unpacked under dest_root; returns the package directory."""
+    sha = resolve_ref(ref, repo)
     target = dest_root / sha
     package = target / "xsmig"
     if package.is_dir():  # the same ref named twice (e.g. HEAD and main)

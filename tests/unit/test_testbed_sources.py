@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.sources import REPO, RefError, export_ref, parse_refs, resolve_sources
+from testbed.sources import REPO, RefError, check_refs, export_ref, parse_refs, resolve_sources
 
 
 def test_specs_name_a_host_an_arch_or_all() -> None:
@@ -37,3 +37,9 @@ def test_hosts_without_a_ref_mount_the_working_tree(tmp_path: Path) -> None:
     mounts, labels = resolve_sources({"i386-a": "HEAD"}, ["i386-a", "amd64-b"], tmp_path)
     assert mounts["amd64-b"] == REPO / "xsmig" and labels["amd64-b"] == "worktree"
     assert mounts["i386-a"].is_relative_to(tmp_path) and labels["i386-a"] == "HEAD"
+
+
+def test_check_refs_rejects_a_bad_ref_before_any_host_starts() -> None:
+    check_refs({"i386-a": "HEAD"})
+    with pytest.raises(RefError, match="nope-xyz"):
+        check_refs({"i386-a": "nope-xyz"})
