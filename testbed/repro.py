@@ -97,5 +97,5 @@ def run(args: argparse.Namespace) -> int:
     for a in result.artifacts:
         console.print(f"  {Path(a).name}", markup=False, highlight=False)
     for line in access:
-        console.print(line, markup=False, highlight=False)
+        print(line, flush=True)  # plain print: commands to copy must not be wrapped
     return 0 if result.ok else 1

@@ -154,7 +154,7 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         setup = time.monotonic() - start
         results = run_cells(cells, f, settings, refs, console)
         if settings.keep_hosts:
-            _print_kept(f, settings.report_dir, console)
+            _print_kept(f, settings.report_dir)
     if not settings.keep_hosts:  # kept hosts still mount their exported sources
         shutil.rmtree(exports, ignore_errors=True)
     seconds = time.monotonic() - start
@@ -173,8 +173,8 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     return results
 
 
-def _print_kept(f: Fleet, report_dir: Path, console: Any) -> None:
+def _print_kept(f: Fleet, report_dir: Path) -> None:
     from testbed.access import write_access
 
     for line in write_access(f, report_dir):
-        console.print(line, markup=False, highlight=False)
+        print(line, flush=True)  # plain print: commands to copy must not be wrapped
