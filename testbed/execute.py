@@ -204,7 +204,7 @@ def run_cell(
         _expected_text(cell),
         "",
         "",
-        repro=repro_command(cell.id, refs),
+        repro=repro_command(cell.id, cell.seed, refs),
     )
     failure: str | None
     try:

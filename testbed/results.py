@@ -64,10 +64,11 @@ def verdict_for(cell: Cell, failure: str | None) -> str:
     return REFUSED if cell.expect.outcome is Outcome.REFUSED else PASSED
 
 
-def repro_command(cell_id: str, refs: dict[str, str] | None = None) -> str:
+def repro_command(cell_id: str, seed: int, refs: dict[str, str] | None = None) -> str:
+    """The command that re-runs a cell; the seed follows from the id and is shown for reference."""
     import shlex
 
     argv = ["python3", "-m", "testbed", "repro", cell_id]
     for host, ref in sorted((refs or {}).items()):
         argv += ["--xsmig-ref", f"{host}={ref}"]
-    return shlex.join(argv)
+    return f"{shlex.join(argv)}  # seed {seed}"

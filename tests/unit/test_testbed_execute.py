@@ -166,6 +166,7 @@ def test_wrong_digest_fails_keeps_the_source_and_the_artifacts(tmp_path: Path) -
     } <= names
     assert (tmp_path / r.artifacts[0]).exists()
     assert "python3 -m testbed repro amd64-to-i386/native/guest32/cold" in r.repro
+    assert f"# seed {cell.seed}" in r.repro
 
 
 def test_refusal_then_retry_with_source_width(tmp_path: Path) -> None:
