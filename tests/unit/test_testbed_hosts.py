@@ -68,7 +68,7 @@ def test_containers_are_labelled_loopback_only_and_mount_the_source_read_only() 
     client = FakeClient(b"", "exited")
     with fleet(client) as f:
         f.start(["i386-a"])
-    (c, kw) = client.started[0]
+    kw = client.started[0][1]
     assert kw["ports"] == {"22/tcp": ("127.0.0.1", None)}
     assert kw["volumes"] == {"/src/xsmig": {"bind": "/opt/xsmig/xsmig", "mode": "ro"}}
     assert kw["environment"]["XSMIG_HOST_ID"] == "11"
@@ -99,7 +99,7 @@ def test_removal_is_idempotent() -> None:
 def test_a_port_published_beyond_loopback_is_refused() -> None:
     c = FakeContainer("x", {}, b"", "running")
     c.attrs["NetworkSettings"]["Ports"]["22/tcp"] = [{"HostIp": "0.0.0.0", "HostPort": "22"}]
-    with pytest.raises(HostStartError, match="not published on 127.0.0.1"):
+    with pytest.raises(HostStartError, match=r"not published on 127\.0\.0\.1"):
         Fleet._published_port(c)
     c.attrs["NetworkSettings"]["Ports"]["22/tcp"].append({"HostIp": "127.0.0.1", "HostPort": "5"})
     assert Fleet._published_port(c) == 5
