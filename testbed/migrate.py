@@ -25,7 +25,7 @@ from testbed.ssh import CHUNK, Host, SSHError, drain_stderr, wait_exit
 class Transfer:
     save_argv: tuple[str, ...]
     restore_argv: tuple[str, ...]
-    save_status: int | None  # None: the save was cut off (truncation, early refusal)
+    save_status: int | None  # None: the save was cut off on purpose (truncation)
     save_stderr: str
     restore_status: int | None  # None: the restore never reported a status (timeout)
     restore_stdout: str
@@ -90,7 +90,7 @@ def stream(
         if tee is not None:
             tee.parent.mkdir(parents=True, exist_ok=True)
             sink = tee.open("wb")
-        dst_gone = False
+        forward = True  # False once the restorer stopped reading
         while True:
             s_chan.settimeout(max(0.1, deadline - time.monotonic()))
             data = s_chan.recv(CHUNK)
@@ -101,20 +101,21 @@ def stream(
                 cut = True
             if sink is not None:
                 sink.write(data)
-            try:
-                d_chan.settimeout(max(0.1, deadline - time.monotonic()))
-                d_chan.sendall(data)
-            except OSError:
-                # The restorer stopped reading (it refused the stream): a result, not an error.
-                dst_gone = True
-                break
-            total += len(data)
+            if forward:
+                try:
+                    d_chan.settimeout(max(0.1, deadline - time.monotonic()))
+                    d_chan.sendall(data)
+                    total += len(data)
+                except OSError:
+                    # The restorer refused the stream: a result, not an error. The rest is
+                    # still read, so the kept copy is whole and the save's status still counts.
+                    forward = False
             if cut:
                 break
-        if not dst_gone:
+        if forward:
             with contextlib.suppress(OSError):
                 d_chan.shutdown_write()
-        if cut or dst_gone:
+        if cut:
             s_chan.close()  # stops the save; its status no longer matters
         d_chan.settimeout(max(0.1, deadline - time.monotonic()))
         chunks: list[bytes] = []
@@ -122,7 +123,7 @@ def stream(
             chunks.append(data)
         d_out = b"".join(chunks)
         d_status = wait_exit(d_chan, deadline)
-        if not (cut or dst_gone):
+        if not cut:
             s_status = wait_exit(s_chan, deadline)
         for t in (d_thread, s_thread):
             t.join(max(0.0, deadline - time.monotonic()))

@@ -157,7 +157,9 @@ def test_restorer_refusing_early_is_a_result_not_a_transport_error(tmp_path: Pat
     t = run(save, restore, tmp_path)
     assert t.error is None
     assert t.restore_status == 4 and t.restore_stderr == "xsmig: error: refused\n"
-    assert t.save_status is None and save.closed
+    # The rest of the stream is still read: the kept copy is whole, the save's status known.
+    assert t.save_status == 0 and t.bytes == 300_000
+    assert (tmp_path / "s.stream").read_bytes() == STREAM
 
 
 def test_a_stalled_source_times_out_without_raising(tmp_path: Path) -> None:
