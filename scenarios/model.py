@@ -85,6 +85,7 @@ class Cell:
     rounds: int | None = None
     profile: str = "current"
     truncate_at: int | None = None  # cut the stream after this many bytes
+    patch: tuple[int, bytes] | None = None  # (offset, bytes) overwritten in the stream in flight
     retry: Retry | None = None
     timeout: float = 300.0
     tags: tuple[str, ...] = field(default=())

@@ -101,6 +101,7 @@ def attempt(
         timeout=cell.timeout,
         tee=workdir / f"hop{hop.index}-try{n}.stream",
         limit=cell.truncate_at,
+        patch=cell.patch,
     )
     hop.transfers.append(t)
     (workdir / f"hop{hop.index}-try{n}-save.stderr").write_text(t.save_stderr)

@@ -4,7 +4,7 @@ Two exec channels, no PTY (the stream is binary), bytes pumped in big chunks,
 both stderrs drained concurrently so neither side can stall on a full window,
 EOF passed on with shutdown_write, and a deadline on every wait. An optional
 tee keeps the stream for artifacts; an optional limit cuts it mid-flight
-(truncated-stream cells).
+(truncated-stream cells), an optional patch overwrites bytes in flight (hostile cells).
 """
 
 from __future__ import annotations
@@ -40,6 +40,17 @@ class Transfer:
         return self.bytes / (1 << 20) / self.seconds if self.seconds > 0 else 0.0
 
 
+def apply_patch(data: bytes, pos: int, patch: tuple[int, bytes]) -> bytes:
+    """Overwrite the part of `patch` that falls in this chunk (chunk starts at offset pos)."""
+    at, new = patch
+    lo, hi = max(at, pos), min(at + len(new), pos + len(data))
+    if lo >= hi:
+        return data
+    buf = bytearray(data)
+    buf[lo - pos : hi - pos] = new[lo - at : hi - at]
+    return bytes(buf)
+
+
 def save_argv(name: str, encoding: str, *, no_ext_info: bool, rounds: int | None) -> list[str]:
     argv = ["xsmig", "save", name, "--encoding", encoding, "-o", "-"]
     if no_ext_info:
@@ -65,6 +76,7 @@ def stream(
     timeout: float,
     tee: Path | None = None,
     limit: int | None = None,
+    patch: tuple[int, bytes] | None = None,
 ) -> Transfer:
     """Run save | restore across two hosts. Never raises for remote failures: reports them."""
     start = time.monotonic()
@@ -72,6 +84,7 @@ def stream(
     total = 0
     cut = False
     error: str | None = None
+    pos = 0  # stream offset of the next byte read from the save
     s_chan = d_chan = None
     s_err: list[bytes] = []
     d_err: list[bytes] = []
@@ -96,6 +109,9 @@ def stream(
             data = s_chan.recv(CHUNK)
             if not data:
                 break
+            if patch is not None:
+                data = apply_patch(data, pos, patch)
+            pos += len(data)
             if limit is not None and total + len(data) >= limit:
                 data = data[: limit - total]
                 cut = True

@@ -116,7 +116,11 @@ class FakeHost:
 
 
 def run(
-    save: FakeChannel, restore: FakeChannel, tmp: Path, limit: int | None = None
+    save: FakeChannel,
+    restore: FakeChannel,
+    tmp: Path,
+    limit: int | None = None,
+    patch: tuple[int, bytes] | None = None,
 ) -> migrate.Transfer:
     src: Any = FakeHost("src", lambda: save)
     dst: Any = FakeHost("dst", lambda: restore)
@@ -128,6 +132,7 @@ def run(
         timeout=5,
         tee=tmp / "s.stream",
         limit=limit,
+        patch=patch,
     )
 
 
@@ -193,3 +198,14 @@ def test_argv_builders() -> None:
         "--source-width",
         "64",
     ]
+
+
+def test_patch_overwrites_bytes_across_chunk_boundaries(tmp_path: Path) -> None:
+    at = 299_998  # straddles the first two chunks
+    save, restore = Save(CHUNKS), Restore()
+    t = run(save, restore, tmp_path, patch=(at, b"ABCD"))
+    sent = bytes(restore.received)
+    assert sent[at : at + 4] == b"ABCD" and sent[:at] == STREAM[:at]
+    assert sent[at + 4 :] == STREAM[at + 4 :]
+    assert t.restore_status == 3  # the fake restorer sees a stream that is not the original
+    assert migrate.apply_patch(b"xyz", 10, (0, b"AB")) == b"xyz"

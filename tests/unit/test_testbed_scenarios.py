@@ -89,3 +89,11 @@ def test_seeds_and_domain_names_are_deterministic_and_distinct() -> None:
     assert again == {c.id: (c.seed, c.domain_name) for c in CELLS}
     assert len({c.domain_name for c in CELLS}) == len(CELLS)
     assert all(0 <= c.seed < 2**31 for c in CELLS)
+
+
+def test_hostile_cells_patch_the_first_batch_count_and_expect_exit_3() -> None:
+    hostile = [c for c in CELLS if c.scenario == "hostile"]
+    assert {c.pair for c in hostile} == {"i386-to-amd64", "amd64-to-i386"}
+    for cell in hostile:
+        assert cell.patch == (5252, b"\x00\x20\x00\x00")
+        assert cell.expect.outcome is Outcome.REFUSED and cell.expect.exit_codes == {3}
