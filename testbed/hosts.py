@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import signal
 import threading
 import time
@@ -152,8 +153,9 @@ class Fleet:
                 raise HostStartError(f"no READY line within {READY_TIMEOUT:.0f}s")
             time.sleep(0.3)
         state.report = next(
-            (ln.split("REPORT", 1)[1].strip() for ln in logs.splitlines() if " REPORT" in ln), ""
+            (ln.split("REPORT", 1)[1].strip() for ln in logs.splitlines() if " REPORT " in ln), ""
         )
+        self._check_report(state)
         port = self._published_port(c)
         # The host key comes out of band, through the engine, never from the network.
         code, out = c.exec_run(["cat", HOST_KEY_FILE])
@@ -169,6 +171,18 @@ class Fleet:
                 last = exc
                 time.sleep(0.3)
         raise HostStartError(f"sshd did not accept us within {READY_TIMEOUT:.0f}s: {last}")
+
+    def _check_report(self, state: HostState) -> None:
+        """A host that is not what its name says (wrong width, no QEMU) must not pass cells."""
+        from testbed.images import check_host_report
+
+        try:
+            report = json.loads(state.report)
+        except ValueError as exc:
+            raise HostStartError(f"no usable host report in the log: {exc}") from exc
+        problems = check_host_report(state.spec.arch, report, mode=self.mode)
+        if problems:
+            raise HostStartError("host report: " + "; ".join(problems))
 
     @staticmethod
     def _published_port(c: Any) -> int:
@@ -283,7 +297,7 @@ def fleet(
 ) -> Iterator[Fleet]:
     """Reap dead runs, build/reuse the images, start the hosts; remove them at the end."""
     from testbed.engine import docker_client
-    from testbed.images import ensure_image
+    from testbed.images import ensure_images
 
     say = progress or (lambda _msg: None)
     client = docker_client()
@@ -291,7 +305,7 @@ def fleet(
     if gone:
         say(f"reaped {len(gone)} container(s) of dead runs: {', '.join(gone)}")
     arches = sorted({BY_NAME[n].arch for n in names})
-    images = {a: ensure_image(a, rebuild=rebuild_images, quiet=True).tag for a in arches}
+    images = {b.arch: b.tag for b in ensure_images(arches, rebuild=rebuild_images)}
     f = Fleet(
         client,
         run_id or new_run_id(),

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if result.message:
         console.print(result.message, markup=False, highlight=False)
     where = report_dir / "artifacts" / slug(cell.id)
-    console.print(f"artifacts in {where}:", markup=False, highlight=False)
+    print(f"artifacts in {where}:", flush=True)
     for a in result.artifacts:
         console.print(f"  {Path(a).name}", markup=False, highlight=False)
     for line in access:

@@ -103,3 +103,19 @@ def test_a_port_published_beyond_loopback_is_refused() -> None:
         Fleet._published_port(c)
     c.attrs["NetworkSettings"]["Ports"]["22/tcp"].append({"HostIp": "127.0.0.1", "HostPort": "5"})
     assert Fleet._published_port(c) == 5
+
+
+def test_a_host_whose_report_contradicts_its_arch_is_not_used() -> None:
+    import json
+
+    from scenarios.hosts import BY_NAME
+    from testbed.hosts import HostState
+
+    f = fleet(FakeClient(b"", "exited"))
+    state = HostState(BY_NAME["i386-a"])
+    state.report = json.dumps({"arch": "i386", "machine": "x86_64", "sizeof_long": 8})
+    with pytest.raises(HostStartError, match="sizeof_long is 8"):
+        f._check_report(state)
+    state.report = "not json"
+    with pytest.raises(HostStartError, match="no usable host report"):
+        f._check_report(state)
