@@ -39,6 +39,9 @@ def _wanted(request: pytest.FixtureRequest, settings: Settings) -> list[Cell]:
 
 @pytest.fixture(scope="session")
 def matrix_results(request: pytest.FixtureRequest) -> dict[str, CellResult]:
+    if hasattr(request.config, "workerinput"):
+        # Every xdist worker would run the whole matrix: concurrency is --jobs, inside.
+        pytest.fail("run the matrix without pytest-xdist; use XSMIG_MATRIX_JOBS", pytrace=False)
     settings = Settings.from_env()
     cells = _wanted(request, settings)
     capture = request.config.pluginmanager.getplugin("capturemanager")
