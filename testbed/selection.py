@@ -58,9 +58,13 @@ def select(cells: Sequence[Cell], expr: str | None) -> list[Cell]:
     for t in include + exclude:
         if not any(term_matches(t, c.id) for c in cells):
             hint = close_matches(t, cells)
+            if hint:
+                raise SelectionError(
+                    f"--select term {t!r} matches no cell; close matches: {', '.join(hint)}"
+                )
+            segments = sorted({seg for c in cells for seg in c.id.split("/")})
             raise SelectionError(
-                f"--select term {t!r} matches no cell"
-                + (f"; close matches: {', '.join(hint)}" if hint else "")
+                f"--select term {t!r} matches no cell; id segments are: {', '.join(segments)}"
             )
     chosen = [c for c in cells if not include or any(term_matches(t, c.id) for t in include)]
     chosen = [c for c in chosen if not any(term_matches(t, c.id) for t in exclude)]
