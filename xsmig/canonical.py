@@ -18,7 +18,7 @@ from typing import Any
 
 from xsmig import p2mtable, pagetable
 from xsmig import pagetypes as pt
-from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir, DomainMeta
+from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir
 from xsmig.errors import StateError
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames, summary
 
@@ -195,7 +195,3 @@ def diff_dumps(a: dict[str, Any], b: dict[str, Any], limit: int = 20) -> list[st
         out.append("shared info differs")
     return out
 
-
-def load_meta_summary(meta: DomainMeta) -> dict[str, Any]:
-    return {"name": meta.name, "guest_width": meta.guest_width, "p2m_size": meta.p2m_size,
-            "vcpus": len(meta.vcpu_ids)}

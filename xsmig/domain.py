@@ -12,7 +12,6 @@ Machine frames come from a FrameMap(host_id, frame_salt, p2m_size).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -165,8 +164,3 @@ class DomainDir:
 
     def write_shared_info(self, data: bytes) -> None:
         self.shared_info_path.write_bytes(data)
-
-    def fsync_all(self) -> None:
-        for p in [self.memory_path, self.types_path, self.meta_path]:
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())

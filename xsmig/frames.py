@@ -30,10 +30,6 @@ class FrameMap:
     def mfn(self, pfn: int) -> int:
         return self._base + ((pfn * self._mult + self._offset) & self._mask)
 
-    def mfns(self, pfns: range) -> list[int]:
-        base, mult, offset, mask = self._base, self._mult, self._offset, self._mask
-        return [base + ((p * mult + offset) & mask) for p in pfns]
-
     def pfn(self, mfn: int) -> int | None:
         """The pfn an mfn backs, or None when the frame is not this domain's."""
         x = mfn - self._base

@@ -53,13 +53,10 @@ class RestoreSink:
         self.types = bytearray([pt.XTAB]) * header.p2m_size
         self.frames = FrameMap(self.host_id, zlib.crc32(self.name.encode()), header.p2m_size)
 
-    def _pfn_checked(self, at: int) -> Callable[[int], int | None]:
+    def _to_mfn(self, pfn: int) -> int | None:
+        """A page-table entry's pfn on this host; None refuses a pfn beyond p2m_size."""
         assert self.header and self.frames
-        p2m, mfn = self.header.p2m_size, self.frames.mfn
-
-        def to_mfn(pfn: int) -> int | None:
-            return mfn(pfn) if pfn < p2m else None
-        return to_mfn
+        return self.frames.mfn(pfn) if pfn < self.header.p2m_size else None
 
     def on_batch(self, batch: Batch) -> None:
         assert self.header and self.memory
@@ -75,7 +72,7 @@ class RestoreSink:
             if pt.pt_level(self.types[pfn]):
                 page = batch.data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
                 try:
-                    pagetable.rewrite(page, levels, self._pfn_checked(0))
+                    pagetable.rewrite(page, levels, self._to_mfn)
                 except pagetable.EntryError as e:
                     raise StreamError(f"page table at pfn {pfn:#x}: entry {e.index} names pfn "
                                       f"{e.frame:#x}, beyond p2m_size",
