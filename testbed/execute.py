@@ -106,10 +106,13 @@ def attempt(
     hop.transfers.append(t)
     (workdir / f"hop{hop.index}-try{n}-save.stderr").write_text(t.save_stderr)
     (workdir / f"hop{hop.index}-try{n}-restore.stderr").write_text(t.restore_stderr)
-    restored = after = None
+    restored = after = unreadable = None
     left = False
     if t.error is None and t.restore_status == 0:
-        restored = digest(hop.dst, name, cell.timeout)
+        try:
+            restored = digest(hop.dst, name, cell.timeout)
+        except CellError as exc:
+            unreadable = str(exc)
     elif t.restore_status is not None:
         # Two hosts, two questions: ask them at once.
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -127,6 +130,7 @@ def attempt(
             left,
             t.save_status,
             t.save_stderr,
+            unreadable,
         )
     )
 

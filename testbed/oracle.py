@@ -26,6 +26,7 @@ class Observed:
     domain_left: bool = False  # a domain of that name exists on the destination after a failure
     save_status: int | None = 0  # None: the save was cut off on purpose
     save_stderr: str = ""
+    restored_unreadable: str | None = None  # why `xsmig digest` refused the restored domain
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,12 @@ def classify(obs: Observed) -> Actual:
             f"save on the source exited {obs.save_status}: {obs.save_stderr.strip()[:300]}",
         )
     if obs.exit_status == 0:
+        if obs.restored_unreadable is not None:
+            # The restorer accepted the stream and built a domain that is not even
+            # consistent: the silent wrong restore the oracle exists to catch.
+            return Actual(
+                Outcome.DIFFERENT, 0, f"restored domain is corrupt: {obs.restored_unreadable}"
+            )
         if obs.restored_digest is None:
             return Actual(Outcome.ERROR, 0, "restore succeeded but the digest could not be read")
         if obs.restored_digest != obs.source_digest:

@@ -32,6 +32,13 @@ def test_digest_mismatch_is_a_silent_wrong_restore() -> None:
     assert judge(refused(4), actual) is not None
 
 
+def test_restored_domain_that_cannot_be_digested_is_a_wrong_restore() -> None:
+    actual = classify(obs(restored_digest=None, restored_unreadable="page table at pfn 0x19"))
+    assert actual.outcome is Outcome.DIFFERENT
+    assert "corrupt" in actual.message and "0x19" in actual.message
+    assert judge(IDENTICAL, actual) is not None
+
+
 def test_clean_refusal_matches_its_exit_code_and_message() -> None:
     line = "xsmig: error: cannot tell the stream's width; pass --source-width 32|64"
     actual = classify(
