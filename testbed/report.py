@@ -239,7 +239,7 @@ body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse}
 td,th{border:1px solid #bbb;padding:.3em .6em;text-align:center}
 td.pass{background:#c8f0c8} td.refused{background:#cde4f7}
 td.fail{background:#f5b5b5;font-weight:bold}
-td.none{color:#aaa} td.row{text-align:left} a{color:inherit}
+td.none{color:#aaa} td.row{text-align:left;white-space:nowrap} a{color:inherit}
 pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}
 """
 
