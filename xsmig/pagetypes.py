@@ -36,6 +36,7 @@ NO_DATA_TYPES = frozenset({BROKEN, XALLOC, XTAB})
 DATA_RUN = re.compile(b"[\x00-\x04\x09-\x0c]+")
 PLAIN_RUN = re.compile(b"\x00+")
 PAGETABLE = re.compile(b"[\x01-\x04\x09-\x0c]")
+HOLE_RUN = re.compile(b"\x0f+")
 
 
 def type_name(t: int) -> str:

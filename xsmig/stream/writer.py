@@ -196,7 +196,7 @@ class _Saver:
         return translate
 
     def tail(self) -> None:
-        holes = [p for p in range(self.meta.p2m_size) if self.types[p] == pt.XTAB]
+        holes = [p for run in pt.HOLE_RUN.finditer(self.types) for p in range(*run.span())]
         self.out.pack(fmt.U32, len(holes))
         self.out.write(self.ulongs(holes))
         for vcpu_id in self.meta.vcpu_ids:
