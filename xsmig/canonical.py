@@ -20,7 +20,8 @@ from xsmig import p2mtable, pagetable
 from xsmig import pagetypes as pt
 from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir
 from xsmig.errors import StateError
-from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames, summary
+from xsmig.validate import Invalid, pt_target, validate, vcpu_target
+from xsmig.vcpu import FrameFieldError, rewrite_frames, summary
 
 CANONICAL_VERSION = "xsmig-canonical-1"
 DUMP_FORMAT = "xsmig-dump-1"
@@ -37,18 +38,12 @@ class CanonicalDomain:
     def __init__(self, domain: DomainDir) -> None:
         self.domain = domain
         try:
-            self.meta = domain.read_meta()
-            self.types = domain.read_types()
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise StateError(f"domain at {domain.path} is unreadable: {e}") from None
-        if len(self.types) != self.meta.p2m_size:
-            raise StateError(f"domain {self.meta.name!r}: types.bin does not match p2m_size")
+            self.meta, self.types = validate(domain)  # the same rule restore applied
+        except Invalid as e:
+            raise StateError(f"domain at {domain.path} is corrupt: {e}") from None
         self.frames = self.meta.frame_map()
         self.p2m_index = {pfn: i for i, pfn in enumerate(self.meta.p2m_frames)}
-
-    def _to_pfn(self, mfn: int) -> int | None:
-        pfn = self.frames.pfn(mfn)
-        return pfn if pfn is not None and self.types[pfn] != pt.XTAB else None
+        self._to_pfn = pt_target(self.frames, self.types)
 
     def metadata(self) -> dict[str, Any]:
         m = self.meta
@@ -104,13 +99,7 @@ class CanonicalDomain:
         for vcpu_id in self.meta.vcpu_ids:
             state = self.domain.read_vcpu(self.meta, vcpu_id)
             ctx = bytearray(state.context)
-
-            def translate(mfn: int, field: FrameField, vcpu_id: int = vcpu_id) -> int:
-                pfn = self._to_pfn(mfn)
-                if pfn is None:
-                    raise StateError(f"domain {self.meta.name!r}: vCPU {vcpu_id} {field.name} "
-                                     f"holds frame {mfn:#x}, not the domain's")
-                return pfn
+            translate = vcpu_target(vl, self.frames, self.types, vcpu_id)
             try:
                 rewrite_frames(vl, ctx, vcpu_id, translate)
             except FrameFieldError as e:

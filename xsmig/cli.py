@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import platform
+import stat
 import struct
 import sys
 import time
@@ -22,13 +23,16 @@ from xsmig.errors import DomainsDiffer, StateError, UsageError, XsmigError
 from xsmig.inspect import inspect_stream, render_text
 from xsmig.layout import Layout
 from xsmig.restore import restore
-from xsmig.store import Store, check_name, default_store
+from xsmig.store import Store, check_name, default_store, pid_alive
 from xsmig.stream.format import MAX_P2M_SIZE, Encoding
+from xsmig.stream.io import PolledInput
 from xsmig.stream.writer import SaveOptions, save
 from xsmig.synth import SHAPES, GuestSpec, create
+from xsmig.validate import Invalid, load_meta
 
 PIPE_BYTES = 1 << 20
 DEFAULT_MAX_PAGES = 1 << 20  # 4 GiB guests; raise with --max-pages or XSMIG_MAX_PAGES
+DEFAULT_IDLE_TIMEOUT = 60.0  # seconds without a byte from the writer
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +48,19 @@ def _common() -> _Parser:
                    help="this host's identity: which machine frames it hands out "
                         "(default: $XSMIG_HOST_ID or 0)")
     return p
+
+
+def _idle_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                   help="give up when the input sends nothing for this long, publishing "
+                        f"nothing (default {DEFAULT_IDLE_TIMEOUT:g}; 0: wait forever)")
+
+
+def _announce(name: str) -> None:
+    """Print the new domain's name before it is published: if stdout's reader has gone,
+    the restore fails and publishes nothing (exit status tells the truth)."""
+    sys.stdout.write(name + "\n")
+    sys.stdout.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse streams of more pages (default: $XSMIG_MAX_PAGES or "
                         f"{DEFAULT_MAX_PAGES})")
     p.add_argument("--toolstack", choices=("native", "i386", "amd64"), default="native")
+    _idle_option(p)
 
     p = cmd("digest", "print the canonical digest of a domain")
     p.add_argument("name")
@@ -109,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="file, or - for stdin")
     p.add_argument("--json", action="store_true")
     p.add_argument("--source-width", type=int, choices=(32, 64), default=None)
+    _idle_option(p)
 
     p = cmd("list", "list the domains in the store")
     p.add_argument("--json", action="store_true")
@@ -147,37 +166,129 @@ def _widen_pipe(f: BinaryIO) -> BinaryIO:
     return f
 
 
+def _std_fd(fd: int, name: str) -> None:
+    """A closed stdin/stdout is a state the user can fix, not an internal error."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise StateError(f"{name} is closed") from None
+
+
 @contextlib.contextmanager
-def _open_in(path: str) -> Iterator[BinaryIO]:
+def _open_in(path: str, idle: float | None = None) -> Iterator[BinaryIO]:
+    """The input as a PolledInput: read straight from the descriptor, so that an idle
+    writer can be told from a slow one (--idle-timeout)."""
     if path == "-":
-        yield _widen_pipe(sys.stdin.buffer)
+        _std_fd(0, "stdin")
+        _widen_pipe_fd(0)
+        yield PolledInput(0, "stdin", idle)  # type: ignore[misc]
         return
     try:
-        f = open(path, "rb")  # noqa: SIM115
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
-    with f:
-        yield f
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise UsageError(f"cannot read {path}: it is a directory")
+        yield PolledInput(fd, path, idle)  # type: ignore[misc]
+    finally:
+        os.close(fd)
+
+
+def _widen_pipe_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def _partial_name(target: str, pid: int) -> str:
+    head, base = os.path.split(target)
+    return os.path.join(head, f".{base}.xsmig-{pid}.partial")
+
+
+def _reap_partials(target: str) -> None:
+    """Remove what killed saves to this same file left behind (their pid is in the name)."""
+    head, base = os.path.split(target)
+    prefix, suffix = f".{base}.xsmig-", ".partial"
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(head or "."):
+            pid = entry[len(prefix):-len(suffix)]
+            if (entry.startswith(prefix) and entry.endswith(suffix) and pid.isdigit()
+                    and pid.isascii() and len(pid) < 12 and not pid_alive(int(pid))):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(head, entry))
+
+
+def _link_tmpfile(fd: int, dest: str) -> None:
+    """Give an O_TMPFILE file a name. A dir_fd makes CPython call linkat() with
+    AT_SYMLINK_FOLLOW (plain link() would not follow /proc/self/fd/N: EXDEV)."""
+    head, base = os.path.split(dest)
+    dir_fd = os.open(head or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", base, dst_dir_fd=dir_fd, follow_symlinks=True)
+    finally:
+        os.close(dir_fd)
 
 
 @contextlib.contextmanager
 def _open_out(path: str) -> Iterator[BinaryIO]:
-    """stdout, or a file written aside and renamed, so a failed save leaves nothing."""
+    """Where `save -o` writes, without ever clobbering what sits at the path:
+    - `-`, a FIFO or a character device (/dev/null, /dev/stdout on a pipe): written
+      through, never replaced;
+    - a regular file, or nothing: written aside and renamed onto it at the end, so a
+      failed save leaves the old file (or nothing). A symlink is followed: the file it
+      points at is replaced, the link stays. The aside file is an unnamed O_TMPFILE
+      linked in only at the end, so a killed save leaves nothing; where O_TMPFILE is
+      not supported it is .NAME.xsmig-PID.partial, which the next save to NAME reaps;
+    - a directory, a block device, a socket: refused before anything is written."""
     if path == "-":
+        _std_fd(1, "stdout")
         yield _widen_pipe(sys.stdout.buffer)
         return
-    tmp = f"{path}.partial-{os.getpid()}"
     try:
-        f = open(tmp, "wb")  # noqa: SIM115
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
     except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}") from None
+        raise StateError(f"cannot write {path}: {e.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"cannot write {path}: it is a directory")
+    if st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT, no O_TRUNC
+        except OSError as e:
+            raise StateError(f"cannot write {path}: {e.strerror}") from None
+        with os.fdopen(fd, "wb") as f:
+            yield _widen_pipe(f)
+        return
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"cannot write {path}: not a regular file, FIFO or character device")
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    _reap_partials(target)
+    partial = _partial_name(target, os.getpid())
+    named = False
     try:
-        with f:
+        fd = os.open(os.path.dirname(target) or ".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC,
+                     0o666)
+    except OSError:
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            raise UsageError(f"cannot write {path}: {e.strerror}") from None
+        named = True
+    try:
+        with os.fdopen(fd, "wb") as f:
             yield f
-        os.replace(tmp, path)
+            f.flush()
+            if not named:
+                _link_tmpfile(f.fileno(), partial)
+                named = True
+        os.replace(partial, target)
+    except OSError as e:
+        raise StateError(f"cannot write {path}: {e.strerror}") from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if named:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
 
 
 def _emit(data: Any) -> None:
@@ -215,12 +326,15 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"XSMIG_MAX_PAGES={env!r} is not an integer") from None
         if not 0 < max_pages <= MAX_P2M_SIZE:
             raise UsageError(f"--max-pages must be between 1 and {MAX_P2M_SIZE}")
-        name = check_name(args.name) if args.name is not None else store.unique_name("restored")
-        with _open_in(args.input) as source:
-            restore(store, source, name=name, host_id=_host_id(args), profile=args.profile,
-                    source_width=args.source_width, own=_layout(args.toolstack),
-                    max_pages=max_pages)
-        print(name)
+        if args.name is not None:
+            check_name(args.name)
+        if not args.idle_timeout >= 0:
+            raise UsageError("--idle-timeout must be 0 (no deadline) or more seconds")
+        _std_fd(1, "stdout")  # the new name goes there: fail now, not after the stream
+        with _open_in(args.input, args.idle_timeout or None) as source:
+            restore(store, source, name=args.name, host_id=_host_id(args),
+                    profile=args.profile, source_width=args.source_width,
+                    own=_layout(args.toolstack), max_pages=max_pages, announce=_announce)
     elif args.command == "digest":
         canonical = CanonicalDomain(store.get(args.name))
         if args.dump:
@@ -243,19 +357,26 @@ def run(args: argparse.Namespace) -> int:
             raise DomainsDiffer(f"{len(differences)} differences")
         print("same canonical state")
     elif args.command == "inspect":
-        with _open_in(args.file) as source:
+        with _open_in(args.file, args.idle_timeout or None) as source:
             report = inspect_stream(source, source_width=args.source_width)
         print(json.dumps(report, indent=2) if args.json else render_text(report))
     elif args.command == "list":
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name in store.names():
-            meta = store.get(name).read_meta()
+            try:
+                meta = load_meta(store.get(name))
+            except Invalid as e:
+                rows.append({"name": name, "corrupt": str(e)})
+                continue
             rows.append({"name": name, "guest_width": meta.guest_width,
                          "pages": meta.p2m_size, "vcpus": len(meta.vcpu_ids)})
         if args.json:
             _emit(rows)
         else:
             for row in rows:
+                if "corrupt" in row:
+                    print(f"{row['name']:<32} corrupt: {row['corrupt']}")
+                    continue
                 print(f"{row['name']:<32} {row['guest_width']}-bit {row['pages']:>9} pages "
                       f"{row['vcpus']:>4} vCPUs")
     elif args.command == "destroy":
@@ -283,39 +404,64 @@ def _load_other(store: Store, other: str) -> dict[str, Any]:
     if path.is_file():
         try:
             dump: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read dump {other}: {e}") from None
-        if dump.get("format") != DUMP_FORMAT:
+        except (OSError, ValueError, RecursionError) as e:
+            raise UsageError(f"cannot read dump {other}: {type(e).__name__}") from None
+        if not isinstance(dump, dict) or dump.get("format") != DUMP_FORMAT:
             raise UsageError(f"{other} is not an xsmig dump ({DUMP_FORMAT})")
         return dump
     return CanonicalDomain(store.get(other)).dump()
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+
+def _flush_stdout() -> None:
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        return run(args)
+        try:
+            args = build_parser().parse_args(argv)
+            code = run(args)
+            _flush_stdout()  # a closed stdout fails here, under our handlers, not at exit
+            return code
+        except RecursionError:
+            # Only input can nest this deep (a JSON value in a stream or a file): refuse it.
+            raise StateError("input nested too deeply") from None
     except XsmigError as e:
         if not isinstance(e, DomainsDiffer):
-            print(f"xsmig: error: {e}", file=sys.stderr)
+            _say(f"xsmig: error: {e}")
         return e.exit_code
     except BrokenPipeError:
-        # The reader went away (e.g. the restorer refused the stream): say so, once, and
-        # point stdout at /dev/null so the interpreter's final flush stays quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print("xsmig: error: output closed by the reader", file=sys.stderr)
+        # The reader went away (e.g. the restorer refused the stream): say so, once.
+        _quiet_stdout()
+        _say("xsmig: error: output closed by the reader")
         return StateError.exit_code
     except KeyboardInterrupt:
-        print("xsmig: error: interrupted", file=sys.stderr)
+        _say("xsmig: error: interrupted")
         return 130
     except OSError as e:
         if os.environ.get("XSMIG_DEBUG"):
             raise
-        print(f"xsmig: error: {e.strerror or e}", file=sys.stderr)
+        where = f" ({e.filename})" if e.filename else ""
+        _say(f"xsmig: error: {e.strerror or e}{where}")
         return StateError.exit_code
     except Exception as e:  # a bug: still one line, but say it is one
         if os.environ.get("XSMIG_DEBUG"):
             raise
-        print(f"xsmig: internal error: {type(e).__name__}: {e} (XSMIG_DEBUG=1 for a "
-              "traceback)", file=sys.stderr)
+        _say(f"xsmig: internal error: {type(e).__name__}: {e} (XSMIG_DEBUG=1 for a "
+             "traceback)")
         return 1
+
+
+def _say(line: str) -> None:
+    """One line on stderr; a closed stderr must not turn an error into a traceback."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        print(line, file=sys.stderr, flush=True)

@@ -155,10 +155,15 @@ class DomainDir:
         self.types_path.write_bytes(types)
 
     def write_vcpu(self, meta: DomainMeta, vcpu_id: int, state: VcpuState) -> None:
+        self.write_vcpu_state(vcpu_id, state, extended=meta.extended_contexts,
+                              xsave=bool(meta.xsave_size))
+
+    def write_vcpu_state(self, vcpu_id: int, state: VcpuState, *, extended: bool,
+                         xsave: bool) -> None:
         self.vcpu_path(vcpu_id, "ctx").write_bytes(state.context)
-        if meta.extended_contexts:
+        if extended:
             self.vcpu_path(vcpu_id, "ext").write_bytes(state.extended or bytes(128))
-        if meta.xsave_size:
+        if xsave:
             self.vcpu_path(vcpu_id, "xsave").write_bytes(
                 state.xsave_mask.to_bytes(8, "little") + state.xsave)
 

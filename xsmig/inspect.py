@@ -55,8 +55,8 @@ class InspectSink:
         self._chunk(entry)
 
     def on_unmapped(self, offset: int, pfns: list[int]) -> None:
-        self.tail["offset"] = offset
-        self.tail["unmapped_pfns"] = len(pfns)
+        self.tail["offset"] = offset  # called once per chunk of the list
+        self.tail["unmapped_pfns"] = self.tail.get("unmapped_pfns", 0) + len(pfns)
 
     def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
                 xsave_mask: int, xsave: bytes) -> None:

@@ -24,10 +24,16 @@ from xsmig.layout import Layout
 from xsmig.store import Store
 from xsmig.stream.format import MAX_P2M_SIZE
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser
+from xsmig.validate import Invalid, check_frame_list, check_vcpu_pfn, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
 class RestoreSink:
+    """Builds the domain aside. Nothing per vCPU or per page is held in memory: pages
+    and vCPU state go to disk as they arrive; what is kept is the type array (one byte
+    per pfn, capped by --max-pages) and, per page-table page, the offset it came from
+    (so the validator's verdict can name the record to blame)."""
+
     def __init__(self, domain: DomainDir, name: str, host_id: int) -> None:
         self.domain = domain
         self.name = name
@@ -37,10 +43,12 @@ class RestoreSink:
         self.types = bytearray()
         self.frames: FrameMap | None = None
         self.vcpu_ids = [0]
-        self.vcpus: dict[int, VcpuState] = {}
         self.tsc = TscInfo()
         self.toolstack: tuple[int, list[PhysmapEntry]] | None = None
         self.shared_info = b""
+        self.pt_offsets: dict[int, int] = {}  # page-table pfn -> offset of its data
+        self.vcpu_offsets: dict[int, int] = {}
+        self.tail_offset = 0
 
     def close(self) -> None:
         if self.memory:
@@ -54,7 +62,8 @@ class RestoreSink:
         self.frames = FrameMap(self.host_id, zlib.crc32(self.name.encode()), header.p2m_size)
 
     def _to_mfn(self, pfn: int) -> int | None:
-        """A page-table entry's pfn on this host; None refuses a pfn beyond p2m_size."""
+        """A page-table entry's pfn on this host; None refuses a pfn beyond p2m_size.
+        Whether the pfn is a page of the domain is known only at the end: validate()."""
         assert self.header and self.frames
         return self.frames.mfn(pfn) if pfn < self.header.p2m_size else None
 
@@ -71,6 +80,7 @@ class RestoreSink:
         for i, pfn in enumerate(data_pfns):
             if pt.pt_level(self.types[pfn]):
                 page = batch.data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+                self.pt_offsets[pfn] = batch.data_offset + i * PAGE_SIZE
                 try:
                     pagetable.rewrite(page, levels, self._to_mfn)
                 except pagetable.EntryError as e:
@@ -96,8 +106,11 @@ class RestoreSink:
             self.toolstack = value
 
     def on_unmapped(self, offset: int, pfns: list[int]) -> None:
+        """Called once per chunk of the tail's unmapped list."""
+        self.tail_offset = self.tail_offset or offset
+        types = self.types
         for pfn in pfns:
-            self.types[pfn] = pt.XTAB
+            types[pfn] = pt.XTAB
 
     def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
                 xsave_mask: int, xsave: bytes) -> None:
@@ -108,24 +121,21 @@ class RestoreSink:
             rewrite_frames(vl, context, vcpu_id, self._vcpu_frame(vcpu_id))
         except FrameFieldError as e:
             raise StreamError(str(e), offset) from None
-        self.vcpus[vcpu_id] = VcpuState(bytes(context), ext, xsave_mask, xsave)
+        self.vcpu_offsets[vcpu_id] = offset
+        # Straight to disk: 4096 vCPUs with 1 MiB xsave areas each must not sit in memory.
+        self.domain.write_vcpu_state(vcpu_id, VcpuState(bytes(context), ext, xsave_mask, xsave),
+                                     extended=self.header.extended_contexts,
+                                     xsave=bool(self.header.xsave_limit))
 
     def _vcpu_frame(self, vcpu_id: int) -> Callable[[int, FrameField], int]:
         assert self.header and self.frames
         p2m, vl, frames = self.header.p2m_size, self.header.guest, self.frames
 
         def translate(pfn: int, field: FrameField) -> int:
-            where = f"vCPU {vcpu_id} {field.name}"
             if pfn >= p2m:
-                raise FrameFieldError(f"{where} names pfn {pfn:#x}, beyond p2m_size {p2m:#x}")
-            t = self.types[pfn]
-            if field.wants == "plain" and t != pt.NOTAB:
-                raise FrameFieldError(f"{where} names pfn {pfn:#x} of type "
-                                      f"{pt.type_name(t)}, not a plain page")
-            if field.wants == "top" and t & ~pt.LPINTAB != vl.top_level_type:
-                raise FrameFieldError(f"{where} names pfn {pfn:#x} of type {pt.type_name(t)}, "
-                                      f"not an L{vl.pt_levels} page table")
-            return frames.mfn(pfn)
+                raise FrameFieldError(f"vCPU {vcpu_id} {field.name} names pfn {pfn:#x}, "
+                                      f"beyond p2m_size {p2m:#x}")
+            return frames.mfn(check_vcpu_pfn(vl, self.types, vcpu_id, pfn, field, pfn))
         return translate
 
     def on_shared_info(self, offset: int, data: bytes) -> None:
@@ -134,10 +144,10 @@ class RestoreSink:
     def finish(self) -> DomainMeta:
         header, memory, frames = self.header, self.memory, self.frames
         assert header and memory and frames
-        for index, pfn in enumerate(header.frame_list):
-            if self.types[pfn] != pt.NOTAB:
-                raise StreamError(f"p2m frame list entry {index} names pfn {pfn:#x} of type "
-                                  f"{pt.type_name(self.types[pfn])}, not a plain page")
+        try:
+            check_frame_list(header.frame_list, header.p2m_size, header.guest, self.types)
+        except Invalid as e:
+            raise self._blame(e) from None
         version, physmap = self.toolstack if self.toolstack else (None, [])
         meta = DomainMeta(
             name=self.name, guest_width=header.guest.guest_width, p2m_size=header.p2m_size,
@@ -151,23 +161,45 @@ class RestoreSink:
         offset = SHARED_INFO_FLL_OFFSET[meta.guest_width]
         shared[offset:offset + header.guest.word_size] = bytes(header.guest.word_size)
         self.domain.write_shared_info(bytes(shared))
-        for vcpu_id in self.vcpu_ids:
-            self.domain.write_vcpu(meta, vcpu_id, self.vcpus[vcpu_id])
         self.domain.write_types(self.types)
         self.domain.write_meta(meta)
+        try:
+            validate(self.domain)  # the very check digest, diff and save will make
+        except Invalid as e:
+            raise self._blame(e) from None
         return meta
 
+    def _blame(self, e: Invalid) -> StreamError:
+        """The stream offset of the record that made the domain invalid."""
+        assert self.header
+        at: int | None = None
+        if e.part == "page_table" and e.pfn in self.pt_offsets:
+            at = self.pt_offsets[e.pfn] + 8 * (e.entry or 0)
+        elif e.part == "vcpu" and e.vcpu in self.vcpu_offsets:
+            at = self.vcpu_offsets[e.vcpu]
+        elif e.part == "frame_list":
+            at = self.header.frame_list_offset + self.header.layout.ulong_size * (e.entry or 0)
+        return StreamError(f"restored domain would be invalid: {e}",
+                           self.tail_offset if at is None else at)
 
-def restore(store: Store, source: BinaryIO, *, name: str, host_id: int, profile: str = "current",
-            source_width: int | None = None, own: Layout | None = None,
-            max_pages: int = MAX_P2M_SIZE) -> tuple[DomainMeta, StreamHeader]:
+
+def restore(store: Store, source: BinaryIO, *, name: str | None, host_id: int,
+            profile: str = "current", source_width: int | None = None,
+            own: Layout | None = None, max_pages: int = MAX_P2M_SIZE, prefix: str = "restored",
+            announce: Callable[[str], None] | None = None) -> tuple[DomainMeta, StreamHeader]:
+    """Restore a stream as `name` (or the first free PREFIX-N, reserved atomically).
+
+    `announce(name)` runs after every check and before publication: output that can fail
+    (a closed stdout) fails the restore instead of following a published domain."""
     parser = StreamParser(source, profile=profile, own=own, source_width=source_width,
                           max_pages=max_pages)
-    with store.writing(name) as domain:
-        sink = RestoreSink(domain, name, host_id)
+    with store.writing_as(name, prefix) as (chosen, domain):
+        sink = RestoreSink(domain, chosen, host_id)
         try:
             header = parser.parse(sink)
             meta = sink.finish()
         finally:
             sink.close()
+        if announce is not None:
+            announce(chosen)
     return meta, header

@@ -136,6 +136,12 @@ def rewrite_frames(
         _write_frame(layout, ctx, field, translate(_read_frame(layout, ctx, field), field))
 
 
+def frame_values(layout: VcpuLayout, ctx: bytearray, vcpu_id: int
+                 ) -> list[tuple[FrameField, int]]:
+    """Each frame field of ctx with the frame it holds (decoded, not translated)."""
+    return [(f, _read_frame(layout, ctx, f)) for f in frame_fields(layout, ctx, vcpu_id)]
+
+
 def summary(layout: VcpuLayout, ctx: bytes | bytearray, vcpu_id: int) -> dict[str, int]:
     """Readable fields for diffs and dumps (frame fields as they stand in ctx)."""
     word = "<" + layout.word

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import select
 import struct
+from array import array
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from xsmig.errors import StreamError
+from xsmig.errors import StateError, StreamError
+
+LIST_CHUNK = 1 << 16  # entries per read of a list a stream declares: memory follows bytes read
 
 
 class StreamReader:
@@ -40,6 +46,15 @@ class StreamReader:
             got += k
         self.offset += n
 
+    def read_list(self, count: int, code: str, what: str) -> Iterator[array[int]]:
+        """`count` values of array type `code`, in chunks of at most LIST_CHUNK: a list
+        declared huge by a truncated stream costs what was actually read, no more."""
+        size = array(code).itemsize
+        while count:
+            k = min(count, LIST_CHUNK)
+            yield array(code, self.read(k * size, what))
+            count -= k
+
     def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
         return fmt.unpack(self.read(fmt.size, what))
 
@@ -69,3 +84,35 @@ class StreamWriter:
 
     def flush(self) -> None:
         self._f.flush()
+
+
+class PolledInput:
+    """A file descriptor read directly (no userspace buffer, so poll() tells the truth),
+    waiting at most `idle` seconds for the next bytes: a writer that stalls ends the
+    read with a StateError instead of holding a restore forever. One poll() per read,
+    no threads."""
+
+    def __init__(self, fd: int, name: str, idle: float | None) -> None:
+        self._fd = fd
+        self._name = name
+        self._idle_ms = None if idle is None else max(int(idle * 1000), 1)
+        self._idle = idle
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN | select.POLLPRI)
+        self.count = 0
+
+    def readinto(self, view: memoryview) -> int:
+        if self._idle_ms is not None and not self._poll.poll(self._idle_ms):
+            raise StateError(f"no input from {self._name} for {self._idle:g} s after byte "
+                             f"{self.count} (--idle-timeout): the writer stalled")
+        try:
+            n = os.readv(self._fd, [view])
+        except OSError as e:
+            raise StateError(f"cannot read {self._name}: {e.strerror}") from None
+        self.count += n
+        return n
+
+    def read(self, n: int) -> bytes:
+        buf = bytearray(n)
+        k = self.readinto(memoryview(buf)) if n else 0
+        return bytes(buf[:k])

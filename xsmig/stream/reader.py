@@ -20,6 +20,9 @@ from xsmig.stream.detect import HEAD_BYTES, Detection, detect
 from xsmig.stream.io import StreamReader
 from xsmig.vcpu import BY_SIZE, BY_WIDTH, EXTENDED_CONTEXT_SIZE, MAX_VCPU_ID, VcpuLayout
 
+# Real savers write at most 3 ext-info blocks; a cap keeps a 1 MiB section of empty
+# blocks from costing a Block object per 8 bytes (docs/cli.md, "Caps").
+MAX_EXT_BLOCKS = 1024
 # bytes.translate tables (256 entries; only 0..15 occur): 1 where the nibble is valid / has data
 _VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
 _HAS_DATA = bytes(1 if t in pt.VALID_TYPES and pt.has_data(t) else 0 for t in range(256))
@@ -48,6 +51,7 @@ class StreamHeader:
     extended_contexts: bool = False
     xsave_limit: int = 0  # xcnt value: xsave area size + 16; 0: no xsave in the tail
     frame_list: list[int] = field(default_factory=list)
+    frame_list_offset: int = 0  # of the p2m frame list's first entry
 
     @property
     def encoding(self) -> fmt.Encoding:
@@ -67,7 +71,7 @@ class StreamSink(Protocol):
     def on_header(self, header: StreamHeader) -> None: ...
     def on_batch(self, batch: Batch) -> None: ...
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None: ...
-    def on_unmapped(self, offset: int, pfns: list[int]) -> None: ...
+    def on_unmapped(self, offset: int, pfns: list[int]) -> None: ...  # once per chunk
     def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
                 xsave_mask: int, xsave: bytes) -> None: ...
     def on_shared_info(self, offset: int, data: bytes) -> None: ...
@@ -147,10 +151,9 @@ class StreamParser:
             raise StreamError("extended info does not match what the first bytes said", at)
 
         n = -(-p2m_size // header.guest.frames_per_page())
-        at = r.offset - (layout.ulong_size if frames else 0)
-        if n > len(frames):
-            raw = r.read((n - len(frames)) * layout.ulong_size, "p2m frame list")
-            frames.extend(array(layout.ulong_code, raw))
+        at = header.frame_list_offset = r.offset - (layout.ulong_size if frames else 0)
+        for chunk in r.read_list(max(n - len(frames), 0), layout.ulong_code, "p2m frame list"):
+            frames.extend(chunk)
         if max(frames) >= p2m_size:
             bad = next(i for i, p in enumerate(frames) if p >= p2m_size)
             raise StreamError(f"p2m frame list entry {bad} is pfn {frames[bad]:#x}, beyond "
@@ -229,6 +232,8 @@ class StreamParser:
             if size > end - r.offset:
                 raise StreamError(f"ext-info block {name!r} of {size} bytes overruns the "
                                   "ext-info size", at)
+            if len(header.ext_blocks) >= MAX_EXT_BLOCKS:
+                raise StreamError(f"more than {MAX_EXT_BLOCKS} ext-info blocks", at)
             header.ext_blocks.append(Block(name, at, size))
             payload = r.read(size, f"ext-info block {name!r}")
             if bid == fmt.EXT_VCPU:
@@ -358,13 +363,16 @@ class StreamParser:
         (count,) = r.unpack(fmt.U32, "unmapped pfn count")
         if count > header.p2m_size:
             raise StreamError(f"{count} unmapped pfns for a p2m_size of {header.p2m_size}", at)
-        raw = r.read(count * header.layout.ulong_size, "unmapped pfn list")
-        pfns = list(array(header.layout.ulong_code, raw))
-        if pfns and max(pfns) >= header.p2m_size:
-            bad = next(i for i, p in enumerate(pfns) if p >= header.p2m_size)
-            raise StreamError(f"unmapped pfn {pfns[bad]:#x} beyond p2m_size",
-                              at + 4 + bad * header.layout.ulong_size)
-        sink.on_unmapped(at, pfns)
+        done = 0
+        for chunk in r.read_list(count, header.layout.ulong_code, "unmapped pfn list"):
+            if max(chunk) >= header.p2m_size:
+                bad = next(i for i, p in enumerate(chunk) if p >= header.p2m_size)
+                raise StreamError(f"unmapped pfn {chunk[bad]:#x} beyond p2m_size",
+                                  at + 4 + (done + bad) * header.layout.ulong_size)
+            sink.on_unmapped(at, chunk.tolist())  # once per chunk: sinks accumulate
+            done += len(chunk)
+        if not count:
+            sink.on_unmapped(at, [])
         for vcpu_id in vcpu_ids:
             at = r.offset
             ctx = r.read(header.guest.size, f"vCPU {vcpu_id} context")

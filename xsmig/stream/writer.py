@@ -17,6 +17,7 @@ from xsmig.errors import StateError, UsageError
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.io import StreamWriter
+from xsmig.validate import Invalid, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
@@ -214,7 +215,10 @@ class _Saver:
 
 
 def save(domain: DomainDir, out: BinaryIO, opts: SaveOptions) -> SaveStats:
-    meta = domain.read_meta()
+    try:
+        meta, _types = validate(domain)  # the rule restore applied before publishing
+    except Invalid as e:
+        raise StateError(f"domain at {domain.path} is corrupt: {e}") from None
     if opts.rounds < 1:
         raise UsageError("--rounds must be at least 1")
     if opts.word_size not in (None, 4, 8) or (opts.word_size and

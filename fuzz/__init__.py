@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of xsmig's stream parser, restore and inspect (docs/reliability.md)."""

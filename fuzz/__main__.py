@@ -1,0 +1,53 @@
+"""`python -m fuzz [libFuzzer options]`: the coverage-guided campaign (atheris).
+
+    python -m fuzz -max_total_time=900 fuzz/corpus        # 15 minutes, corpus grows
+    python -m fuzz --write-seeds                          # (re)write the seed corpus
+
+Crashes (any exception other than an XsmigError, or a broken invariant of
+fuzz/target.py) are written by libFuzzer as crash-<sha1> in the current directory."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+
+def write_seeds() -> None:
+    from fuzz.seeds import seeds
+    CORPUS.mkdir(exist_ok=True)
+    for name, data in seeds().items():
+        (CORPUS / name).write_bytes(data)
+
+
+def main() -> None:
+    if "--write-seeds" in sys.argv:
+        write_seeds()
+        return
+    import atheris  # type: ignore[import-not-found]
+
+    with atheris.instrument_imports(include=["xsmig"]):
+        from fuzz.target import check_one
+    root = Path(tempfile.mkdtemp(prefix="xsmig-fuzz-"))
+
+    def one(data: bytes) -> None:
+        store = root / "store"
+        try:
+            check_one(data, store)
+        finally:
+            shutil.rmtree(store, ignore_errors=True)
+
+    args = sys.argv[:]
+    if not any(not a.startswith("-") for a in args[1:]):
+        args.append(str(CORPUS))
+    if not any(a.startswith("-max_len") for a in args):
+        args.append("-max_len=131072")
+    atheris.Setup(args, one)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
