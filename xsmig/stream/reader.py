@@ -193,7 +193,7 @@ class StreamParser:
             elif bid == fmt.WRITER:
                 try:
                     decoded = json.loads(payload)
-                except ValueError:
+                except (ValueError, RecursionError):  # optional: undecodable is ignored
                     decoded = None
                 writer = decoded if isinstance(decoded, dict) else None
             elif not flags & fmt.XBLOCK_OPTIONAL:
