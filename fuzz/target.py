@@ -21,10 +21,11 @@ MAX_PAGES = 1 << 14  # sparse memory.bin of at most 64 MiB per try
 
 
 def _offset_ok(e: XsmigError, size: int) -> None:
-    if isinstance(e, StreamError | StreamRefused) and e.offset is not None:
-        assert 0 <= e.offset <= size, f"offset {e.offset} outside the {size}-byte input: {e}"
-    if isinstance(e, StreamError):
+    """Stream errors (exit 3) and refusals (exit 4) name an offset inside the input;
+    anything else must be a usage or state error, never a bare exception."""
+    if isinstance(e, StreamError | StreamRefused):
         assert e.offset is not None, f"a stream error without an offset: {e}"
+        assert 0 <= e.offset <= size, f"offset {e.offset} outside the {size}-byte input: {e}"
 
 
 def _contents(root: Path) -> set[str]:

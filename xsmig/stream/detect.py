@@ -61,12 +61,12 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None) 
             raise StreamRefused(
                 "cannot tell the width of this native stream (no extended info and bytes 4-7 "
                 "are zero: a 64-bit stream, or a 32-bit one whose first p2m frame is pfn 0); "
-                "give --source-width 32 or 64")
+                "give --source-width 32 or 64", 4)
         return Detection(Encoding.NATIVE, source_width, f"R7: width from --source-width "
                                                          f"{source_width}")
     if source_width is not None and source_width != detection.width:
         raise StreamRefused(f"the stream is {detection.width}-bit ({detection.rule}) but "
-                            f"--source-width {source_width} was given")
+                            f"--source-width {source_width} was given", 4)
     return detection
 
 
