@@ -1,6 +1,7 @@
 """`python -m fuzz [libFuzzer options]`: the coverage-guided campaign (atheris).
 
-    python -m fuzz -max_total_time=900 fuzz/corpus        # 15 minutes, corpus grows
+    python -m fuzz -max_total_time=900 NEW_DIR fuzz/corpus   # 15 minutes; finds go to NEW_DIR
+    python -m fuzz -max_total_time=900                       # the same, growing fuzz/corpus
     python -m fuzz --write-seeds                          # (re)write the seed corpus
 
 Crashes (any exception other than an XsmigError, or a broken invariant of
@@ -45,6 +46,8 @@ def main() -> None:
         args.append(str(CORPUS))
     if not any(a.startswith("-max_len") for a in args):
         args.append("-max_len=131072")
+    if not any(a.startswith("-dict") for a in args):
+        args.append(f"-dict={CORPUS.parent / 'xsmig.dict'}")
     atheris.Setup(args, one)
     atheris.Fuzz()
 

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from xsmig import __version__
 from xsmig.canonical import DUMP_FORMAT, CanonicalDomain, diff_dumps
@@ -218,6 +218,14 @@ def _reap_partials(target: str) -> None:
                     os.unlink(os.path.join(head, entry))
 
 
+def _write_failed(e: OSError, path: str) -> NoReturn:
+    """An error writing the output names it; others (a domain file: has a filename) and
+    a vanished reader (main's BrokenPipeError) pass through."""
+    if isinstance(e, BrokenPipeError) or e.filename:
+        raise e
+    raise StateError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def _link_tmpfile(fd: int, dest: str) -> None:
     """Give an O_TMPFILE file a name. A dir_fd makes CPython call linkat() with
     AT_SYMLINK_FOLLOW (plain link() would not follow /proc/self/fd/N: EXDEV)."""
@@ -257,8 +265,11 @@ def _open_out(path: str) -> Iterator[BinaryIO]:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT, no O_TRUNC
         except OSError as e:
             raise StateError(f"cannot write {path}: {e.strerror}") from None
-        with os.fdopen(fd, "wb") as f:
-            yield _widen_pipe(f)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield _widen_pipe(f)
+        except OSError as e:
+            _write_failed(e, path)
         return
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise UsageError(f"cannot write {path}: not a regular file, FIFO or character device")
@@ -284,7 +295,7 @@ def _open_out(path: str) -> Iterator[BinaryIO]:
                 named = True
         os.replace(partial, target)
     except OSError as e:
-        raise StateError(f"cannot write {path}: {e.strerror}") from None
+        _write_failed(e, path)
     finally:
         if named:
             with contextlib.suppress(FileNotFoundError):
@@ -312,7 +323,10 @@ def run(args: argparse.Namespace) -> int:
                            word_size=args.word_size)
         started = time.monotonic()
         with _open_out(args.output) as out:
-            stats = save(domain, out, opts)
+            try:
+                stats = save(domain, out, opts)
+            except OSError as e:
+                _write_failed(e, "stdout" if args.output == "-" else args.output)
         if args.output != "-":
             print(f"{stats.bytes} bytes, {stats.pages_sent} pages in {stats.batches} batches, "
                   f"{time.monotonic() - started:.2f}s", file=sys.stderr)

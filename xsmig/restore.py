@@ -18,7 +18,7 @@ from xsmig.domain import (
     TscInfo,
     VcpuState,
 )
-from xsmig.errors import StreamError
+from xsmig.errors import StateError, StreamError
 from xsmig.frames import FrameMap
 from xsmig.layout import Layout
 from xsmig.store import Store
@@ -198,6 +198,9 @@ def restore(store: Store, source: BinaryIO, *, name: str | None, host_id: int,
         try:
             header = parser.parse(sink)
             meta = sink.finish()
+        except OSError as e:  # the store's disk (full, read-only, gone): exit 5, named
+            raise StateError(f"cannot write domain {chosen!r} in store {store.root}: "
+                             f"{e.strerror or e}") from None
         finally:
             sink.close()
         if announce is not None:

@@ -344,3 +344,10 @@ def test_state_errors_name_the_domain_or_path(tmp_path: Path) -> None:
     assert "nope" in line
     with pytest.raises(StateError):
         Store(st).get("nope")
+
+
+def test_a_full_disk_is_a_state_error_naming_the_output(tmp_path: Path) -> None:
+    st, _stream = _stream_file(tmp_path)
+    line = assert_cli_error(cli(st, "save", "g", "--encoding", "native", "-o", "/dev/full"), 5)
+    assert "/dev/full" in line and "No space left" in line
+    assert stat.S_ISCHR(os.lstat("/dev/full").st_mode)
