@@ -9,13 +9,17 @@ digest (the one validator)."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 from xsmig.canonical import CanonicalDomain
 from xsmig.errors import StreamError, StreamRefused, XsmigError
-from xsmig.inspect import inspect_stream
+from xsmig.inspect import inspect_stream, render_text
+from xsmig.layout import Layout
 from xsmig.restore import restore
 from xsmig.store import Store
+from xsmig.stream.format import Encoding
+from xsmig.stream.writer import SaveOptions, save
 
 MAX_PAGES = 1 << 14  # sparse memory.bin of at most 64 MiB per try
 
@@ -50,10 +54,20 @@ def check_one(data: bytes, store_root: Path, source_width: int | None = None) ->
         after = _contents(store_root)
         assert after == before, f"a failed restore changed the store: {after ^ before}"
     else:
-        CanonicalDomain(store.get("fuzzed")).digest()  # restore's verdict is digest's
+        # Restore's verdict is digest's and save's: the domain digests, saves, and
+        # round-trips through another encoding to the same canonical state.
+        digest = CanonicalDomain(store.get("fuzzed")).digest()
+        again = io.BytesIO()
+        save(store.get("fuzzed"), again, SaveOptions(Encoding.EXTENDED, Layout.native()))
+        store.destroy("fuzzed")
+        restore(store, io.BytesIO(again.getvalue()), name="fuzzed", host_id=3,
+                max_pages=MAX_PAGES)
+        assert CanonicalDomain(store.get("fuzzed")).digest() == digest, "round trip differs"
         store.destroy("fuzzed")
     try:
-        inspect_stream(io.BytesIO(data), source_width=source_width)
+        report = inspect_stream(io.BytesIO(data), source_width=source_width)
+        render_text(report)
+        json.dumps(report)
     except XsmigError as e:
         _offset_ok(e, len(data))
     return outcome

@@ -183,11 +183,16 @@ def _open_in(path: str, idle: float | None = None) -> Iterator[BinaryIO]:
         _widen_pipe_fd(0)
         yield PolledInput(0, "stdin", idle)  # type: ignore[misc]
         return
+    # With a deadline, open without blocking (a FIFO nobody writes to yet would block
+    # the open itself, beyond poll's reach), then read blocking after each poll.
+    nonblock = os.O_NONBLOCK if idle else 0
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | nonblock)
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
     try:
+        if nonblock:
+            os.set_blocking(fd, True)
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             raise UsageError(f"cannot read {path}: it is a directory")
         yield PolledInput(fd, path, idle)  # type: ignore[misc]

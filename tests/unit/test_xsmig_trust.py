@@ -351,3 +351,12 @@ def test_a_full_disk_is_a_state_error_naming_the_output(tmp_path: Path) -> None:
     line = assert_cli_error(cli(st, "save", "g", "--encoding", "native", "-o", "/dev/full"), 5)
     assert "/dev/full" in line and "No space left" in line
     assert stat.S_ISCHR(os.lstat("/dev/full").st_mode)
+
+
+def test_idle_timeout_covers_a_fifo_nobody_opens(tmp_path: Path) -> None:
+    st, _stream = _stream_file(tmp_path)
+    fifo = tmp_path / "never"
+    os.mkfifo(fifo)
+    proc = cli(st, "restore", "-i", str(fifo), "--idle-timeout", "0.5")
+    assert "--idle-timeout" in assert_cli_error(proc, 5)
+    assert Store(st).names() == ["g"]

@@ -195,7 +195,11 @@ class StreamParser:
                     decoded = json.loads(payload)
                 except (ValueError, RecursionError):  # optional: undecodable is ignored
                     decoded = None
-                writer = decoded if isinstance(decoded, dict) else None
+                # Informational only: keep scalar fields, so nothing nested reaches a
+                # report (json.dumps and repr recurse in Python).
+                writer = ({str(k): v for k, v in decoded.items()
+                           if isinstance(v, str | int | float | bool) or v is None}
+                          if isinstance(decoded, dict) else None)
             elif not flags & fmt.XBLOCK_OPTIONAL:
                 raise StreamRefused(f"unknown mandatory extended-info block {name!r}", at)
 
