@@ -1,7 +1,7 @@
 """`python -m fuzz [libFuzzer options]`: the coverage-guided campaign (atheris).
 
-    python -m fuzz -max_total_time=900 NEW_DIR fuzz/corpus   # 15 minutes; finds go to NEW_DIR
-    python -m fuzz -max_total_time=900                       # the same, growing fuzz/corpus
+    python -m fuzz -max_total_time=900                       # 15 minutes (tox -e fuzz)
+    python -m fuzz -max_total_time=900 NEW_DIR fuzz/corpus   # the same; finds go to NEW_DIR
     python -m fuzz --write-seeds                          # (re)write the seed corpus
 
 Crashes (any exception other than an XsmigError, or a broken invariant of
@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
+SCRATCH = CORPUS.parents[1] / ".cache" / "fuzz-corpus"
 
 
 def write_seeds() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     if "--write-seeds" in sys.argv:
         write_seeds()
         return
-    import atheris  # type: ignore[import-not-found]
+    import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     with atheris.instrument_imports(include=["xsmig"]):
         from fuzz.target import check_one
@@ -42,8 +43,12 @@ def main() -> None:
             shutil.rmtree(store, ignore_errors=True)
 
     args = sys.argv[:]
-    if not any(not a.startswith("-") for a in args[1:]):
-        args.append(str(CORPUS))
+    dirs = [a for a in args[1:] if not a.startswith("-")]
+    if not dirs:  # new finds go to a scratch directory; the committed seeds stay as they are
+        dirs = [str(SCRATCH), str(CORPUS)]
+        args += dirs
+    for d in dirs:
+        Path(d).mkdir(parents=True, exist_ok=True)
     if not any(a.startswith("-max_len") for a in args):
         args.append("-max_len=131072")
     if not any(a.startswith("-dict") for a in args):

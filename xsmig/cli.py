@@ -358,7 +358,8 @@ def run(args: argparse.Namespace) -> int:
         canonical = CanonicalDomain(store.get(args.name))
         if args.dump:
             dump = canonical.dump()
-            args.dump.write_text(json.dumps(dump, sort_keys=True))
+            with _open_out(str(args.dump)) as out:  # never clobbers, as save -o
+                out.write(json.dumps(dump, sort_keys=True).encode())
             digest = dump["digest"]
         else:
             digest = canonical.digest()
