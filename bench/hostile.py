@@ -112,6 +112,12 @@ def _deep_json(seed: bytes) -> bytes:
             + seed[wrtr["offset"] + fmt.XBLOCK.size + wrtr["size"]:])
 
 
+def _chunk_flood(seed: bytes, chunk: bytes) -> bytes:
+    """A valid head and body start, then the same chunk repeated up to 1 MiB."""
+    out = seed[:_body_end(seed)]
+    return out + chunk * ((LIMIT - len(out)) // len(chunk))
+
+
 def _noise(seed: bytes) -> bytes:
     rng = random.Random(7)
     return seed[:4096] + rng.randbytes(LIMIT - 4096)
@@ -130,6 +136,13 @@ def cases() -> dict[str, bytes]:
         "toolstack chunk declared 1 MiB": _toolstack_huge(s["native-amd64-64"]),
         "64 KiB of nested JSON in wrtr (valid)": _deep_json(s["extended-i386-64"]),
         "noise after a valid head": _noise(s["native-i386-32"]),
+        "1 MiB of vcpu_info chunks naming 4096 vCPUs": _chunk_flood(
+            s["native-amd64-64"], struct.pack("<ii", -2, 4095) + b"\xff" * 512),
+        "1 MiB of empty batches of 1024 holes": _chunk_flood(
+            s["native-amd64-64"], struct.pack("<i", 1024) + struct.pack("<Q", 0xF << 28) * 1024),
+        "1 MiB of 1-page page-table batches": _chunk_flood(
+            s["native-amd64-64"],
+            struct.pack("<iQ", 1, (1 << 28) | 5) + struct.pack("<Q", (1 << 12) | 0x67) * 512),
     }
 
 

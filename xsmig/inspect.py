@@ -9,6 +9,8 @@ from xsmig import pagetypes as pt
 from xsmig.layout import Layout
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser
 
+MAX_LISTED = 64
+
 
 class InspectSink:
     def __init__(self, max_chunks: int = 200) -> None:
@@ -42,7 +44,9 @@ class InspectSink:
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
         entry: dict[str, Any] = {"offset": offset, "kind": name, "id": chunk_id}
         if chunk_id == -2:
-            entry["vcpu_ids"] = value
+            assert isinstance(value, list)
+            entry["vcpus"] = len(value)
+            entry["vcpu_ids"] = value[:MAX_LISTED]  # a report stays small whatever the map
         elif chunk_id == -7:
             entry["tsc"] = vars(value)
         elif chunk_id == -18:

@@ -6,6 +6,7 @@ domain (page-table entries, vCPU frames) is the sink's to check."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from array import array
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from xsmig.vcpu import BY_SIZE, BY_WIDTH, EXTENDED_CONTEXT_SIZE, MAX_VCPU_ID, Vc
 # Real savers write at most 3 ext-info blocks; a cap keeps a 1 MiB section of empty
 # blocks from costing a Block object per 8 bytes (docs/cli.md, "Caps").
 MAX_EXT_BLOCKS = 1024
+_BITS = [bytes((byte >> i) & 1 for i in range(8)) for byte in range(256)]
 # bytes.translate tables (256 entries; only 0..15 occur): 1 where the nibble is valid / has data
 _VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
 _HAS_DATA = bytes(1 if t in pt.VALID_TYPES and pt.has_data(t) else 0 for t in range(256))
@@ -87,6 +89,7 @@ class StreamParser:
         self._max_pages = max_pages
         self._buf = bytearray(fmt.MAX_BATCH * fmt.PAGE_SIZE)  # reused by every batch
         self._scratch = memoryview(self._buf)
+        self._last_map: tuple[bytes, list[int]] = (b"", [])
 
     def parse(self, sink: StreamSink) -> StreamHeader:
         head = self._f.read(HEAD_BYTES) or b""
@@ -321,8 +324,13 @@ class StreamParser:
         (max_id,) = r.unpack(fmt.I32, "vcpu_info max_vcpu_id")
         if not 0 <= max_id <= MAX_VCPU_ID:
             raise StreamError(f"max_vcpu_id {max_id} out of range 0..{MAX_VCPU_ID}", at + 4)
-        words = array("Q", r.read((max_id // 64 + 1) * 8, "vcpu_info map"))
-        ids = [w * 64 + b for w, word in enumerate(words) for b in range(64) if word >> b & 1]
+        raw = r.read((max_id // 64 + 1) * 8, "vcpu_info map")
+        # One 0/1 byte per bit (little-endian bit order), then the set positions: C loops
+        # only, as a stream may repeat a 4096-vCPU map thousands of times.
+        if raw != self._last_map[0]:  # a repeated map (hostile or not) is decoded once
+            bits = b"".join(map(_BITS.__getitem__, raw))
+            self._last_map = (raw, list(itertools.compress(range(len(bits)), bits)))
+        ids = self._last_map[1][:]
         if not ids or ids[0] != 0:
             raise StreamError("vcpu_info map lacks vCPU 0", at + 8)
         if ids[-1] > max_id:
