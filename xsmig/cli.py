@@ -311,8 +311,14 @@ def _emit(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
+# Commands whose product is what they print: a closed stdout fails them up front.
+_PRINTS = frozenset({"create", "digest", "diff", "inspect", "list", "host-info"})
+
+
 def run(args: argparse.Namespace) -> int:
     store = _store(args)
+    if args.command in _PRINTS:
+        _std_fd(1, "stdout")
     if args.command == "create":
         spec = GuestSpec(args.name, args.pages, args.guest_width, args.vcpus, args.max_vcpu_id,
                          args.seed, args.shape, not args.no_extended_state)
@@ -483,5 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _say(line: str) -> None:
     """One line on stderr; a closed stderr must not turn an error into a traceback."""
+    if sys.stderr is None:  # closed stderr: print(file=None) would go to stdout
+        return
     with contextlib.suppress(OSError, ValueError, AttributeError):
         print(line, file=sys.stderr, flush=True)

@@ -176,6 +176,8 @@ def test_restore_whose_stdout_reader_is_gone_publishes_nothing(tmp_path: Path) -
     ("<&-", "restore", 5, "stdin is closed"),
     ("<&-", "inspect -", 5, "stdin is closed"),
     (">&-", "save g --encoding native", 5, "stdout is closed"),
+    (">&-", "digest g", 5, "stdout is closed"),
+    (">&-", "inspect {stream}", 5, "stdout is closed"),
 ])
 def test_closed_descriptors_are_state_errors(tmp_path: Path, redirect: str, command: str,
                                              code: int, word: str) -> None:
