@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +18,15 @@ from hypothesis import strategies as st
 
 from fuzz.seeds import seeds
 from fuzz.target import check_one
+from xsmig import pagetypes as pt
 from xsmig.canonical import CanonicalDomain
 from xsmig.errors import XsmigError
 from xsmig.layout import AMD64, I386
 from xsmig.restore import restore
 from xsmig.store import Store
 from xsmig.stream.detect import HEAD_BYTES, detect
+from xsmig.stream.reader import Batch, StreamHeader, StreamParser
+from xsmig.vcpu import frame_values
 
 SEEDS = seeds()
 FAST = settings(max_examples=40, deadline=None,
@@ -113,3 +117,75 @@ def test_detection_never_crashes(head: bytes, profile: str, own: object, width: 
     except XsmigError:
         return
     assert d.width in (None, 32, 64)
+
+
+class _Map:
+    """Where the frame-bearing fields of a stream are: present page-table entries, the
+    unmapped list, vCPU frame fields (all as byte offsets, with their word size)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.fields: list[tuple[int, int, str]] = []  # (offset, size, kind)
+        self.p2m_size = 0
+        StreamParser(io.BytesIO(data)).parse(self)  # type: ignore[arg-type]
+
+    def on_header(self, header: StreamHeader) -> None:
+        self.p2m_size = header.p2m_size
+        self.header = header
+
+    def on_batch(self, batch: Batch) -> None:
+        i = 0
+        for t in batch.types:
+            if not pt.has_data(t):
+                continue
+            if pt.pt_level(t):
+                base = batch.data_offset + i * 4096
+                page = batch.data[i * 4096:(i + 1) * 4096]
+                for e in range(512):
+                    if page[e * 8] & 1:
+                        self.fields.append((base + 8 * e, 8, "pte"))
+            i += 1
+
+    def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
+        pass
+
+    def on_unmapped(self, offset: int, pfns: list[int]) -> None:
+        word = self.header.layout.ulong_size
+        self.fields += [(offset + 4 + i * word, word, "unmapped") for i in range(len(pfns))]
+
+    def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
+                xsave_mask: int, xsave: bytes) -> None:
+        vl = self.header.guest
+        for field, _frame in frame_values(vl, bytearray(ctx), vcpu_id):
+            self.fields.append((offset + field.offset, vl.word_size, f"vcpu-{field.kind}"))
+
+    def on_shared_info(self, offset: int, data: bytes) -> None:
+        pass
+
+
+MAPS = {kind: _Map(data) for kind, data in SEEDS.items()}
+
+
+@pytest.mark.parametrize("kind", sorted(SEEDS))
+@settings(FAST, max_examples=60)
+@given(data=st.data())
+def test_frame_fields_pointing_anywhere(kind: str, data: st.DataObject) -> None:
+    """Page-table entries, vCPU frames and unmapped pfns re-aimed at any pfn of the
+    guest (a hole, a page never sent, an allocate-only or broken page, a page table):
+    whatever restore accepts, digest and save accept and it round-trips."""
+    stream, where = bytearray(SEEDS[kind]), MAPS[kind]
+    edits = data.draw(st.lists(st.tuples(st.sampled_from(where.fields),
+                                         st.integers(0, where.p2m_size + 2)),
+                               min_size=1, max_size=3))
+    vl = where.header.guest
+    for (at, size, kind_of), pfn in edits:
+        if kind_of == "pte":
+            (old,) = struct.unpack_from("<Q", stream, at)
+            value = (old & ~(0xFFFFFFFFFF << 12)) | (pfn << 12)
+        elif kind_of == "vcpu-cr3":
+            value = vl.encode_cr3(pfn)
+        elif kind_of == "vcpu-cr1":
+            value = (pfn << 12) | 1
+        else:
+            value = pfn
+        stream[at:at + size] = value.to_bytes(8, "little")[:size]
+    _run(bytes(stream))
