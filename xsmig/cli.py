@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -233,13 +234,33 @@ def _write_failed(e: OSError, path: str) -> NoReturn:
 
 def _link_tmpfile(fd: int, dest: str) -> None:
     """Give an O_TMPFILE file a name. A dir_fd makes CPython call linkat() with
-    AT_SYMLINK_FOLLOW (plain link() would not follow /proc/self/fd/N: EXDEV)."""
+    AT_SYMLINK_FOLLOW (plain link() would not follow /proc/self/fd/N: EXDEV). Where
+    that fails (no /proc, an emulator's /proc), copy the data to `dest` instead."""
     head, base = os.path.split(dest)
     dir_fd = os.open(head or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.link(f"/proc/self/fd/{fd}", base, dst_dir_fd=dir_fd, follow_symlinks=True)
+        return
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
     finally:
         os.close(dir_fd)
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        size, done = os.fstat(fd).st_size, 0
+        while done < size:
+            done += os.sendfile(out, fd, done, size - done) or _short(dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(dest)
+        raise
+    finally:
+        os.close(out)
+
+
+def _short(dest: str) -> NoReturn:
+    raise OSError(errno.EIO, "short copy", dest)
 
 
 @contextlib.contextmanager
@@ -283,8 +304,8 @@ def _open_out(path: str) -> Iterator[BinaryIO]:
     partial = _partial_name(target, os.getpid())
     named = False
     try:
-        fd = os.open(os.path.dirname(target) or ".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC,
-                     0o666)
+        fd = os.open(os.path.dirname(target) or ".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC,
+                     0o666)  # RDWR: _link_tmpfile may have to copy it out
     except OSError:
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)

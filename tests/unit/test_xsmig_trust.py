@@ -362,3 +362,20 @@ def test_idle_timeout_covers_a_fifo_nobody_opens(tmp_path: Path) -> None:
     proc = cli(st, "restore", "-i", str(fifo), "--idle-timeout", "0.5")
     assert "--idle-timeout" in assert_cli_error(proc, 5)
     assert Store(st).names() == ["g"]
+
+
+def test_save_copies_the_tmpfile_out_where_linking_it_fails(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """Under an emulator whose /proc cannot link an O_TMPFILE, save still completes."""
+    st, stream = _stream_file(tmp_path)
+    from xsmig import cli as xcli
+
+    def no_link(*args: object, **kw: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(xcli.os, "link", no_link)
+    monkeypatch.setenv("XSMIG_STORE", str(st))
+    out = tmp_path / "copied.bin"
+    assert xcli.main(["save", "g", "--encoding", "extended", "-o", str(out)]) == 0
+    assert out.read_bytes() == stream.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copied.bin", "g.bin", "store"]
