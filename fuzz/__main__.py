@@ -42,7 +42,9 @@ def main() -> None:
         finally:
             shutil.rmtree(store, ignore_errors=True)
 
-    args = sys.argv[:]
+    # libFuzzer re-runs argv[0] through the shell for -merge, -fork and -jobs: make it a
+    # command that works from anywhere.
+    args = [f"env PYTHONPATH={CORPUS.parents[1]} {sys.executable} -m fuzz", *sys.argv[1:]]
     dirs = [a for a in args[1:] if not a.startswith("-")]
     if not dirs:  # new finds go to a scratch directory; the committed seeds stay as they are
         dirs = [str(SCRATCH), str(CORPUS)]
