@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from xsmig_helpers import assert_cli_error, cli
 
 from fuzz.seeds import seeds
 from fuzz.target import check_one
@@ -189,3 +190,25 @@ def test_frame_fields_pointing_anywhere(kind: str, data: st.DataObject) -> None:
             value = pfn
         stream[at:at + size] = value.to_bytes(8, "little")[:size]
     _run(bytes(stream))
+
+
+@settings(FAST, max_examples=20)
+@given(data=st.data())
+def test_cli_maps_any_stream_content_to_exit_0_3_or_4(tmp_path_factory: pytest.TempPathFactory,
+                                                      data: st.DataObject) -> None:
+    """Through the real command line (stdin a pipe, the PolledInput path): stream content
+    never yields exit 1 (internal error) or 5 (system), and errors are one line."""
+    kind = data.draw(st.sampled_from(sorted(SEEDS)))
+    stream = bytearray(SEEDS[kind])
+    for _ in range(data.draw(st.integers(0, 3))):
+        at = data.draw(st.integers(0, len(stream) - 1))
+        stream[at] = data.draw(st.integers(0, 255))
+    stream = stream[:data.draw(st.integers(0, len(stream)))]
+    st_dir = tmp_path_factory.mktemp("cli") / "store"
+    for args in (["restore"], ["inspect", "-"]):
+        proc = cli(st_dir, *args, stdin=bytes(stream))
+        assert proc.returncode in (0, 3, 4), proc.stderr.decode()
+        if proc.returncode:
+            assert_cli_error(proc, proc.returncode)
+    names = Store(st_dir).names() if st_dir.exists() else []
+    assert len(names) <= 1
