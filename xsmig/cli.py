@@ -397,7 +397,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "diff":
         mine = CanonicalDomain(store.get(args.name)).dump()
         theirs = _load_other(store, args.other)
-        differences = diff_dumps(mine, theirs)
+        try:
+            differences = diff_dumps(mine, theirs)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # a hand-made dump
+            raise UsageError(f"{args.other} is not a valid xsmig dump: {type(e).__name__} "
+                             f"{e}") from None
         for line in differences:
             print(line)
         if differences:

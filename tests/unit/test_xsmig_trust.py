@@ -379,3 +379,18 @@ def test_save_copies_the_tmpfile_out_where_linking_it_fails(tmp_path: Path,
     assert xcli.main(["save", "g", "--encoding", "extended", "-o", str(out)]) == 0
     assert out.read_bytes() == stream.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copied.bin", "g.bin", "store"]
+
+
+@pytest.mark.parametrize("dump", [
+    {"format": "xsmig-dump-1"},
+    {"format": "xsmig-dump-1", "metadata": {}, "types": "zz", "pages": {}, "vcpus": {},
+     "shared_info": ""},
+    {"format": "xsmig-dump-1", "metadata": [], "types": "", "pages": 3, "vcpus": {"x": 1},
+     "shared_info": ""},
+])
+def test_a_malformed_dump_file_is_a_usage_error(tmp_path: Path, dump: dict[str, object]
+                                                ) -> None:
+    st, _stream = _stream_file(tmp_path)
+    path = tmp_path / "dump.json"
+    path.write_text(json.dumps(dump))
+    assert_cli_error(cli(st, "diff", "g", str(path)), 2)
