@@ -57,6 +57,15 @@ def _idle_option(p: argparse.ArgumentParser) -> None:
                         f"nothing (default {DEFAULT_IDLE_TIMEOUT:g}; 0: wait forever)")
 
 
+MAX_IDLE_TIMEOUT = 1e6  # seconds (11 days): poll() takes milliseconds in a C int
+
+
+def _check_idle(seconds: float) -> None:
+    if not 0 <= seconds <= MAX_IDLE_TIMEOUT:  # also refuses nan
+        raise UsageError(f"--idle-timeout must be between 0 (no deadline) and "
+                         f"{MAX_IDLE_TIMEOUT:g} seconds")
+
+
 def _announce(name: str) -> None:
     """Print the new domain's name before it is published: if stdout's reader has gone,
     the restore fails and publishes nothing (exit status tells the truth)."""
@@ -145,13 +154,15 @@ def _store(args: argparse.Namespace) -> Store:
 
 def _host_id(args: argparse.Namespace) -> int:
     value = getattr(args, "host_id", None)
-    if value is not None:
-        return int(value)
-    env = os.environ.get("XSMIG_HOST_ID", "0")
-    try:
-        return int(env)
-    except ValueError:
-        raise UsageError(f"XSMIG_HOST_ID={env!r} is not an integer") from None
+    if value is None:
+        env = os.environ.get("XSMIG_HOST_ID", "0")
+        try:
+            value = int(env)
+        except ValueError:
+            raise UsageError(f"XSMIG_HOST_ID={env!r} is not an integer") from None
+    if not 0 <= value < 1 << 64:
+        raise UsageError(f"host id {value} must be between 0 and 2^64-1")
+    return int(value)
 
 
 def _layout(name: str) -> Layout:
@@ -374,8 +385,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--max-pages must be between 1 and {MAX_P2M_SIZE}")
         if args.name is not None:
             check_name(args.name)
-        if not args.idle_timeout >= 0:
-            raise UsageError("--idle-timeout must be 0 (no deadline) or more seconds")
+        _check_idle(args.idle_timeout)
         _std_fd(1, "stdout")  # the new name goes there: fail now, not after the stream
         with _open_in(args.input, args.idle_timeout or None) as source:
             restore(store, source, name=args.name, host_id=_host_id(args),
@@ -408,6 +418,7 @@ def run(args: argparse.Namespace) -> int:
             raise DomainsDiffer(f"{len(differences)} differences")
         print("same canonical state")
     elif args.command == "inspect":
+        _check_idle(args.idle_timeout)
         with _open_in(args.file, args.idle_timeout or None) as source:
             report = inspect_stream(source, source_width=args.source_width)
         print(json.dumps(report, indent=2) if args.json else render_text(report))

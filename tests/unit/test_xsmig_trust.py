@@ -394,3 +394,14 @@ def test_a_malformed_dump_file_is_a_usage_error(tmp_path: Path, dump: dict[str, 
     path = tmp_path / "dump.json"
     path.write_text(json.dumps(dump))
     assert_cli_error(cli(st, "diff", "g", str(path)), 2)
+
+
+@pytest.mark.parametrize("args", [
+    ["--host-id", "-1", "restore"],
+    ["--host-id", str(1 << 64), "restore"],
+    ["restore", "--idle-timeout", "inf"],
+    ["restore", "--idle-timeout", "nan"],
+    ["inspect", "-", "--idle-timeout", "1e300"],
+])
+def test_out_of_range_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    assert_cli_error(cli(tmp_path / "store", *args, stdin=b""), 2)
