@@ -50,9 +50,16 @@ class StreamReader:
         """`count` values of array type `code`, in chunks of at most LIST_CHUNK: a list
         declared huge by a truncated stream costs what was actually read, no more."""
         size = array(code).itemsize
+        start, total = self.offset, count * size
         while count:
             k = min(count, LIST_CHUNK)
-            yield array(code, self.read(k * size, what))
+            try:
+                chunk = self.read(k * size, what)
+            except StreamError as e:  # name the whole list, not the chunk
+                at = e.offset if e.offset is not None else self.offset
+                raise StreamError(f"stream truncated: {what} needs {total} bytes, got "
+                                  f"{at - start}", at) from None
+            yield array(code, chunk)
             count -= k
 
     def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
