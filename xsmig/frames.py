@@ -10,6 +10,7 @@ below 2^31 so they fit PAE's 32-bit frame fields.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 
 class FrameMap:
@@ -37,3 +38,11 @@ class FrameMap:
             return None
         pfn = ((x - self._offset) * self._inverse) & self._mask
         return pfn if pfn < self.p2m_size else None
+
+    def pfns(self, mfns: Iterable[int]) -> list[int]:
+        """pfn() of many frames at once, -1 for those not this domain's: one comprehension
+        with the arithmetic inline, no call per frame (validating page tables)."""
+        base, mask, off, inv, size = (self._base, self._mask, self._offset, self._inverse,
+                                      self.p2m_size)
+        return [p if 0 <= (x := m - base) <= mask and (p := ((x - off) * inv) & mask) < size
+                else -1 for m in mfns]
