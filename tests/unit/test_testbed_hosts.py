@@ -77,6 +77,11 @@ def test_containers_are_labelled_loopback_only_and_mount_the_source_read_only() 
     assert labels[reaper.LABEL] == "1" and labels[reaper.RUN_ID] == "run1"
     assert reaper.Runner.parse(labels[reaper.RUNNER]) == reaper.current_runner()
     assert labels[reaper.KEEP] == "0"
+    # No privilege beyond Docker's default: the hosts are plain unprivileged containers.
+    assert not {"privileged", "cap_add", "devices", "network_mode", "pid_mode"} & set(kw)
+    assert not {"security_opt", "userns_mode", "ipc_mode"} & set(kw)
+    # The only extra mount is the small tmpfs store of the store-full fault.
+    assert kw["tmpfs"] == {"/var/lib/xsmig-tiny": "size=1m"}
 
 
 def test_kept_hosts_are_labelled_and_not_removed() -> None:
