@@ -136,6 +136,10 @@ def attempt(
 
 
 def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
+    if cell.faults:  # fault cells break and heal their hosts: testbed/faults.py
+        from testbed.faults import run_faults
+
+        return run_faults(cell, provider, workdir, result)
     hosts = [provider.host(n) for n in cell.hops]
     name = cell.domain_name
     made = hosts[0].xsmig(*create_argv(cell), timeout=cell.timeout)
