@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from scenarios.model import Cell, Outcome
-from testbed import migrate
+from testbed import artifacts, migrate
 from testbed.errors import TestbedError
 from testbed.oracle import Actual, Observed, classify, judge
 from testbed.results import CellResult, HopRecord, repro_command, verdict_for
@@ -97,7 +97,11 @@ def attempt(
         hop.src,
         hop.dst,
         migrate.save_argv(name, cell.encoding, no_ext_info=cell.no_ext_info, rounds=cell.rounds),
-        migrate.restore_argv(name, profile=cell.profile, source_width=source_width),
+        # The destination keeps its own copy of the stream: artifacts inspect it there.
+        artifacts.teed(
+            migrate.restore_argv(name, profile=cell.profile, source_width=source_width),
+            artifacts.remote_stream(name),
+        ),
         timeout=cell.timeout,
         tee=workdir / f"hop{hop.index}-try{n}.stream",
         limit=cell.truncate_at,
@@ -232,11 +236,10 @@ def run_cell(
         failure or ""
     )
     if failure is not None or keep_artifacts:
-        from testbed.artifacts import collect
-
-        collect(cell, provider, result, workdir, report_dir)
+        artifacts.collect(cell, provider, result, workdir, report_dir)
     else:
         shutil.rmtree(workdir, ignore_errors=True)
+        artifacts.discard(cell, provider)
     return result
 
 
