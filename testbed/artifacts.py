@@ -9,8 +9,9 @@ artifact must not hide the failure that asked for it.
 Bounded time for any cell, 256 MiB ones included: nothing big goes back through
 the runner. The destination keeps its own copy of the stream as it arrives (a
 `tee` in front of the restore, see `teed`), so `xsmig inspect` reads it where it
-already is; the diff brings only the two canonical dumps (a few bytes per page)
-to the runner and compares them there, natively, and only when the digests differ.
+already is; the diff dumps both domains where they are, concurrently, brings only
+the two dumps (a few bytes per page) to the runner and compares them there,
+natively; a cell whose digests matched needs no diff at all.
 """
 
 from __future__ import annotations
@@ -18,14 +19,21 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scenarios.model import Cell
+from scenarios.model import Cell, Outcome
 from testbed.results import CellResult
 
 if TYPE_CHECKING:
     from testbed.execute import HostProvider
+
+
+def source_dump_path(name: str) -> str:
+    """Where the source host writes the canonical dump of the domain (for diffs)."""
+    return f"/tmp/{name}.source.dump"
+
 
 INSPECT_TIMEOUT = 300.0
 INSPECT_BYTES = 256 << 10  # inspect.txt keeps this much (xsmig already elides long chunk lists)
@@ -98,35 +106,51 @@ def _fetch_json(provider: HostProvider, host: str, path: str) -> dict[str, Any]:
     return data
 
 
-def _diff(provider: HostProvider, cell: Cell, dst: str, out: Path, dump: Path) -> None:
-    """Diff the restored domain against the dump the source wrote right after `create`."""
-    from testbed.execute import source_dump_path
+def _dump(provider: HostProvider, host: str, name: str, path: str) -> dict[str, Any]:
+    """`xsmig digest --dump` where the domain is, then only the dump comes to the runner."""
+    r = provider.host(host).xsmig("digest", name, "--dump", path, timeout=INSPECT_TIMEOUT)
+    if not r.ok:
+        raise RuntimeError(f"xsmig digest {name} on {host}: exit {r.exit_status}: {r.err.strip()}")
+    return _fetch_json(provider, host, path)
 
+
+def _diff(
+    provider: HostProvider,
+    cell: Cell,
+    result: CellResult,
+    hop: tuple[str, str],
+    out: Path,
+    dump: Path,
+) -> None:
+    """The restored domain's canonical dump against its source's, compared on the runner.
+
+    A failed hop keeps the domain on its source (execute.py), so both dumps are taken
+    now, where the domains are; only the dumps (a few bytes per page) travel.
+    """
     name = cell.domain_name
-    src = cell.hops[0]
-    remote = source_dump_path(name)
+    src, dst = hop
     try:
-        theirs = _fetch_json(provider, src, remote)
-        dump.write_text(json.dumps(theirs, sort_keys=True))
-        d = provider.host(dst)
-        if f'"{name}"' not in d.xsmig("list", "--json").out:
+        if result.ok and cell.expect.outcome is Outcome.IDENTICAL:
+            _write(
+                out, f"# {name} on {dst}: same (its digest equals the source's: the cell's check)"
+            )
+            return
+        if f'"{name}"' not in provider.host(dst).xsmig("list", "--json").out:
             _write(out, f"# no domain {name} on {dst}: nothing was restored, nothing to diff")
             return
-        mine_path = f"/tmp/{name}.restored.dump"
-        r = d.xsmig("digest", name, "--dump", mine_path, timeout=INSPECT_TIMEOUT)
-        if not r.ok:
-            _write(out, f"# xsmig digest {name} on {dst}: exit {r.exit_status}\n{r.out}{r.err}")
-            return
-        digest = r.out.split()[0] if r.out.split() else ""
-        head = f"# {name} restored on {dst} vs its source dump from {src}"
-        if digest and digest == theirs.get("digest"):
-            _write(out, f"{head}: same (digest {digest})")
-            return
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            theirs_f = pool.submit(_dump, provider, src, name, source_dump_path(name))
+            mine_f = pool.submit(_dump, provider, dst, name, f"/tmp/{name}.restored.dump")
+            theirs, mine = theirs_f.result(), mine_f.result()
+        dump.write_text(json.dumps(theirs, sort_keys=True))
         from xsmig.canonical import diff_dumps  # the runner's own copy: native speed
 
-        lines = diff_dumps(_fetch_json(provider, dst, mine_path), theirs, limit=DIFF_LINES)
+        lines = diff_dumps(mine, theirs, limit=DIFF_LINES)
         verdict = "DIFFERENT" if lines else "same"
-        _write(out, f"{head}: {verdict}\n" + "\n".join(lines))
+        _write(
+            out,
+            f"# {name} restored on {dst} vs its source on {src}: {verdict}\n" + "\n".join(lines),
+        )
     except Exception as exc:
         _write(out, f"# diff could not run: {exc}")
 
@@ -134,12 +158,12 @@ def _diff(provider: HostProvider, cell: Cell, dst: str, out: Path, dump: Path) -
 def collect(
     cell: Cell, provider: HostProvider, result: CellResult, workdir: Path, report_dir: Path
 ) -> None:
-    _, dst = _hop_hosts(cell, result)
+    src, dst = _hop_hosts(cell, result)
     streams = sorted(workdir.glob("*.stream"))
     _inspect(
         provider, dst, cell.domain_name, streams[-1] if streams else None, workdir / "inspect.txt"
     )
-    _diff(provider, cell, dst, workdir / "diff.txt", workdir / "source.dump")
+    _diff(provider, cell, result, (src, dst), workdir / "diff.txt", workdir / "source.dump")
     for name in dict.fromkeys(cell.hops):
         try:
             _write(workdir / f"{name}.log", provider.log_tail(name))

@@ -306,7 +306,7 @@ def phase(
 
 def run_faults(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
     """The whole fault cell; returns the failure text, or None when every fault was survived."""
-    from testbed.execute import create_argv, digest, source_dump_path
+    from testbed.execute import create_argv, digest
 
     if not isinstance(provider, Fleet):
         raise TestbedError("fault cells need hosts they may kill and restart (a Fleet)")
@@ -318,7 +318,7 @@ def run_faults(cell: Cell, provider: HostProvider, workdir: Path, result: CellRe
         if not made.ok:
             return f"xsmig create on {src.name}: exit {made.exit_status}: {made.err.strip()}"
         name = cell.domain_name
-        source_digest = digest(src, name, cell.timeout, dump=source_dump_path(name))
+        source_digest = digest(src, name, cell.timeout)
         for k, kind in enumerate(cell.faults, 1):
             t0 = time.monotonic()
             try:
