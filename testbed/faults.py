@@ -323,9 +323,10 @@ def run_faults(cell: Cell, provider: HostProvider, workdir: Path, result: CellRe
             t0 = time.monotonic()
             try:
                 record, problems = phase(kind, k, cell, fleet, source_digest, workdir)
-            except TestbedError as exc:  # a broken host: report, go on with the next fault
-                record = HopRecord(cell.hops[0], cell.hops[1], f"[{kind}]", f"could not run: {exc}")
-                problems = [str(exc)]
+            except Exception as exc:  # a broken host or engine: report, go on with the next
+                why = str(exc) if isinstance(exc, TestbedError) else f"{type(exc).__name__}: {exc}"
+                record = HopRecord(cell.hops[0], cell.hops[1], f"[{kind}]", f"could not run: {why}")
+                problems = [why]
             record.seconds = round(time.monotonic() - t0, 3)
             result.hops.append(record)
             failures += [f"{kind}: {p}" for p in problems]
