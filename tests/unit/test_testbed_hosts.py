@@ -124,3 +124,20 @@ def test_a_host_whose_report_contradicts_its_arch_is_not_used() -> None:
     state.report = "not json"
     with pytest.raises(HostStartError, match="no usable host report"):
         f._check_report(state)
+
+
+def test_a_healed_host_keeps_its_object_and_pin_and_takes_the_new_port() -> None:
+    from scenarios.hosts import BY_NAME
+    from testbed.hosts import HostState
+    from testbed.ssh import Host
+
+    key = ClientKey.generate()
+    host_key = ClientKey.generate().pkey
+    state = HostState(BY_NAME["i386-a"], host=Host("i386-a", 40022, host_key, key))
+    same = state.host
+    healed = Fleet._adopt(state, Host("i386-a", 40099, host_key, key))
+    assert healed is same and same is not None and same.port == 40099
+    impostor = Host("i386-a", 40100, ClientKey.generate().pkey, key)
+    with pytest.raises(HostStartError, match="another host key"):
+        Fleet._adopt(state, impostor)
+    assert same.port == 40099  # an impostor's port is never adopted
