@@ -141,3 +141,16 @@ def test_a_healed_host_keeps_its_object_and_pin_and_takes_the_new_port() -> None
     with pytest.raises(HostStartError, match="another host key"):
         Fleet._adopt(state, impostor)
     assert same.port == 40099  # an impostor's port is never adopted
+
+
+def test_one_stack_starts_every_container() -> None:
+    """Only testbed/hosts.py may start containers, so every one carries the reaper's labels."""
+    repo = Path(__file__).resolve().parents[2]
+    starters = sorted(
+        str(p.relative_to(repo))
+        for d in ("testbed", "scenarios", "tests", "bench", "images")
+        for p in (repo / d).rglob("*.py")
+        if p != Path(__file__).resolve()
+        and any(s in p.read_text() for s in ("containers.run(", "containers.create(", "docker run"))
+    )
+    assert starters == ["testbed/hosts.py"]
