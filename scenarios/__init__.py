@@ -6,10 +6,10 @@ Each module declares its cells and their expected outcomes explicitly, as data
 
 from __future__ import annotations
 
-from scenarios import cold, hostile, legacy, no_ext_info, pingpong, shapes, truncated
+from scenarios import cold, faults, hostile, legacy, no_ext_info, pingpong, shapes, truncated
 from scenarios.model import Cell
 
-_MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile)
+_MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, faults)
 
 
 def all_cells() -> list[Cell]:

@@ -87,6 +87,7 @@ class Cell:
     truncate_at: int | None = None  # cut the stream after this many bytes
     patch: tuple[int, bytes] | None = None  # (offset, bytes) overwritten in the stream in flight
     retry: Retry | None = None
+    faults: tuple[str, ...] = ()  # faults injected mid-migration, in order (scenarios/faults.py)
     timeout: float = 300.0
     tags: tuple[str, ...] = field(default=())
 

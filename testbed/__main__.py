@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "host-check": "testbed.hostcheck",
     "matrix": "testbed.matrix",
     "repro": "testbed.repro",
+    "soak": "testbed.soak",
 }
 
 

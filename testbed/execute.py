@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from scenarios.model import Cell, Outcome
-from testbed import migrate
+from testbed import artifacts, migrate
 from testbed.errors import TestbedError
 from testbed.oracle import Actual, Observed, classify, judge
 from testbed.results import CellResult, HopRecord, repro_command, verdict_for
@@ -65,11 +65,6 @@ def create_argv(cell: Cell) -> list[str]:
     return argv
 
 
-def source_dump_path(name: str) -> str:
-    """Where the source host keeps the canonical dump of the domain as created (for diffs)."""
-    return f"/tmp/{name}.source.dump"
-
-
 def digest(host: Host, name: str, timeout: float, dump: str | None = None) -> str:
     extra = ("--dump", dump) if dump else ()
     r = host.xsmig("digest", name, *extra, timeout=timeout)
@@ -97,7 +92,11 @@ def attempt(
         hop.src,
         hop.dst,
         migrate.save_argv(name, cell.encoding, no_ext_info=cell.no_ext_info, rounds=cell.rounds),
-        migrate.restore_argv(name, profile=cell.profile, source_width=source_width),
+        # The destination keeps its own copy of the stream: artifacts inspect it there.
+        artifacts.teed(
+            migrate.restore_argv(name, profile=cell.profile, source_width=source_width),
+            artifacts.remote_stream(name),
+        ),
         timeout=cell.timeout,
         tee=workdir / f"hop{hop.index}-try{n}.stream",
         limit=cell.truncate_at,
@@ -136,12 +135,18 @@ def attempt(
 
 
 def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
+    if cell.faults:  # fault cells break and heal their hosts: testbed/faults.py
+        from testbed.faults import run_faults
+
+        return run_faults(cell, provider, workdir, result)
     hosts = [provider.host(n) for n in cell.hops]
     name = cell.domain_name
     made = hosts[0].xsmig(*create_argv(cell), timeout=cell.timeout)
     if not made.ok:
         return f"xsmig create on {hosts[0].name}: exit {made.exit_status}: {made.err.strip()}"
-    source_digest = digest(hosts[0], name, cell.timeout, dump=source_dump_path(name))
+    # No canonical dump here: it costs a per-page pass under QEMU on every cell, and a
+    # failure keeps the domain on its source, where artifacts.collect dumps it.
+    source_digest = digest(hosts[0], name, cell.timeout)
     for i in range(len(hosts) - 1):
         hop = _Hop(i + 1, hosts[i], hosts[i + 1])
         actual = attempt(cell, hop, source_digest, None, workdir)
@@ -228,11 +233,10 @@ def run_cell(
         failure or ""
     )
     if failure is not None or keep_artifacts:
-        from testbed.artifacts import collect
-
-        collect(cell, provider, result, workdir, report_dir)
+        artifacts.collect(cell, provider, result, workdir, report_dir)
     else:
         shutil.rmtree(workdir, ignore_errors=True)
+        artifacts.discard(cell, provider)
     return result
 
 

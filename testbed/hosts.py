@@ -28,13 +28,52 @@ from testbed import reaper
 from testbed.errors import TestbedError
 from testbed.ssh import LOOPBACK, ClientKey, Host, SSHError, parse_public_key
 
+NETWORK = "bridge"  # Docker's default network: the hosts' only one
+
 READY_TIMEOUT = 120.0
 MOUNT_POINT = "/opt/xsmig/xsmig"  # the image puts /opt/xsmig on PYTHONPATH
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
+# A deliberately small store on every host, for the store-full fault (testbed.faults):
+# a restore pointed at it with XSMIG_STORE runs out of space mid-stream, while the
+# host's own store and every other cell on that host are untouched.
+TINY_STORE = "/var/lib/xsmig-tiny"
+TINY_STORE_SIZE = "1m"
+LOG_PREFIX = "xsmig-host: "
 
 
 class HostStartError(TestbedError):
     pass
+
+
+@dataclass
+class StartLog:
+    """What a host's start-up log says (images/overlay/usr/local/sbin/xsmig-entrypoint)."""
+
+    ready: int = 0  # READY lines: one per (re)start of the container
+    fatal: str = ""
+    report: str = ""  # the last REPORT line's JSON text
+    report_error: str = ""
+    host_keys: list[tuple[str, str]] = field(default_factory=list)  # (type, base64)
+
+
+def parse_start_log(text: str) -> StartLog:
+    out = StartLog()
+    for line in text.splitlines():
+        if not line.startswith(LOG_PREFIX):
+            continue
+        kind, _, rest = line[len(LOG_PREFIX) :].partition(" ")
+        if kind == "READY":
+            out.ready += 1
+        elif kind == "FATAL":
+            out.fatal = rest
+        elif kind == "HOSTKEY":
+            keytype, _, blob = rest.partition(" ")
+            out.host_keys.append((keytype, blob.strip()))
+        elif kind == "REPORT":
+            out.report = rest.strip()
+        elif kind == "REPORT-FAILED":
+            out.report_error = rest
+    return out
 
 
 @dataclass
@@ -80,6 +119,7 @@ class Fleet:
     source_labels: Mapping[str, str] = field(default_factory=dict)
     keep: bool = False
     mode: str = "qemu"
+    specs: Mapping[str, HostSpec] = field(default_factory=lambda: dict(BY_NAME))
     states: dict[str, HostState] = field(default_factory=dict)
     _removed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -110,7 +150,7 @@ class Fleet:
         }
 
     def _start_one(self, name: str) -> HostState:
-        spec = BY_NAME[name]
+        spec = self.specs[name]
         state = HostState(spec, source=self.source_labels.get(name, "worktree"))
         t0 = time.monotonic()
         try:
@@ -127,6 +167,7 @@ class Fleet:
                 },
                 ports={"22/tcp": (LOOPBACK, None)},
                 volumes={str(self.mounts[name]): {"bind": MOUNT_POINT, "mode": "ro"}},
+                tmpfs={TINY_STORE: f"size={TINY_STORE_SIZE}"},
             )
             with self._lock:
                 removed = self._removed
@@ -140,21 +181,22 @@ class Fleet:
             state.error = f"{exc}" + (f"\n--- container log tail ---\n{tail}" if tail else "")
         return state
 
-    def _wait_ready(self, state: HostState, deadline: float) -> Host:
+    def _wait_ready(self, state: HostState, deadline: float, starts: int = 1) -> Host:
+        """Wait for the `starts`-th READY line, then pin the host key and log in."""
         c = state.container
         while True:
             c.reload()
+            log = parse_start_log(c.logs().decode(errors="replace"))
+            if log.ready >= starts:
+                break
+            if log.fatal:
+                raise HostStartError(f"host entrypoint failed: {log.fatal}")
             if c.status in ("exited", "dead"):
                 raise HostStartError(f"container exited ({c.attrs['State'].get('ExitCode')})")
-            logs = c.logs().decode(errors="replace")
-            if "xsmig-host: READY" in logs:
-                break
             if time.monotonic() > deadline:
                 raise HostStartError(f"no READY line within {READY_TIMEOUT:.0f}s")
             time.sleep(0.3)
-        state.report = next(
-            (ln.split("REPORT", 1)[1].strip() for ln in logs.splitlines() if " REPORT " in ln), ""
-        )
+        state.report = log.report or log.report_error
         self._check_report(state)
         port = self._published_port(c)
         # The host key comes out of band, through the engine, never from the network.
@@ -205,6 +247,61 @@ class Fleet:
 
     def container_name(self, name: str) -> str:
         return f"xsmig-{self.run_id}-{name}"
+
+    def container(self, name: str) -> Any:
+        state = self.states.get(name)
+        if state is None or state.container is None:
+            raise HostStartError(f"host {name} has no container in this run")
+        return state.container
+
+    # -- faults (testbed.faults): break a host on purpose, then heal it ----------
+    def kill(self, name: str) -> None:
+        """SIGKILL the whole container: every process on the host dies at once."""
+        self.container(name).kill()
+
+    def restart(self, name: str) -> Host:
+        """Start a killed host again and wait until it serves SSH (its port may change)."""
+        state = self.states[name]
+        c = self.container(name)
+        starts = parse_start_log(c.logs().decode(errors="replace")).ready + 1
+        c.start()
+        host = self._wait_ready(state, time.monotonic() + READY_TIMEOUT, starts)
+        return self._adopt(state, host)
+
+    def disconnect(self, name: str) -> None:
+        """Take the host off the network: its published port and every connection go."""
+        self.client.networks.get(NETWORK).disconnect(self.container(name), force=True)
+
+    def reconnect(self, name: str) -> Host:
+        self.client.networks.get(NETWORK).connect(self.container(name))
+        state = self.states[name]
+        c = self.container(name)
+        c.reload()
+        assert state.host is not None
+        host = Host(name, self._published_port(c), state.host.host_key, self.key)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                host.connect()
+                break
+            except SSHError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        return self._adopt(state, host)
+
+    @staticmethod
+    def _adopt(state: HostState, fresh: Host) -> Host:
+        """Point the run's Host object at the healed host (same key pins, new port)."""
+        if state.host is None:
+            state.host = fresh
+            return fresh
+        state.host.close()
+        if fresh.host_key.asbytes() != state.host.host_key.asbytes():
+            raise HostStartError(f"host {state.spec.name} came back with another host key")
+        state.host.port = fresh.port
+        fresh.close()
+        return state.host
 
     # -- removal -----------------------------------------------------------
     def remove_all(self) -> None:
@@ -294,6 +391,7 @@ def fleet(
     mode: str = "qemu",
     progress: Callable[[str], None] | None = None,
     rebuild_images: bool = False,
+    specs: Mapping[str, HostSpec] | None = None,
 ) -> Iterator[Fleet]:
     """Reap dead runs, build/reuse the images, start the hosts; remove them at the end."""
     from testbed.engine import docker_client
@@ -304,7 +402,8 @@ def fleet(
     gone = reaper.reap(client)
     if gone:
         say(f"reaped {len(gone)} container(s) of dead runs: {', '.join(gone)}")
-    arches = sorted({BY_NAME[n].arch for n in names})
+    table = dict(specs or BY_NAME)
+    arches = sorted({table[n].arch for n in names})
     images = {b.arch: b.tag for b in ensure_images(arches, rebuild=rebuild_images)}
     f = Fleet(
         client,
@@ -315,6 +414,7 @@ def fleet(
         dict(source_labels or {}),
         keep=keep,
         mode=mode,
+        specs=table,
     )
     with f:
         f.start(names, say)

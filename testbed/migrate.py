@@ -4,14 +4,15 @@ Two exec channels, no PTY (the stream is binary), bytes pumped in big chunks,
 both stderrs drained concurrently so neither side can stall on a full window,
 EOF passed on with shutdown_write, and a deadline on every wait. An optional
 tee keeps the stream for artifacts; an optional limit cuts it mid-flight
-(truncated-stream cells), an optional patch overwrites bytes in flight (hostile cells).
+(truncated-stream cells), an optional patch overwrites bytes in flight (hostile cells),
+an optional tap sees the byte count after every chunk delivered (fault cells).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -77,6 +78,7 @@ def stream(
     tee: Path | None = None,
     limit: int | None = None,
     patch: tuple[int, bytes] | None = None,
+    tap: Callable[[int, paramiko.Channel, paramiko.Channel], None] | None = None,
 ) -> Transfer:
     """Run save | restore across two hosts. Never raises for remote failures: reports them."""
     start = time.monotonic()
@@ -122,6 +124,8 @@ def stream(
                     d_chan.settimeout(max(0.1, deadline - time.monotonic()))
                     d_chan.sendall(data)
                     total += len(data)
+                    if tap is not None:  # fault injection (testbed.faults): bytes delivered so far
+                        tap(total, s_chan, d_chan)
                 except OSError:
                     # The restorer refused the stream: a result, not an error. The rest is
                     # still read, so the kept copy is whole and the save's status still counts.

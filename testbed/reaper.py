@@ -105,10 +105,11 @@ def orphans(
     return out
 
 
-def reap(client: object, me: Runner | None = None) -> list[str]:
-    """Remove the containers of dead runs; returns their names."""
+def reap(client: object, me: Runner | None = None, run_id: str | None = None) -> list[str]:
+    """Remove the containers of dead runs (of one run only, given `run_id`); returns their names."""
     me = me or current_runner()
-    found = client.containers.list(all=True, filters={"label": LABEL})  # type: ignore[attr-defined]
+    label = f"{RUN_ID}={run_id}" if run_id else LABEL
+    found = client.containers.list(all=True, filters={"label": label})  # type: ignore[attr-defined]
     removed: list[str] = []
     for c in orphans(found, me):
         try:

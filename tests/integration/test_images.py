@@ -3,8 +3,8 @@ start one emulated host of each, and check what they report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +32,14 @@ print(json.dumps({
 """
 
 
+HOST_IDS = {"i386": 71, "amd64": 72}
+
+
 @dataclass
 class Host:
     arch: str
     container: Any
-    port: int
-    host_keys: list[tuple[str, str]]
+    ssh: Any  # testbed.ssh.Host: pinned key, key-only login
     report: dict[str, Any]
 
 
@@ -49,34 +51,24 @@ def built() -> dict[str, Any]:
     return {img.arch: img for img in ensure_images(list(ARCHES), reporter=PlainReporter())}
 
 
-@pytest.fixture(scope="module")
-def key() -> Any:
-    from testbed.hostcheck import ClientKey
+@contextlib.contextmanager
+def started(
+    package: Path, arches: tuple[str, ...], mode: str = "qemu"
+) -> Iterator[dict[str, Host]]:
+    """Hosts started by the matrix's own stack (testbed.hosts): same labels, same removal."""
+    from scenarios.hosts import HostSpec
+    from testbed.hosts import fleet
 
-    return ClientKey()
-
-
-def _start(
-    client: Any, image: str, arch: str, key: Any, package: Path, run_id: str, mode: str = "qemu"
-) -> Host:
-    from testbed.hostcontainer import run_kwargs, ssh_port, wait_ready
-
-    kwargs = run_kwargs(
-        image,
-        authorized_key=key.public_line,
-        host_id=f"test-{arch}-{mode}",
-        run_id=run_id,
-        mode=mode,
-        xsmig_package=package,
-    )
-    container = client.containers.run(**kwargs)
-    try:
-        start = wait_ready(container, timeout=60)
-        assert start.report is not None, start.report_error
-        return Host(arch, container, ssh_port(container), start.host_keys, start.report)
-    except BaseException:
-        container.remove(force=True)
-        raise
+    specs = {f"test-{a}": HostSpec(f"test-{a}", a, HOST_IDS[a]) for a in arches}
+    with fleet(list(specs), mounts={n: package for n in specs}, mode=mode, specs=specs) as f:
+        out: dict[str, Host] = {}
+        for name, spec in specs.items():
+            state = f.states[name]
+            assert state.error is None, state.error
+            out[spec.arch] = Host(
+                spec.arch, state.container, f.host(name), json.loads(state.report)
+            )
+        yield out
 
 
 @pytest.fixture(scope="module")
@@ -90,26 +82,15 @@ def fake_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hosts(built: dict[str, Any], key: Any, fake_package: Path) -> Iterator[dict[str, Host]]:
-    from testbed.engine import docker_client
-
-    client = docker_client()
-    run_id = "test-images-" + uuid.uuid4().hex[:8]
-    started: dict[str, Host] = {}
-    try:
-        for arch in ARCHES:
-            started[arch] = _start(client, built[arch].tag, arch, key, fake_package, run_id)
-        yield started
-    finally:
-        for h in started.values():
-            h.container.remove(force=True)
-        client.close()
+def hosts(built: dict[str, Any], fake_package: Path) -> Iterator[dict[str, Host]]:
+    with started(fake_package, ARCHES) as h:
+        yield h
 
 
-def ssh(host: Host, key: Any, command: str) -> str:
-    from testbed.hostcheck import ssh_run
-
-    return ssh_run(host.port, key, host.host_keys, command)
+def ssh(host: Host, command: str) -> str:
+    r = host.ssh.run(["sh", "-c", command], timeout=120)
+    assert r.ok, r.err
+    return str(r.out)
 
 
 EXPECTED = {"i386": ("i686", 4, 4), "amd64": ("x86_64", 8, 8)}
@@ -139,30 +120,30 @@ def test_hosts_refuse_each_others_arch(hosts: dict[str, Host]) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_ssh_session_runs_emulated_python(hosts: dict[str, Host], key: Any, arch: str) -> None:
+def test_ssh_session_runs_emulated_python(hosts: dict[str, Host], arch: str) -> None:
     host = hosts[arch]
-    out = ssh(host, key, "command -v python3; xsmig-host-report").splitlines()
+    out = ssh(host, "command -v python3; xsmig-host-report").splitlines()
     assert out[0] == "/usr/local/bin/python3"
     assert json.loads(out[1]) == host.report
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_xsmig_wrapper_runs_mounted_package(hosts: dict[str, Host], key: Any, arch: str) -> None:
-    out = json.loads(ssh(hosts[arch], key, "xsmig hello --flag"))
+def test_xsmig_wrapper_runs_mounted_package(hosts: dict[str, Host], arch: str) -> None:
+    out = json.loads(ssh(hosts[arch], "xsmig hello --flag"))
     assert out["argv"] == ["hello", "--flag"]
     assert (out["machine"], out["sizeof_long"]) == EXPECTED[arch][:2]
     assert out["store"] == "/var/lib/xsmig"
-    assert out["host_id"] == f"test-{arch}-qemu"
+    assert out["host_id"] == str(HOST_IDS[arch])
     assert out["file"] == "/opt/xsmig/xsmig/__main__.py"
 
 
-def test_mount_is_read_only(hosts: dict[str, Host], key: Any) -> None:
-    out = ssh(hosts["i386"], key, "touch /opt/xsmig/xsmig/x 2>&1 || echo refused")
+def test_mount_is_read_only(hosts: dict[str, Host]) -> None:
+    out = ssh(hosts["i386"], "touch /opt/xsmig/xsmig/x 2>&1 || echo refused")
     assert "refused" in out
 
 
-def test_password_login_is_off(hosts: dict[str, Host], key: Any) -> None:
-    out = ssh(hosts["amd64"], key, "sshd -T 2>/dev/null | grep -iE '^(passwordauth|permitroot)'")
+def test_password_login_is_off(hosts: dict[str, Host]) -> None:
+    out = ssh(hosts["amd64"], "sshd -T 2>/dev/null | grep -iE '^(passwordauth|permitroot)'")
     assert "passwordauthentication no" in out
     assert "permitrootlogin without-password" in out  # sshd's name for prohibit-password
 
@@ -179,41 +160,22 @@ def test_manifest_in_image_and_labels(built: dict[str, Any], hosts: dict[str, Ho
         assert code == 0 and json.loads(out)["input_hash"] == m["input_hash"]
 
 
-def test_real_xsmig_through_the_wrapper(built: dict[str, Any], key: Any) -> None:
+def test_real_xsmig_through_the_wrapper(built: dict[str, Any]) -> None:
     if not (REPO / "xsmig" / "__main__.py").exists():
         pytest.skip("the xsmig package is not in this checkout yet")
-    from testbed.engine import docker_client
-
-    client = docker_client()
-    run_id = "test-images-" + uuid.uuid4().hex[:8]
-    try:
-        host = _start(client, built["i386"].tag, "i386", key, REPO / "xsmig", run_id)
-        try:
-            out = ssh(host, key, "xsmig --help")
-            assert "usage" in out.lower()
-        finally:
-            host.container.remove(force=True)
-    finally:
-        client.close()
+    with started(REPO / "xsmig", ("i386",)) as h:
+        assert "usage" in ssh(h["i386"], "xsmig --help").lower()
 
 
-def test_native_mode_reports_native(built: dict[str, Any], key: Any, fake_package: Path) -> None:
-    from testbed.engine import docker_client
+def test_native_mode_reports_native(built: dict[str, Any], fake_package: Path) -> None:
     from testbed.images import check_host_report
 
-    client = docker_client()
-    run_id = "test-images-" + uuid.uuid4().hex[:8]
-    try:
-        host = _start(client, built["i386"].tag, "i386", key, fake_package, run_id, "native")
-        try:
-            assert host.report["mode"] == "native"
-            assert host.report["machine"] == "i686"  # setarch, as a 32-bit kernel says
-            assert host.report["evidence"]["helper_exe"] == "/usr/bin/python3.11"
-            assert check_host_report("i386", host.report, mode="native") == []
-        finally:
-            host.container.remove(force=True)
-    finally:
-        client.close()
+    with started(fake_package, ("i386",), mode="native") as h:
+        report = h["i386"].report
+        assert report["mode"] == "native"
+        assert report["machine"] == "i686"  # setarch, as a 32-bit kernel says
+        assert report["evidence"]["helper_exe"] == "/usr/bin/python3.11"
+        assert check_host_report("i386", report, mode="native") == []
 
 
 def test_second_build_is_a_cache_hit(built: dict[str, Any]) -> None:

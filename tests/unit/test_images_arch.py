@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from testbed.arch import ARCHES, UnknownArchError, get_arch
-from testbed.hostcontainer import parse_start_log, run_kwargs
+from testbed.hosts import parse_start_log
 from testbed.images import check_host_report
 
 
@@ -93,17 +93,9 @@ def test_parse_start_log() -> None:
         ]
     )
     parsed = parse_start_log(log)
-    assert parsed.ready and not parsed.fatal
+    assert parsed.ready == 1 and not parsed.fatal
     assert parsed.host_keys == [("ssh-ed25519", "AAAAC3Nz")]
-    assert parsed.report == {"arch": "i386"}
+    assert parsed.report == '{"arch": "i386"}'
+    assert parse_start_log(log + "\n" + log).ready == 2  # a restarted host logs READY again
     assert parse_start_log("xsmig-host: FATAL no key").fatal == "no key"
-    assert "unreadable" in parse_start_log("xsmig-host: REPORT {oops").report_error
-
-
-def test_run_kwargs_publish_on_loopback_and_label() -> None:
-    kw = run_kwargs("img:1", authorized_key="ssh-rsa AAA", host_id="h1", run_id="r1")
-    assert kw["ports"] == {"22/tcp": ("127.0.0.1", None)}
-    assert kw["labels"]["xsmig.testbed"] == "1" and kw["labels"]["xsmig.run"] == "r1"
-    assert kw["environment"]["XSMIG_MODE"] == "qemu"
-    with pytest.raises(Exception, match="mode"):
-        run_kwargs("img:1", authorized_key="k", host_id="h", run_id="r", mode="fast")
+    assert parse_start_log("xsmig-host: REPORT-FAILED boom").report_error == "boom"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,6 +69,8 @@ class FakeHost:
         self.name, self.behaviour = name, behaviour
         self.store: dict[str, str] = {}
         self.files: dict[str, bytes] = {}
+        self.teed = ""
+        self.uploads = 0
 
     def _res(self, argv: Sequence[str], status: int, out: str = "", err: str = "") -> CommandResult:
         return CommandResult(tuple(argv), status, out.encode(), err.encode(), 0.01)
@@ -94,6 +97,7 @@ class FakeHost:
         return self._res(args, 0, f"{cmd} output\n")
 
     def run(self, argv: Sequence[str], timeout: float = 0, stdin: bytes = b"") -> CommandResult:
+        self.uploads += len(stdin)
         if argv[0] == "xsmig":
             return self.xsmig(*argv[1:])
         if argv[0] == "cat":
@@ -107,6 +111,9 @@ class FakeHost:
         pass
 
     def open_exec(self, argv: Sequence[str], timeout: float) -> Chan:
+        if argv[0] == "sh":  # a teed restore: `tee -p COPY 2>/dev/null | xsmig restore ...`
+            self.teed = argv[2]
+            argv = shlex.split(argv[2].split("|", 1)[1])
         name = argv[2] if argv[1] == "save" else argv[argv.index("--name") + 1]
         if argv[1] == "save":
             return Chan(json.dumps({"digest": self.store[name]}).encode())
@@ -165,6 +172,10 @@ def test_wrong_digest_fails_keeps_the_source_and_the_artifacts(tmp_path: Path) -
         "result.json",
     } <= names
     assert (tmp_path / r.artifacts[0]).exists()
+    # The destination kept its own copy of the stream: nothing was sent back to it.
+    dst = p.hosts["i386-b"]
+    assert f"tee -p /tmp/{cell.domain_name}.stream 2>/dev/null | xsmig restore" in dst.teed
+    assert dst.uploads == 0
     assert "python3 -m testbed repro amd64-to-i386/native/guest32/cold" in r.repro
     assert f"# seed {cell.seed}" in r.repro
 
@@ -217,3 +228,14 @@ def test_pingpong_checks_every_hop(tmp_path: Path) -> None:
     assert r.verdict == FAILED and r.message.startswith("hop 3 i386-b->amd64-b")
     assert len(r.hops) == 3
     assert cell.domain_name in p.hosts["i386-b"].store  # the last good copy stays
+
+
+def test_teed_restore_keeps_its_argv_status_and_stderr() -> None:
+    from testbed.artifacts import teed
+
+    argv = teed(["xsmig", "restore", "-i", "-", "--name", "it's"], "/tmp/a b.stream")
+    assert argv[:2] == ["sh", "-c"]
+    tee, _, restore = argv[2].partition(" | ")
+    # -p: keep copying after the restore stopped reading; tee's own words never reach stderr
+    assert tee == "tee -p '/tmp/a b.stream' 2>/dev/null"
+    assert shlex.split(restore) == ["xsmig", "restore", "-i", "-", "--name", "it's"]

@@ -77,6 +77,11 @@ def test_containers_are_labelled_loopback_only_and_mount_the_source_read_only() 
     assert labels[reaper.LABEL] == "1" and labels[reaper.RUN_ID] == "run1"
     assert reaper.Runner.parse(labels[reaper.RUNNER]) == reaper.current_runner()
     assert labels[reaper.KEEP] == "0"
+    # No privilege beyond Docker's default: the hosts are plain unprivileged containers.
+    assert not {"privileged", "cap_add", "devices", "network_mode", "pid_mode"} & set(kw)
+    assert not {"security_opt", "userns_mode", "ipc_mode"} & set(kw)
+    # The only extra mount is the small tmpfs store of the store-full fault.
+    assert kw["tmpfs"] == {"/var/lib/xsmig-tiny": "size=1m"}
 
 
 def test_kept_hosts_are_labelled_and_not_removed() -> None:
@@ -119,3 +124,33 @@ def test_a_host_whose_report_contradicts_its_arch_is_not_used() -> None:
     state.report = "not json"
     with pytest.raises(HostStartError, match="no usable host report"):
         f._check_report(state)
+
+
+def test_a_healed_host_keeps_its_object_and_pin_and_takes_the_new_port() -> None:
+    from scenarios.hosts import BY_NAME
+    from testbed.hosts import HostState
+    from testbed.ssh import Host
+
+    key = ClientKey.generate()
+    host_key = ClientKey.generate().pkey
+    state = HostState(BY_NAME["i386-a"], host=Host("i386-a", 40022, host_key, key))
+    same = state.host
+    healed = Fleet._adopt(state, Host("i386-a", 40099, host_key, key))
+    assert healed is same and same is not None and same.port == 40099
+    impostor = Host("i386-a", 40100, ClientKey.generate().pkey, key)
+    with pytest.raises(HostStartError, match="another host key"):
+        Fleet._adopt(state, impostor)
+    assert same.port == 40099  # an impostor's port is never adopted
+
+
+def test_one_stack_starts_every_container() -> None:
+    """Only testbed/hosts.py may start containers, so every one carries the reaper's labels."""
+    repo = Path(__file__).resolve().parents[2]
+    starters = sorted(
+        str(p.relative_to(repo))
+        for d in ("testbed", "scenarios", "tests", "bench", "images")
+        for p in (repo / d).rglob("*.py")
+        if p != Path(__file__).resolve()
+        and any(s in p.read_text() for s in ("containers.run(", "containers.create(", "docker run"))
+    )
+    assert starters == ["testbed/hosts.py"]
