@@ -113,11 +113,12 @@ class _Counting:
 
 
 def inspect_stream(f: BinaryIO, *, profile: str = "current", source_width: int | None = None,
+                   source_byte_order: str | None = None,
                    own: Layout | None = None) -> dict[str, Any]:
     counting = _Counting(f)
     sink = InspectSink()
     StreamParser(counting, profile=profile, own=own,  # type: ignore[arg-type]
-                 source_width=source_width).parse(sink)
+                 source_width=source_width, source_byte_order=source_byte_order).parse(sink)
     return sink.report(counting.count)
 
 

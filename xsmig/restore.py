@@ -160,9 +160,10 @@ class RestoreSink:
 
 def restore(store: Store, source: BinaryIO, *, name: str, host_id: int, profile: str = "current",
             source_width: int | None = None, own: Layout | None = None,
+            source_byte_order: str | None = None,
             max_pages: int = MAX_P2M_SIZE) -> tuple[DomainMeta, StreamHeader]:
     parser = StreamParser(source, profile=profile, own=own, source_width=source_width,
-                          max_pages=max_pages)
+                          max_pages=max_pages, source_byte_order=source_byte_order)
     with store.writing(name) as domain:
         sink = RestoreSink(domain, name, host_id)
         try:

@@ -20,7 +20,8 @@ def test_ids_are_unique_and_readable() -> None:
 
 def test_hosts_have_distinct_frame_identities_and_pairs_cross_hosts() -> None:
     assert len({h.host_id for h in HOSTS}) == len(HOSTS)
-    assert sorted(PAIRS) == sorted(ARCH_PAIRS)
+    assert set(ARCH_PAIRS) <= set(PAIRS)
+    assert len(PAIRS) == 25  # every ordered pair of the five architectures
     for cell in CELLS:
         for src, dst in itertools.pairwise(cell.hops):
             assert src != dst, cell.id

@@ -9,8 +9,8 @@ import struct
 from dataclasses import dataclass
 
 from xsmig.errors import StreamError, StreamRefused, UsageError
-from xsmig.layout import Layout
-from xsmig.stream.format import ESCAPE, MAX_P2M_SIZE, SINF, Encoding
+from xsmig.layout import BIG, BYTE_ORDERS, LITTLE, Layout
+from xsmig.stream.format import ESCAPE, MAX_EXT_INFO, MAX_P2M_SIZE, SINF, Encoding
 
 HEAD_BYTES = 24
 PROFILES = ("current", "legacy")
@@ -22,19 +22,29 @@ class Detection:
     width: int | None  # bits of the stream's unsigned long; None: the sinf block says
     rule: str  # the row of the detection table that decided
     ext_info: bool | None = None  # what the rule proved about PV extended info, if anything
+    byte_order: str = LITTLE  # of the stream's integers (extended: the sinf block says)
 
 
 def _block_id(b: bytes) -> bool:
     return len(b) == 4 and all(0x20 <= c < 0x7F for c in b)
 
 
-def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None) -> Detection:
+def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None,
+           source_byte_order: str | None = None) -> Detection:
     if profile == "legacy":
-        if source_width is not None:
-            raise UsageError("--source-width needs --profile current: the legacy restorer "
-                             "knew only its own width")
-        # Before the fix: every stream is assumed native and of the restorer's own width.
-        return Detection(Encoding.NATIVE, own.bits, "L: legacy profile, own width assumed")
+        if source_width is not None or source_byte_order is not None:
+            raise UsageError("--source-width and --source-byte-order need --profile current: "
+                             "the legacy restorer knew only its own ABI")
+        # Before the fix: every stream is assumed native, of the restorer's own width and
+        # byte order.
+        return Detection(Encoding.NATIVE, own.bits, "L: legacy profile, own width assumed",
+                         byte_order=own.byte_order)
+    if source_byte_order is not None and source_byte_order not in BYTE_ORDERS:
+        raise UsageError(f"--source-byte-order must be little or big, not {source_byte_order!r}")
+    if len(head) >= 8 and head[:4] != b"\xff" * 4:
+        order = _native_order(head, source_byte_order)
+        if order == BIG:
+            return _detect_big(head, source_width)
     if len(head) < 8:
         raise StreamError("stream truncated: fewer than 8 bytes", len(head))
     w0, w1 = struct.unpack_from("<II", head)
@@ -42,9 +52,14 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None) 
         if head[4:8] == SINF:
             # R1: "sinf" read as a uint32 is 0x666E6973 > 0x0FFFFFFF: never an escaped p2m_size.
             return Detection(Encoding.EXTENDED, None, "R1: escape then sinf block")
-        if 0 < w1 <= MAX_P2M_SIZE and head[8:12] == b"\0\0\0\0":
+        if 0 < w1 <= MAX_P2M_SIZE and head[8:12] == b"\0\0\0\0" and source_byte_order != BIG:
             # R2: an escaped stream continues with a 64-bit p2m_size <= 0x0FFFFFFF.
             return Detection(Encoding.ESCAPED, 64, "R2: escape then 64-bit p2m_size")
+        if (len(head) >= 12 and w1 == 0 and 0 < struct.unpack_from(">I", head, 8)[0]
+                <= MAX_P2M_SIZE and source_byte_order != LITTLE):
+            # B2: big-endian escaped: the zero top half of p2m_size comes first.
+            return Detection(Encoding.ESCAPED, 64, "B2: escape then big-endian 64-bit p2m_size",
+                             byte_order=BIG)
         if len(head) < 12:
             raise StreamError("stream truncated: fewer than 12 bytes after an escape", len(head))
         raise StreamError("unknown stream: escape 0xFFFFFFFF followed by neither a sinf "
@@ -86,3 +101,71 @@ def _detect_native(head: bytes, w1: int) -> Detection | None:
         return Detection(Encoding.NATIVE, 32, "R5: bytes 4-7 non-zero: 32-bit, no ext-info",
                          ext_info=False)
     return None  # R6: ambiguous
+
+
+# -- Byte order of native streams (docs/stream-format.md, "Byte order") --
+
+
+def _plausible(head: bytes, order: str, size: int) -> bool:
+    """Could `head` start a native stream of this word size and byte order?"""
+    code = "<" if order == LITTLE else ">"
+    words = struct.unpack_from(f"{code}{len(head) // size}{'I' if size == 4 else 'Q'}", head)
+    p2m_size = words[0]
+    if not 0 < p2m_size <= MAX_P2M_SIZE:
+        return False
+    if len(words) > 1 and words[1] == (1 << 8 * size) - 1:  # ext-info signature
+        at = 2 * size
+        if len(head) >= at + 4 and struct.unpack_from(f"{code}I", head, at)[0] > MAX_EXT_INFO:
+            return False
+        if len(head) >= at + 12:  # the first block: id and size (the vcpu block)
+            (block,) = struct.unpack_from(f"{code}I", head, at + 8)
+            return bool(_block_id(head[at + 4:at + 8]) and block <= MAX_EXT_INFO)
+        return True
+    # Without ext-info the guest has the toolstack's width: ceil(p2m_size / entries per
+    # page) frame-list words follow, then the body's first batch count or chunk id.
+    frames = -(-p2m_size // (4096 // size))
+    if not all(frame < p2m_size for frame in words[1:1 + frames]):
+        return False
+    at = size * (1 + frames)
+    if len(head) >= at + 4:
+        (count,) = struct.unpack_from(f"{code}i", head, at)
+        return bool(-20 <= count <= 1024)
+    return True
+
+
+def _native_order(head: bytes, given: str | None) -> str:
+    """B1: the byte order in which the first bytes make sense as a native stream.
+
+    When only one order does, it is the stream's; when neither does, the little-endian
+    rules below report what is wrong; when both do, only --source-byte-order decides."""
+    if given is not None:
+        return given
+    fits = [order for order in BYTE_ORDERS
+            if _plausible(head, order, 4) or _plausible(head, order, 8)]
+    if fits == [BIG]:
+        return BIG
+    if len(fits) == 2:
+        raise StreamRefused("cannot tell the byte order of this native stream (its first "
+                            "bytes make sense both little- and big-endian); give "
+                            "--source-byte-order little or big")
+    return LITTLE
+
+
+def _detect_big(head: bytes, source_width: int | None) -> Detection:
+    """Width of a big-endian native stream: always decidable, since a 64-bit saver
+    writes the zero top half of p2m_size first."""
+    w0, w1 = struct.unpack_from(">II", head)
+    if w0 == 0:
+        ext = head[8:16] == b"\xff" * 8
+        detection = Detection(Encoding.NATIVE, 64, "B4: big-endian, bytes 0-3 zero: 64-bit",
+                              ext_info=ext, byte_order=BIG)
+    elif w1 == ESCAPE:
+        detection = Detection(Encoding.NATIVE, 32, "B3: big-endian 32-bit, ext-info signature",
+                              ext_info=True, byte_order=BIG)
+    else:
+        detection = Detection(Encoding.NATIVE, 32, "B5: big-endian 32-bit, no ext-info",
+                              ext_info=False, byte_order=BIG)
+    if source_width is not None and source_width != detection.width:
+        raise StreamRefused(f"the stream is {detection.width}-bit ({detection.rule}) but "
+                            f"--source-width {source_width} was given")
+    return detection
