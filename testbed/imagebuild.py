@@ -117,7 +117,8 @@ def mmdebstrap(
         raise BuildError("mmdebstrap is not installed; fix: python3 -m testbed doctor --fix")
     log.write_text("")
     partial = tarball.with_suffix(".partial.tar")
-    strip = " ".join(f'"$1"/{pattern}' for pattern in STRIP if pattern != "debootstrap")
+    # /dev is mounted during hooks: left out of the tarball with output/dev instead.
+    strip = " ".join(f'"$1"/{p}' for p in STRIP if p not in ("debootstrap", "dev/*"))
     cmd = [
         exe,
         f"--variant={variant}",
@@ -125,6 +126,7 @@ def mmdebstrap(
         f"--include={','.join(include)}",
         "--mode=" + ("root" if os.geteuid() == 0 else "unshare"),
         "--format=tar",
+        "--skip=output/dev",
         f"--customize-hook=rm -rf {strip}",
     ]
     if os.path.exists(KEYRING):
