@@ -73,6 +73,7 @@ class InspectSink:
             "encoding": h.encoding.value,
             "word_size": h.layout.ulong_size,
             "toolstack_width": h.layout.bits,
+            "byte_order": h.layout.byte_order,
             "detection": h.detection.rule,
             "stream_info": h.stream_info,
             "writer": h.writer,
@@ -125,7 +126,8 @@ def inspect_stream(f: BinaryIO, *, profile: str = "current", source_width: int |
 def render_text(report: dict[str, Any]) -> str:
     lines = [
         f"encoding      {report['encoding']} ({report['detection']})",
-        f"word size     {report['word_size']} bytes ({report['toolstack_width']}-bit ulongs)",
+        f"word size     {report['word_size']} bytes ({report['toolstack_width']}-bit ulongs, "
+        f"{report.get('byte_order', 'little')}-endian)",
     ]
     if report["stream_info"]:
         lines.append(f"stream info   {report['stream_info']}")
