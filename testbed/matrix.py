@@ -125,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
         report_dir=(args.report_dir or DEFAULT_REPORT_DIR).resolve(),
         keep_hosts=args.keep_hosts,
         ref_specs=list(args.xsmig_ref),
-        select=args.select,  # already applied at collection; recorded in results.json
+        # Already applied at collection; recorded in results.json. Not with --shard: the
+        # session would re-apply it to the slice, where a term may match no cell.
+        select=None if args.shard else args.select,
         mode=args.mode,
     )
     results_file = settings.report_dir / "results.json"
