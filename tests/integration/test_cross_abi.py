@@ -8,9 +8,12 @@ Cost measured on the 2-core reference machine: docs/performance.md, "Architectur
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,47 @@ def test_amd64_s390x_cross_byte_order_cells(tmp_path: Path) -> None:
     got = {c["id"]: c["verdict"] for c in doc["cells"]}
     assert got == CELLS, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0
+
+
+GUESTS = {"g64": ("64", "native"), "g32": ("32", "native"), "e64": ("64", "escaped")}
+EMULATED = (
+    "set -e; export XSMIG_STORE=/tmp/st; cd /opt/xsmig; "
+    'for spec in "g64 64 native" "g32 32 native" "e64 64 escaped"; do set -- $spec; '
+    "python3 -m xsmig create $1 --pages 64 --guest-width $2 --seed 1 >/dev/null; "
+    "python3 -m xsmig save $1 --encoding $3 -o /tmp/$1 2>/dev/null; "
+    "echo $1 $(sha256sum /tmp/$1 | cut -d' ' -f1); done; python3 -m xsmig host-info --json"
+)
+
+
+def _local_streams(abi: str) -> dict[str, str]:
+    out = {}
+    with tempfile.TemporaryDirectory() as store:
+        env = {**os.environ, "XSMIG_STORE": store}
+        for name, (width, encoding) in GUESTS.items():
+            xsmig = [sys.executable, "-m", "xsmig"]
+            subprocess.run([*xsmig, "create", name, "--pages", "64", "--guest-width", width,
+                            "--seed", "1"], env=env, check=True, capture_output=True, cwd=REPO)
+            data = subprocess.run([*xsmig, "save", name, "--encoding", encoding, "--toolstack",
+                                   abi, "-o", "-"], env=env, check=True, capture_output=True,
+                                  cwd=REPO).stdout
+            out[name] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def test_s390x_interpreter_writes_the_streams_the_abi_model_predicts() -> None:
+    """The ABI model is what the unit tests (and --toolstack) simulate in-process: a real
+    big-endian interpreter must write byte-identical streams."""
+    from testbed.images import ensure_image
+
+    image = ensure_image("s390x", quiet=True).tag
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{REPO}:/opt/xsmig:ro", "--entrypoint", "/bin/sh",
+         image, "-c", EMULATED],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    hashes, brace, info_json = proc.stdout.partition("{")
+    info = json.loads(brace + info_json)
+    assert (info["abi"], info["byteorder"], info["ulong_size"]) == ("s390x", "big", 8)
+    emulated = dict(line.split() for line in hashes.splitlines())
+    assert emulated == _local_streams("s390x")
