@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from xsmig.errors import StreamError, StreamRefused, UsageError
 from xsmig.layout import BIG, BYTE_ORDERS, LITTLE, Layout
-from xsmig.stream.format import ESCAPE, MAX_EXT_INFO, MAX_P2M_SIZE, SINF, Encoding
+from xsmig.stream.byteorder import big_width, native_order
+from xsmig.stream.format import ESCAPE, MAX_P2M_SIZE, SINF, Encoding
 
 HEAD_BYTES = 24
 PROFILES = ("current", "legacy")
@@ -41,10 +42,10 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None,
                          byte_order=own.byte_order)
     if source_byte_order is not None and source_byte_order not in BYTE_ORDERS:
         raise UsageError(f"--source-byte-order must be little or big, not {source_byte_order!r}")
-    if len(head) >= 8 and head[:4] != b"\xff" * 4:
-        order = _native_order(head, source_byte_order)
-        if order == BIG:
-            return _detect_big(head, source_width)
+    native = len(head) >= 8 and head[:4] != b"\xff" * 4
+    if native and native_order(head, source_byte_order) == BIG:  # rules B1, B3-B5
+        width, rule, ext = big_width(head, source_width)
+        return Detection(Encoding.NATIVE, width, rule, ext_info=ext, byte_order=BIG)
     if len(head) < 8:
         raise StreamError("stream truncated: fewer than 8 bytes", len(head))
     w0, w1 = struct.unpack_from("<II", head)
@@ -102,70 +103,3 @@ def _detect_native(head: bytes, w1: int) -> Detection | None:
                          ext_info=False)
     return None  # R6: ambiguous
 
-
-# -- Byte order of native streams (docs/stream-format.md, "Byte order") --
-
-
-def _plausible(head: bytes, order: str, size: int) -> bool:
-    """Could `head` start a native stream of this word size and byte order?"""
-    code = "<" if order == LITTLE else ">"
-    words = struct.unpack_from(f"{code}{len(head) // size}{'I' if size == 4 else 'Q'}", head)
-    p2m_size = words[0]
-    if not 0 < p2m_size <= MAX_P2M_SIZE:
-        return False
-    if len(words) > 1 and words[1] == (1 << 8 * size) - 1:  # ext-info signature
-        at = 2 * size
-        if len(head) >= at + 4 and struct.unpack_from(f"{code}I", head, at)[0] > MAX_EXT_INFO:
-            return False
-        if len(head) >= at + 12:  # the first block: id and size (the vcpu block)
-            (block,) = struct.unpack_from(f"{code}I", head, at + 8)
-            return bool(_block_id(head[at + 4:at + 8]) and block <= MAX_EXT_INFO)
-        return True
-    # Without ext-info the guest has the toolstack's width: ceil(p2m_size / entries per
-    # page) frame-list words follow, then the body's first batch count or chunk id.
-    frames = -(-p2m_size // (4096 // size))
-    if not all(frame < p2m_size for frame in words[1:1 + frames]):
-        return False
-    at = size * (1 + frames)
-    if len(head) >= at + 4:
-        (count,) = struct.unpack_from(f"{code}i", head, at)
-        return bool(-20 <= count <= 1024)
-    return True
-
-
-def _native_order(head: bytes, given: str | None) -> str:
-    """B1: the byte order in which the first bytes make sense as a native stream.
-
-    When only one order does, it is the stream's; when neither does, the little-endian
-    rules below report what is wrong; when both do, only --source-byte-order decides."""
-    if given is not None:
-        return given
-    fits = [order for order in BYTE_ORDERS
-            if _plausible(head, order, 4) or _plausible(head, order, 8)]
-    if fits == [BIG]:
-        return BIG
-    if len(fits) == 2:
-        raise StreamRefused("cannot tell the byte order of this native stream (its first "
-                            "bytes make sense both little- and big-endian); give "
-                            "--source-byte-order little or big")
-    return LITTLE
-
-
-def _detect_big(head: bytes, source_width: int | None) -> Detection:
-    """Width of a big-endian native stream: always decidable, since a 64-bit saver
-    writes the zero top half of p2m_size first."""
-    w0, w1 = struct.unpack_from(">II", head)
-    if w0 == 0:
-        ext = head[8:16] == b"\xff" * 8
-        detection = Detection(Encoding.NATIVE, 64, "B4: big-endian, bytes 0-3 zero: 64-bit",
-                              ext_info=ext, byte_order=BIG)
-    elif w1 == ESCAPE:
-        detection = Detection(Encoding.NATIVE, 32, "B3: big-endian 32-bit, ext-info signature",
-                              ext_info=True, byte_order=BIG)
-    else:
-        detection = Detection(Encoding.NATIVE, 32, "B5: big-endian 32-bit, no ext-info",
-                              ext_info=False, byte_order=BIG)
-    if source_width is not None and source_width != detection.width:
-        raise StreamRefused(f"the stream is {detection.width}-bit ({detection.rule}) but "
-                            f"--source-width {source_width} was given")
-    return detection
