@@ -50,8 +50,8 @@ def matrix_order() -> dict[str, int]:
     return {c.id: i for i, c in enumerate(scenarios.all_cells())}
 
 
-def merge(report_dirs: list[Path]) -> tuple[list[CellResult], dict[str, Any]]:
-    """The cells of every shard in matrix order, and the merged meta."""
+def merge(report_dirs: list[Path]) -> tuple[list[CellResult], dict[str, Any], dict[str, Path]]:
+    """The cells of every shard in matrix order, the merged meta, and each cell's shard."""
     seen: dict[str, Path] = {}
     results: list[CellResult] = []
     metas = []
@@ -73,7 +73,7 @@ def merge(report_dirs: list[Path]) -> tuple[list[CellResult], dict[str, Any]]:
         "shard_seconds_total": round(sum(seconds), 3),
         "seconds": max(seconds, default=0.0),  # wall time when the shards ran in parallel
     }
-    return results, meta
+    return results, meta, seen
 
 
 def copy_artifacts(results: list[CellResult], sources: dict[str, Path], out: Path) -> None:
@@ -90,11 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from testbed import report
 
     out: Path = args.output
-    results, meta = merge(args.report_dirs)
-    sources = {}
-    for d in args.report_dirs:
-        for r in read_shard(d)[1]:
-            sources[r.id] = d
+    results, meta, sources = merge(args.report_dirs)
     copy_artifacts(results, sources, out)
     paths = report.write_all(results, out, meta["seconds"], meta)
     print(f"merged {len(args.report_dirs)} reports: {report.totals(results).line()}")
