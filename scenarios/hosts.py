@@ -1,11 +1,16 @@
-"""The hosts every run starts: two per architecture, each with its own frame allocation.
+"""The hosts a run may start: two per architecture, each with its own frame allocation.
 
-Same-architecture pairs always cross two distinct hosts.
+Generated from testbed.arch.ARCHES, so a new architecture brings its hosts and pairs
+with it. Same-architecture pairs always cross two distinct hosts; a run starts only
+the hosts its selected cells use.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+
+from testbed.arch import ARCHES, NIGHTLY
 
 
 @dataclass(frozen=True)
@@ -15,37 +20,38 @@ class HostSpec:
     host_id: int  # XSMIG_HOST_ID: decides which machine frames the host hands out
 
 
-HOSTS: tuple[HostSpec, ...] = (
-    HostSpec("i386-a", "i386", 11),
-    HostSpec("i386-b", "i386", 12),
-    HostSpec("amd64-a", "amd64", 21),
-    HostSpec("amd64-b", "amd64", 22),
+HOSTS: tuple[HostSpec, ...] = tuple(
+    HostSpec(f"{arch}-{suffix}", arch, 10 * (i + 1) + j)
+    for i, arch in enumerate(ARCHES)
+    for j, suffix in ((1, "a"), (2, "b"))
+) + tuple(
     # Hosts of the fault cells (scenarios/faults.py) only: those cells kill, stop and
-    # disconnect their hosts, so no other cell may share them.
-    HostSpec("i386-fault-a", "i386", 13),
-    HostSpec("i386-fault-b", "i386", 14),
-    HostSpec("amd64-fault-a", "amd64", 23),
-    HostSpec("amd64-fault-b", "amd64", 24),
+    # disconnect their hosts, so no other cell may share them. Nightly arches only.
+    HostSpec(f"{arch}-fault-{suffix}", arch, 10 * (i + 1) + j)
+    for i, arch in enumerate(ARCHES) if arch in NIGHTLY
+    for j, suffix in ((3, "a"), (4, "b"))
 )
 BY_NAME = {h.name: h for h in HOSTS}
 
-# Ordered pairs by architecture -> (source host, destination host). Cross-width
-# pairs use different hosts in each direction so load spreads over all four.
+# Ordered pairs by architecture -> (source host, destination host): the source is
+# always host a and the destination host b, so the two directions of a pair use
+# different hosts and load spreads over both.
 PAIRS: dict[str, tuple[str, str]] = {
-    "i386-to-i386": ("i386-a", "i386-b"),
-    "i386-to-amd64": ("i386-a", "amd64-b"),
-    "amd64-to-i386": ("amd64-a", "i386-b"),
-    "amd64-to-amd64": ("amd64-a", "amd64-b"),
+    f"{src}-to-{dst}": (f"{src}-a", f"{dst}-b") for src, dst in itertools.product(ARCHES, repeat=2)
 }
 FAULT_PAIRS: dict[str, tuple[str, str]] = {
-    "i386-to-i386": ("i386-fault-a", "i386-fault-b"),
-    "i386-to-amd64": ("i386-fault-a", "amd64-fault-b"),
-    "amd64-to-i386": ("amd64-fault-a", "i386-fault-b"),
-    "amd64-to-amd64": ("amd64-fault-a", "amd64-fault-b"),
+    f"{src}-to-{dst}": (f"{src}-fault-a", f"{dst}-fault-b")
+    for src, dst in itertools.product(NIGHTLY, repeat=2)
 }
-CROSS_WIDTH = ("i386-to-amd64", "amd64-to-i386")
+NIGHTLY_PAIRS = tuple(f"{s}-to-{d}" for s, d in itertools.product(NIGHTLY, repeat=2))
+CROSS_WIDTH = ("i386-to-amd64", "amd64-to-i386")  # the nightly cross-width pairs
 PING_PONG = ("i386-a", "amd64-a", "i386-b", "amd64-b")
 
 
 def arch_of(host: str) -> str:
     return BY_NAME[host].arch
+
+
+def split_pair(pair: str) -> tuple[str, str]:
+    src, dst = pair.split("-to-")
+    return src, dst

@@ -1,9 +1,11 @@
 """Native streams without extended info (`save --no-ext-info`) on every pair.
 
-From an i386 source bytes 4-7 hold the (non-zero) p2m frame list, which proves
-a 32-bit writer. From an amd64 source they are zero, which a 32-bit stream
-could also show, so the restorer must refuse and ask for --source-width; the
-retry with `--source-width 64` then restores identically.
+From a 32-bit source bytes 4-7 hold the (non-zero) p2m frame list, which proves a
+32-bit writer. From a 64-bit little-endian source they are zero, which a 32-bit
+stream could also show, so the restorer must refuse and ask for --source-width; the
+retry with `--source-width 64` then restores identically. A 64-bit big-endian
+source (s390x) writes the zero half of p2m_size first, which proves its width.
+Across byte orders, the restorer also has to find the order (scenarios.abi).
 
 The guest has the source toolstack's width: a guest of the other width cannot be
 saved without extended info at all (only the `vcpu` block tells its width; the
@@ -12,34 +14,29 @@ saver refuses that with exit 5, which xsmig's own tests cover).
 
 from __future__ import annotations
 
-from scenarios.hosts import PAIRS
-from scenarios.model import IDENTICAL, Cell, Domain, Expect, Retry, refused
+from scenarios.abi import expect, native_guest_width
+from scenarios.hosts import PAIRS, split_pair
+from scenarios.model import Cell, Domain
 
 NAME = "no-ext-info"
 DESCRIPTION = "native without extended info: detected, or refused then retried with the width"
 
-ASK_WIDTH = refused(4, naming="--source-width")
-
-# pair -> (guest width, expected outcome, retry after the refusal)
-EXPECTED: dict[str, tuple[int, Expect, Retry | None]] = {
-    "i386-to-i386": (32, IDENTICAL, None),
-    "i386-to-amd64": (32, IDENTICAL, None),
-    "amd64-to-i386": (64, ASK_WIDTH, Retry(source_width=64)),
-    "amd64-to-amd64": (64, ASK_WIDTH, Retry(source_width=64)),
-}
-
 
 def cells() -> list[Cell]:
-    return [
-        Cell(
-            NAME,
-            PAIRS[pair],
-            "native",
-            # Without extended info there is no `xcnt` block to announce xsave state.
-            Domain(guest_width=width, extended_state=False),
-            expect,
-            no_ext_info=True,
-            retry=retry,
+    out = []
+    for pair, hops in PAIRS.items():
+        src, dst = split_pair(pair)
+        outcome, retry = expect(src, dst, "native", no_ext_info=True)
+        out.append(
+            Cell(
+                NAME,
+                hops,
+                "native",
+                # Without extended info there is no `xcnt` block to announce xsave state.
+                Domain(guest_width=native_guest_width(src), extended_state=False),
+                outcome,
+                no_ext_info=True,
+                retry=retry,
+            )
         )
-        for pair, (width, expect, retry) in EXPECTED.items()
-    ]
+    return out

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "testbed.doctor",
     "host-check": "testbed.hostcheck",
     "matrix": "testbed.matrix",
+    "merge": "testbed.merge",
     "repro": "testbed.repro",
     "soak": "testbed.soak",
 }

@@ -21,7 +21,7 @@ from testbed.arch import ARCHES, Arch, get_arch
 from testbed.engine import DOCKERD_LOG, START_COMMAND, engine_answers, ensure_engine
 from testbed.errors import TestbedError
 
-HELP = "check the host set-up (Docker, QEMU, debootstrap, disk, binfmt); --fix repairs it"
+HELP = "check the host set-up (Docker, QEMU, mmdebstrap, disk, binfmt); --fix repairs it"
 
 MIN_FREE_GIB = 3.0
 PYTHON_LIBS = {"docker": "docker>=7.1", "rich": "rich>=13", "paramiko": "paramiko>=3.4"}
@@ -140,25 +140,83 @@ def check_disk(paths: Iterable[Path], min_free_gib: float = MIN_FREE_GIB) -> Che
 
 
 def binfmt_name(arch: Arch) -> str:
-    return arch.qemu_binary.removesuffix("-static")
+    return arch.binfmt_entry
 
 
-def check_binfmt(arches: Iterable[Arch], machine: str | None = None) -> Check:
-    """Only foreign architectures need it: their /bin/sh and sshd run through QEMU."""
+BINFMT_ROOT = Path("/proc/sys/fs/binfmt_misc")
+BINFMT_CONF = Path("/usr/lib/binfmt.d")  # qemu-user-static's entries, one file each
+
+
+def check_binfmt(
+    arches: Iterable[Arch],
+    machine: str | None = None,
+    root: Path = BINFMT_ROOT,
+    conf: Path = BINFMT_CONF,
+) -> Check:
+    """Only foreign architectures need it: their /bin/sh and sshd run through QEMU.
+
+    binfmt_misc must be mounted, and each foreign architecture's QEMU entry registered,
+    enabled and carrying the F flag (the kernel opens the interpreter at registration,
+    so it also works inside containers, whose root has no QEMU)."""
     need = [a for a in arches if a.needs_binfmt(machine)]
     if not need:
         return Check("binfmt_misc", True, "not needed: every architecture runs natively here")
-    root = Path("/proc/sys/fs/binfmt_misc")
-    off = [binfmt_name(a) for a in need if "enabled" not in _read(root / binfmt_name(a))]
-    if not off:
+    problems: list[str] = []
+    broken: list[str] = []
+    if not (root / "status").exists():
+        problems.append(f"binfmt_misc is not mounted at {root}")
+        broken = [binfmt_name(a) for a in need]
+    else:
+        for a in need:
+            name = binfmt_name(a)
+            entry = _read(root / name)
+            flags = next((ln.split(":", 1)[1] for ln in entry.splitlines()
+                          if ln.startswith("flags:")), "")
+            if not entry:
+                problems.append(f"{name} not registered")
+            elif not entry.startswith("enabled"):
+                problems.append(f"{name} disabled")
+            elif "F" not in flags:
+                problems.append(f"{name} registered without the F flag (containers cannot use it)")
+            else:
+                continue
+            broken.append(name)
+    if not problems:
         return Check("binfmt_misc", True, "enabled for " + ", ".join(binfmt_name(a) for a in need))
-    fix = (
-        f"{APT_PREFIX} binfmt-support qemu-user-static && "
-        f"(mountpoint -q {root} || mount -t binfmt_misc binfmt_misc {root}) && "
-        "update-binfmts --enable"
-    )
     return Check(
-        "binfmt_misc", False, "not enabled: " + ", ".join(off), fix, ("binfmt-support",), "binfmt"
+        "binfmt_misc",
+        False,
+        "; ".join(problems),
+        binfmt_fix(broken, root, conf),
+        ("qemu-user-static",) if any(not (conf / f"{n}.conf").exists() for n in broken) else (),
+        "binfmt",
+    )
+
+
+def binfmt_fix(names: Iterable[str], root: Path = BINFMT_ROOT, conf: Path = BINFMT_CONF) -> str:
+    """Mount binfmt_misc, then (re)register each entry from qemu-user-static's own file."""
+    steps = [f"(mountpoint -q {root} || mount -t binfmt_misc binfmt_misc {root})"]
+    for name in names:
+        entry = root / name
+        steps.append(
+            f"([ ! -e {entry} ] || echo -1 > {entry}) && cat {conf / (name + '.conf')} > "
+            f"{root / 'register'}"
+        )
+    return " && ".join(steps)
+
+
+def check_rootfs_builder() -> Check:
+    """mmdebstrap builds the root filesystems (debootstrap is the fallback)."""
+    path = shutil.which("mmdebstrap")
+    if path:
+        return Check("mmdebstrap", True, path)
+    return Check(
+        "mmdebstrap",
+        False,
+        "not installed (images fall back to the slower debootstrap)",
+        f"{APT_PREFIX} mmdebstrap",
+        ("mmdebstrap",),
+        "apt",
     )
 
 
@@ -188,6 +246,7 @@ def run_checks(arches: list[Arch]) -> list[Check]:
         check_python_libs(),
         check_engine(),
         check_qemu(arches),
+        check_rootfs_builder(),
         check_debootstrap(),
         check_keyring(),
         check_mirror(),

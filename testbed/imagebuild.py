@@ -95,6 +95,63 @@ def debootstrap(
     unsafe.unlink()
 
 
+def mmdebstrap(
+    arch: Arch,
+    *,
+    suite: str,
+    variant: str,
+    include: Iterable[str],
+    mirror: str,
+    tarball: Path,
+    log: Path,
+) -> dict[str, object]:
+    """Build the root filesystem straight into ``tarball`` with mmdebstrap.
+
+    Stripping happens in a customize hook, inside the build, so nothing is ever
+    unpacked on the build machine; as root mmdebstrap chroots, otherwise its unshare
+    mode lets a member of the docker group build without root. Returns the base info
+    (packages, python path), read from the tarball.
+    """
+    exe = shutil.which("mmdebstrap")
+    if exe is None:
+        raise BuildError("mmdebstrap is not installed; fix: python3 -m testbed doctor --fix")
+    log.write_text("")
+    partial = tarball.with_suffix(".partial.tar")
+    # /dev is mounted during hooks: left out of the tarball with output/dev instead.
+    strip = " ".join(f'"$1"/{p}' for p in STRIP if p not in ("debootstrap", "dev/*"))
+    cmd = [
+        exe,
+        f"--variant={variant}",
+        f"--architectures={arch.debian_arch}",
+        f"--include={','.join(include)}",
+        "--mode=" + ("root" if os.geteuid() == 0 else "unshare"),
+        "--format=tar",
+        "--skip=output/dev",
+        f"--customize-hook=rm -rf {strip}",
+    ]
+    if os.path.exists(KEYRING):
+        cmd.append(f"--keyring={KEYRING}")
+    cmd += [suite, str(partial), mirror]
+    _logged_run(cmd, log, f"mmdebstrap of {arch.name}", Path("/nonexistent"))
+    info = tar_info(partial)
+    partial.rename(tarball)  # only complete tarballs ever count as cached
+    return info
+
+
+def tar_info(tarball: Path) -> dict[str, object]:
+    """Packages and python path of a rootfs tarball, read without unpacking it."""
+    status, python = "", "/usr/bin/python3"
+    with tarfile.open(tarball) as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if name == "var/lib/dpkg/status":
+                f = tar.extractfile(member)
+                status = f.read().decode(errors="replace") if f else ""
+            elif name == "usr/bin/python3" and member.issym():
+                python = "/usr/bin/" + os.path.basename(member.linkname)
+    return {"packages": parse_status(status), "python": python}
+
+
 def _logged_run(cmd: list[str], log: Path, what: str, rootfs: Path) -> None:
     with open(log, "a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
@@ -119,8 +176,12 @@ def strip_rootfs(rootfs: Path) -> None:
 
 def installed_packages(rootfs: Path) -> dict[str, str]:
     """Package → version, read from the rootfs's dpkg status (no host dpkg needed)."""
+    return parse_status((rootfs / "var/lib/dpkg/status").read_text(errors="replace"))
+
+
+def parse_status(status: str) -> dict[str, str]:
+    """Installed package → version, from a dpkg status file's text."""
     packages: dict[str, str] = {}
-    status = (rootfs / "var/lib/dpkg/status").read_text(errors="replace")
     for stanza in status.split("\n\n"):
         fields = dict(
             line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from testbed.arch import ARCHES, NIGHTLY, parse_arches
 from testbed.errors import TestbedError
 
 HELP = "run the cross-bitness migration matrix (grid, junit.xml, results.json, report.html)"
@@ -61,6 +62,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="qemu",
         help="run the hosts' Python under QEMU (default) or natively",
     )
+    parser.add_argument(
+        "--arches",
+        default=",".join(NIGHTLY),
+        metavar="A,B,...",
+        help=f"architectures whose pairs run (default {','.join(NIGHTLY)}, the nightly set; "
+        f"'all' = {','.join(ARCHES)})",
+    )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="run only shard K of N (1-based) of the selected cells: deterministic and "
+        "balanced, the same slices on every machine; merge with `python -m testbed merge`",
+    )
     parser.add_argument("--list", action="store_true", help="list the selected cells and exit")
 
 
@@ -89,9 +104,14 @@ def run(args: argparse.Namespace) -> int:
     from testbed import report
     from testbed.selection import select
     from testbed.session import DEFAULT_REPORT_DIR, Settings
+    from testbed.shard import parse_shard, shard
     from testbed.sources import check_refs, parse_refs
 
-    cells = select(scenarios.all_cells(), args.select)
+    arches = parse_arches(args.arches)
+    cells = select(scenarios.on_arches(scenarios.all_cells(), arches), args.select)
+    if args.shard:
+        cells = shard(cells, *parse_shard(args.shard))
+    os.environ[scenarios.ENV_ARCHES] = ",".join(arches)
     if args.list:
         for c in cells:
             print(f"{c.id}  seed={c.seed}  expect: {c.expect.describe()}")
@@ -105,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
         report_dir=(args.report_dir or DEFAULT_REPORT_DIR).resolve(),
         keep_hosts=args.keep_hosts,
         ref_specs=list(args.xsmig_ref),
-        select=args.select,  # already applied at collection; recorded in results.json
+        # Already applied at collection; recorded in results.json. Not with --shard: the
+        # session would re-apply it to the slice, where a term may match no cell.
+        select=None if args.shard else args.select,
         mode=args.mode,
     )
     results_file = settings.report_dir / "results.json"

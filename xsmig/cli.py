@@ -22,7 +22,7 @@ from xsmig import __version__
 from xsmig.canonical import DUMP_FORMAT, CanonicalDomain, diff_dumps
 from xsmig.errors import DomainsDiffer, StateError, UsageError, XsmigError
 from xsmig.inspect import inspect_stream, render_text
-from xsmig.layout import Layout
+from xsmig.layout import ABIS, BYTE_ORDERS, Layout, abi
 from xsmig.restore import restore
 from xsmig.store import Store, check_name, default_store, pid_alive
 from xsmig.stream.format import MAX_P2M_SIZE, Encoding
@@ -32,6 +32,7 @@ from xsmig.synth import SHAPES, GuestSpec, create
 from xsmig.validate import Invalid, load_meta
 
 PIPE_BYTES = 1 << 20
+TOOLSTACKS = ("native", *ABIS)
 DEFAULT_MAX_PAGES = 1 << 20  # 4 GiB guests; raise with --max-pages or XSMIG_MAX_PAGES
 DEFAULT_IDLE_TIMEOUT = 60.0  # seconds without a byte from the writer
 
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resend a share of the pages in R-1 later rounds, as live migration")
     p.add_argument("--word-size", type=int, choices=(4, 8), default=None,
                    help="extended only: the width the sinf block declares (default: native)")
-    p.add_argument("--toolstack", choices=("native", "i386", "amd64"), default="native",
+    p.add_argument("--toolstack", choices=TOOLSTACKS, default="native",
                    help="ABI to write with (default: this interpreter's own)")
 
     p = cmd("restore", "restore a domain from a stream, detecting its encoding and width")
@@ -120,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pages", type=int, default=None,
                    help=f"refuse streams of more pages (default: $XSMIG_MAX_PAGES or "
                         f"{DEFAULT_MAX_PAGES})")
-    p.add_argument("--toolstack", choices=("native", "i386", "amd64"), default="native")
+    p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None,
+                   help="byte order of the toolstack that wrote a native stream, when it "
+                        "cannot be told from the stream")
+    p.add_argument("--toolstack", choices=TOOLSTACKS, default="native")
     _idle_option(p)
 
     p = cmd("digest", "print the canonical digest of a domain")
@@ -137,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="file, or - for stdin")
     p.add_argument("--json", action="store_true")
     p.add_argument("--source-width", type=int, choices=(32, 64), default=None)
+    p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None)
     _idle_option(p)
 
     p = cmd("list", "list the domains in the store")
@@ -166,8 +171,7 @@ def _host_id(args: argparse.Namespace) -> int:
 
 
 def _layout(name: str) -> Layout:
-    return {"native": Layout.native(), "i386": Layout.for_width(32),
-            "amd64": Layout.for_width(64)}[name]
+    return abi(name)
 
 
 def _widen_pipe(f: BinaryIO) -> BinaryIO:
@@ -390,7 +394,8 @@ def run(args: argparse.Namespace) -> int:
         with _open_in(args.input, args.idle_timeout or None) as source:
             restore(store, source, name=args.name, host_id=_host_id(args),
                     profile=args.profile, source_width=args.source_width,
-                    own=_layout(args.toolstack), max_pages=max_pages, announce=_announce)
+                    own=_layout(args.toolstack), max_pages=max_pages, announce=_announce,
+                    source_byte_order=args.source_byte_order)
     elif args.command == "digest":
         canonical = CanonicalDomain(store.get(args.name))
         if args.dump:
@@ -420,7 +425,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "inspect":
         _check_idle(args.idle_timeout)
         with _open_in(args.file, args.idle_timeout or None) as source:
-            report = inspect_stream(source, source_width=args.source_width)
+            report = inspect_stream(source, source_width=args.source_width,
+                                    source_byte_order=args.source_byte_order)
         print(json.dumps(report, indent=2) if args.json else render_text(report))
     elif args.command == "list":
         rows: list[dict[str, Any]] = []
@@ -457,7 +463,8 @@ def host_info() -> dict[str, Any]:
     native = Layout.native()
     return {"xsmig": __version__, "machine": platform.machine(),
             "python": platform.python_version(), "ulong_size": struct.calcsize("@L"),
-            "u64_align": native.u64_align, "pointer_size": struct.calcsize("@P"),
+            "u64_align": native.u64_align, "abi": native.name,
+            "pointer_size": struct.calcsize("@P"),
             "byteorder": sys.byteorder}
 
 

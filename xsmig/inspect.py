@@ -77,6 +77,7 @@ class InspectSink:
             "encoding": h.encoding.value,
             "word_size": h.layout.ulong_size,
             "toolstack_width": h.layout.bits,
+            "byte_order": h.layout.byte_order,
             "detection": h.detection.rule,
             "stream_info": h.stream_info,
             "writer": h.writer,
@@ -117,18 +118,20 @@ class _Counting:
 
 
 def inspect_stream(f: BinaryIO, *, profile: str = "current", source_width: int | None = None,
+                   source_byte_order: str | None = None,
                    own: Layout | None = None) -> dict[str, Any]:
     counting = _Counting(f)
     sink = InspectSink()
     StreamParser(counting, profile=profile, own=own,  # type: ignore[arg-type]
-                 source_width=source_width).parse(sink)
+                 source_width=source_width, source_byte_order=source_byte_order).parse(sink)
     return sink.report(counting.count)
 
 
 def render_text(report: dict[str, Any]) -> str:
     lines = [
         f"encoding      {report['encoding']} ({report['detection']})",
-        f"word size     {report['word_size']} bytes ({report['toolstack_width']}-bit ulongs)",
+        f"word size     {report['word_size']} bytes ({report['toolstack_width']}-bit ulongs, "
+        f"{report.get('byte_order', 'little')}-endian)",
     ]
     if report["stream_info"]:
         lines.append(f"stream info   {report['stream_info']}")

@@ -1,16 +1,33 @@
-"""The toolstack ABI a stream is written or read with.
+"""The toolstack ABI a stream is written or read with, as data.
 
-A C toolstack's stream depends on two facts of its ABI: sizeof(unsigned long), and
-how a uint64 aligns inside a struct (4 on i386, 8 on amd64). `Layout.native()` reads
-both off the running interpreter's struct module, so an i386 Python writes exactly
-what a 32-bit toolstack writes; tests build the other layout explicitly.
+A C toolstack's stream depends on three facts of its ABI: sizeof(unsigned long), how a
+uint64 aligns inside a struct, and byte order. `Layout.native()` reads all three off the
+running interpreter (`struct`, `sys.byteorder`), so a Python of any Debian architecture
+writes exactly what a C toolstack of that ABI writes. The five ABIs Debian ships that
+the testbed hosts are named in `ABIS`:
+
+    ABI    word  uint64 align  byte order   physmap record
+    i386    4       4          little       28 + namelen
+    armhf   4       8          little       32 + namelen
+    amd64   8       8          little       32 + namelen
+    arm64   8       8          little       32 + namelen
+    s390x   8       8          big          32 + namelen
+
+Byte order covers the integers the toolstack writes (words, counts, chunk ids, record
+fields); page contents, vCPU contexts and shared info are the x86 guest's and stay
+little-endian (docs/stream-format.md, "Byte order").
 """
 
 from __future__ import annotations
 
 import platform
 import struct
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
+
+LITTLE = "little"
+BIG = "big"
+BYTE_ORDERS = (LITTLE, BIG)
 
 
 @dataclass(frozen=True)
@@ -18,6 +35,7 @@ class Layout:
     name: str = field(compare=False)
     ulong_size: int  # sizeof(unsigned long): 4 or 8
     u64_align: int  # alignof(uint64_t) inside a struct: 4 or 8
+    byte_order: str = LITTLE  # of the integers the toolstack writes
 
     @property
     def bits(self) -> int:
@@ -25,8 +43,18 @@ class Layout:
 
     @property
     def ulong_code(self) -> str:
-        """struct/array code of a little-endian unsigned long of this width."""
+        """struct/array code of an unsigned long of this width (no byte order)."""
         return "I" if self.ulong_size == 4 else "Q"
+
+    @property
+    def endian(self) -> str:
+        """struct prefix of this ABI's byte order."""
+        return "<" if self.byte_order == LITTLE else ">"
+
+    @property
+    def swaps(self) -> bool:
+        """True when arrays of this ABI's words need byteswap() on the running host."""
+        return self.byte_order != sys.byteorder
 
     @property
     def ulong_all_ones(self) -> int:
@@ -37,25 +65,68 @@ class Layout:
         unpadded = 3 * 8 + 4
         return -(-unpadded // self.u64_align) * self.u64_align
 
+    def with_order(self, byte_order: str) -> Layout:
+        return replace(self, byte_order=byte_order)
+
+    def describe(self) -> str:
+        return (f"{self.name} ({self.bits}-bit, uint64 aligned to {self.u64_align}, "
+                f"{self.byte_order}-endian)")
+
     @staticmethod
     def native() -> Layout:
         ulong = struct.calcsize("@L")
         align = struct.calcsize("@IQ") - 8
-        return Layout(f"native-{platform.machine() or 'unknown'}", ulong, align)
+        found = Layout("", ulong, align, sys.byteorder)
+        name = MACHINES.get(platform.machine(), "")
+        if not name or ABIS[name] != found:  # an ABI this table does not name
+            name = next((n for n, abi in ABIS.items() if abi == found),
+                        f"native-{platform.machine() or 'unknown'}")
+        return replace(found, name=name)
 
     @staticmethod
-    def for_width(bits: int) -> Layout:
-        """The x86 toolstack ABI of a given width (the only ABIs a native stream names)."""
-        try:
-            return {32: I386, 64: AMD64}[bits]
-        except KeyError:
-            raise ValueError(f"no x86 toolstack has {bits}-bit unsigned longs") from None
+    def for_width(bits: int, byte_order: str = LITTLE) -> Layout:
+        """The default ABI of a width and byte order, for a native stream whose writer is
+        known by width only: i386 for 32-bit little-endian (the 32-bit toolstack Xen had
+        first), amd64 for 64-bit. Its uint64 alignment matters only for physmap records,
+        which the reader checks against both alignments (see `native_stream`)."""
+        if bits not in (32, 64):
+            raise ValueError(f"no toolstack has {bits}-bit unsigned longs")
+        base = I386 if bits == 32 else AMD64
+        if byte_order == LITTLE:
+            return base
+        return Layout(f"{base.name}-{byte_order}", base.ulong_size, base.u64_align, byte_order)
 
     @staticmethod
-    def clean(word_size: int) -> Layout:
+    def native_stream(bits: int, byte_order: str, own: Layout) -> Layout:
+        """The layout a restorer of ABI `own` reads a native stream of this width and
+        order with: its own ABI when they match (so armhf reads armhf's 32-byte physmap
+        records), else the default ABI of that width and order."""
+        if own.bits == bits and own.byte_order == byte_order:
+            return own
+        return Layout.for_width(bits, byte_order)
+
+    @staticmethod
+    def clean(word_size: int, byte_order: str = LITTLE) -> Layout:
         """Layout of escaped and extended streams: explicit word size, records packed."""
-        return Layout(f"clean{word_size * 8}", word_size, 4)
+        return Layout(f"clean{word_size * 8}", word_size, 4, byte_order)
 
 
-I386 = Layout("i386", 4, 4)
-AMD64 = Layout("amd64", 8, 8)
+I386 = Layout("i386", 4, 4, LITTLE)
+ARMHF = Layout("armhf", 4, 8, LITTLE)
+AMD64 = Layout("amd64", 8, 8, LITTLE)
+ARM64 = Layout("arm64", 8, 8, LITTLE)
+S390X = Layout("s390x", 8, 8, BIG)
+ABIS: dict[str, Layout] = {a.name: a for a in (I386, AMD64, ARMHF, ARM64, S390X)}
+# platform.machine() of each ABI's interpreter (under QEMU user emulation too).
+MACHINES = {"i686": "i386", "i386": "i386", "x86_64": "amd64", "armv7l": "armhf",
+            "armv8l": "armhf", "aarch64": "arm64", "s390x": "s390x"}
+
+
+def abi(name: str) -> Layout:
+    """A named ABI, or the running interpreter's for "native"."""
+    if name == "native":
+        return Layout.native()
+    try:
+        return ABIS[name]
+    except KeyError:
+        raise ValueError(f"unknown ABI {name!r}; known: native, {', '.join(ABIS)}") from None

@@ -6,6 +6,7 @@ host's frames, and canonical state expresses it as pfns again."""
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Callable
 from typing import BinaryIO
@@ -27,6 +28,8 @@ def page_content(meta: DomainMeta, types: bytes | bytearray, index: int,
     last = min(first + fpp, meta.p2m_size)
     entries = array(vl.word, [frame_of(p) if types[p] != pt.XTAB else invalid
                               for p in range(first, last)])
+    if sys.byteorder == "big":  # the guest's p2m is x86 memory: little-endian on any host
+        entries.byteswap()
     return entries.tobytes().ljust(PAGE_SIZE, b"\xff")
 
 

@@ -185,14 +185,15 @@ class RestoreSink:
 
 def restore(store: Store, source: BinaryIO, *, name: str | None, host_id: int,
             profile: str = "current", source_width: int | None = None,
-            own: Layout | None = None, max_pages: int = MAX_P2M_SIZE, prefix: str = "restored",
+            own: Layout | None = None, source_byte_order: str | None = None,
+            max_pages: int = MAX_P2M_SIZE, prefix: str = "restored",
             announce: Callable[[str], None] | None = None) -> tuple[DomainMeta, StreamHeader]:
     """Restore a stream as `name` (or the first free PREFIX-N, reserved atomically).
 
     `announce(name)` runs after every check and before publication: output that can fail
     (a closed stdout) fails the restore instead of following a published domain."""
     parser = StreamParser(source, profile=profile, own=own, source_width=source_width,
-                          max_pages=max_pages)
+                          max_pages=max_pages, source_byte_order=source_byte_order)
     with store.writing_as(name, prefix) as (chosen, domain):
         sink = RestoreSink(domain, chosen, host_id)
         try:

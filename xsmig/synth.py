@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import struct
+import sys
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -257,10 +258,15 @@ def _write_memory(domain: DomainDir, meta: DomainMeta, types: bytearray,
                 # A per-page stamp keeps every page distinct: misplaced pages change the digest.
                 stamps = array("Q", [(key ^ (p * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF
                                      for p in range(first, first + n)])
+                if sys.byteorder == "big":  # guest memory is x86: the same on every host
+                    stamps.byteswap()
                 view[:n * PAGE_SIZE].cast("Q")[::512] = stamps
                 mem.seek(first * PAGE_SIZE)
                 mem.write(view[:n * PAGE_SIZE])
         for pfn, (_level, entries) in tables.items():
+            if sys.byteorder == "big":  # the store keeps guest memory little-endian
+                entries = array("Q", entries)
+                entries.byteswap()
             page = memoryview(bytearray(entries.tobytes()))
             pagetable.rewrite(page, meta.vcpu_layout.pt_levels, fm.mfn)
             mem.seek(pfn * PAGE_SIZE)

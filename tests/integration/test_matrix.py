@@ -20,7 +20,7 @@ from testbed.results import CellResult
 from testbed.selection import select
 from testbed.session import Settings, run_matrix
 
-CELLS = scenarios.all_cells()
+CELLS = scenarios.on_arches(scenarios.all_cells(), scenarios.arches_from_env())
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 if importlib.util.find_spec("pytest_timeout") is not None:

@@ -16,8 +16,6 @@ ARM64 = Arch(
     debian_arch="arm64",
     qemu_binary="qemu-aarch64-static",
     uname_machine="aarch64",
-    sizeof_long=8,
-    uint64_align=8,
     native_on=("aarch64",),
 )
 
@@ -33,6 +31,67 @@ def test_binfmt_needed_for_a_foreign_arch() -> None:
         assert "qemu-aarch64" in check.detail
         assert "update-binfmts --enable" in check.fix
         assert check.action == "binfmt"
+
+
+def _binfmt(tmp_path: Path, entries: dict[str, str], mounted: bool = True) -> Path:
+    root = tmp_path / "binfmt_misc"
+    root.mkdir()
+    if mounted:
+        (root / "status").write_text("enabled\n")
+        (root / "register").write_text("")
+    for name, text in entries.items():
+        (root / name).write_text(text)
+    return root
+
+
+ENABLED_F = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\n"
+
+
+def test_binfmt_unmounted_is_reported_and_fixed_by_mount_and_register(tmp_path: Path) -> None:
+    root = _binfmt(tmp_path, {}, mounted=False)
+    check = doctor.check_binfmt([ARM64], machine="x86_64", root=root, conf=tmp_path)
+    assert not check.ok and "not mounted" in check.detail and check.action == "binfmt"
+    assert f"mount -t binfmt_misc binfmt_misc {root}" in check.fix
+    assert f"cat {tmp_path}/qemu-aarch64.conf > {root}/register" in check.fix
+
+
+def test_binfmt_registered_enabled_with_f_flag_is_ok(tmp_path: Path) -> None:
+    root = _binfmt(tmp_path, {"qemu-aarch64": ENABLED_F})
+    check = doctor.check_binfmt([ARM64], machine="x86_64", root=root)
+    assert check.ok and "qemu-aarch64" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        (None, "not registered"),
+        ("disabled\nflags: POF\n", "disabled"),
+        ("enabled\nflags: P\n", "registered without the F flag"),
+    ],
+)
+def test_binfmt_entry_problems_name_the_entry(tmp_path: Path, entry: str | None,
+                                              problem: str) -> None:
+    root = _binfmt(tmp_path, {} if entry is None else {"qemu-aarch64": entry})
+    (tmp_path / "qemu-aarch64.conf").write_text(":qemu-aarch64:M::x:y:/q:OPF\n")
+    check = doctor.check_binfmt([ARM64], machine="x86_64", root=root, conf=tmp_path)
+    assert not check.ok and f"qemu-aarch64 {problem}" in check.detail
+    assert f"echo -1 > {root}/qemu-aarch64" in check.fix  # a stale entry is replaced
+    assert check.apt == ()  # the conf file is there: no package needed
+
+
+def test_binfmt_fix_really_registers(tmp_path: Path) -> None:
+    root = _binfmt(tmp_path, {})
+    (tmp_path / "qemu-aarch64.conf").write_text(":qemu-aarch64:M::x:y:/q:OPF\n")
+    check = doctor.check_binfmt([ARM64], machine="x86_64", root=root, conf=tmp_path)
+    fix = check.fix.replace("mountpoint -q", "true ||")  # tmp_path is no mount point
+    assert doctor._run(["sh", "-c", fix]) == 0
+    assert (root / "register").read_text() == ":qemu-aarch64:M::x:y:/q:OPF\n"
+
+
+def test_mmdebstrap_missing_is_an_apt_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor.shutil, "which", lambda _name: None)
+    check = doctor.check_rootfs_builder()
+    assert not check.ok and check.apt == ("mmdebstrap",) and check.action == "apt"
 
 
 def test_disk_check_names_the_path(tmp_path: Path) -> None:
@@ -96,4 +155,5 @@ def test_cli_unknown_arch_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
 
     assert main(["build-images", "--arch", "sparc"]) == 1
     err = capsys.readouterr().err
-    assert err.strip() == "error: unknown architecture 'sparc'; known: amd64, i386"
+    known = "amd64, arm64, armhf, i386, s390x"
+    assert err.strip() == f"error: unknown architecture 'sparc'; known: {known}"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from testbed.arch import ARCHES, UnknownArchError, get_arch
+from testbed.arch import ARCHES, UnknownArchError, get_arch, parse_arches
 from testbed.hosts import parse_start_log
 from testbed.images import check_host_report
 
@@ -23,6 +23,15 @@ def report(arch: str, mode: str = "qemu") -> dict[str, Any]:
         "uname_machine": spec.uname_machine,
         "sizeof_long": spec.sizeof_long,
         "uint64_align": spec.uint64_align,
+        "byte_order": spec.byte_order,
+        "long_one_bytes": (1).to_bytes(spec.sizeof_long, spec.byte_order).hex(),  # type: ignore[arg-type]
+        "struct_iq_bytes": {
+            "i386": "010000000200000000000000",
+            "amd64": "01000000000000000200000000000000",
+            "armhf": "01000000000000000200000000000000",
+            "arm64": "01000000000000000200000000000000",
+            "s390x": "00000001000000000000000000000002",
+        }[arch],
         "python_version": "3.11.2",
         "evidence": {
             "helper_exe": exe,
@@ -32,17 +41,35 @@ def report(arch: str, mode: str = "qemu") -> dict[str, Any]:
     }
 
 
-def test_known_arches() -> None:
-    assert set(ARCHES) == {"i386", "amd64"}
-    i386, amd64 = get_arch("i386"), get_arch("amd64")
-    assert (i386.uname_machine, i386.sizeof_long, i386.uint64_align) == ("i686", 4, 4)
-    assert (amd64.uname_machine, amd64.sizeof_long, amd64.uint64_align) == ("x86_64", 8, 8)
-    assert i386.qemu_binary == "qemu-i386-static"
-    assert amd64.qemu_binary == "qemu-x86_64-static"
+# Facts of Debian's ABIs, written out here (not read from xsmig.layout): machine,
+# sizeof(long), alignof(uint64) in a struct, byte order, QEMU binary, binfmt entry.
+FACTS = {
+    "i386": ("i686", 4, 4, "little", "qemu-i386-static", "qemu-i386"),
+    "amd64": ("x86_64", 8, 8, "little", "qemu-x86_64-static", "qemu-x86_64"),
+    "armhf": ("armv7l", 4, 8, "little", "qemu-arm-static", "qemu-arm"),
+    "arm64": ("aarch64", 8, 8, "little", "qemu-aarch64-static", "qemu-aarch64"),
+    "s390x": ("s390x", 8, 8, "big", "qemu-s390x-static", "qemu-s390x"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FACTS))
+def test_known_arches(name: str) -> None:
+    assert set(ARCHES) == set(FACTS)
+    a = get_arch(name)
+    assert (a.uname_machine, a.sizeof_long, a.uint64_align, a.byte_order, a.qemu_binary,
+            a.binfmt_entry) == FACTS[name]
+    assert a.definition()["byte_order"] == FACTS[name][3]  # part of the image input hash
+
+
+def test_arches_parse_all_and_lists() -> None:
+    assert parse_arches("all") == ["i386", "amd64", "armhf", "arm64", "s390x"]
+    assert parse_arches("s390x,amd64") == ["amd64", "s390x"]  # table order, not given order
+    with pytest.raises(UnknownArchError):
+        parse_arches("amd64,sparc")
 
 
 def test_unknown_arch_lists_known_ones() -> None:
-    with pytest.raises(UnknownArchError, match=r"'sparc'.*amd64, i386"):
+    with pytest.raises(UnknownArchError, match=r"'sparc'.*amd64, arm64, armhf, i386, s390x"):
         get_arch("sparc")
 
 
@@ -56,6 +83,24 @@ def test_binfmt_only_for_foreign_arches() -> None:
 @pytest.mark.parametrize("mode", ["qemu", "native"])
 def test_matching_report_has_no_problems(arch: str, mode: str) -> None:
     assert check_host_report(arch, report(arch, mode), mode=mode) == []
+
+
+@pytest.mark.parametrize("arch", ["armhf", "arm64", "s390x"])
+def test_foreign_reports_prove_word_alignment_and_byte_order(arch: str) -> None:
+    assert check_host_report(arch, report(arch), mode="qemu") == []
+    # An arm64 interpreter reporting as armhf: word size, alignment bytes differ.
+    wrong = report(arch)
+    wrong["struct_iq_bytes"] = report("i386")["struct_iq_bytes"]
+    assert any("struct_iq_bytes" in p for p in check_host_report(arch, wrong))
+
+
+def test_s390x_report_must_be_big_endian() -> None:
+    little = report("s390x")
+    little["byte_order"] = "little"
+    little["long_one_bytes"] = "0100000000000000"
+    problems = check_host_report("s390x", little)
+    assert any("byte_order is 'little', expected 'big'" in p for p in problems)
+    assert any("long_one_bytes" in p for p in problems)
 
 
 def test_report_of_another_arch_is_refused() -> None:

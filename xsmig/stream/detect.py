@@ -9,7 +9,8 @@ import struct
 from dataclasses import dataclass
 
 from xsmig.errors import StreamError, StreamRefused, UsageError
-from xsmig.layout import Layout
+from xsmig.layout import BIG, BYTE_ORDERS, LITTLE, Layout
+from xsmig.stream.byteorder import big_width, native_order
 from xsmig.stream.format import ESCAPE, MAX_P2M_SIZE, SINF, Encoding
 
 HEAD_BYTES = 24
@@ -22,19 +23,29 @@ class Detection:
     width: int | None  # bits of the stream's unsigned long; None: the sinf block says
     rule: str  # the row of the detection table that decided
     ext_info: bool | None = None  # what the rule proved about PV extended info, if anything
+    byte_order: str = LITTLE  # of the stream's integers (extended: the sinf block says)
 
 
 def _block_id(b: bytes) -> bool:
     return len(b) == 4 and all(0x20 <= c < 0x7F for c in b)
 
 
-def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None) -> Detection:
+def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None,
+           source_byte_order: str | None = None) -> Detection:
     if profile == "legacy":
-        if source_width is not None:
-            raise UsageError("--source-width needs --profile current: the legacy restorer "
-                             "knew only its own width")
-        # Before the fix: every stream is assumed native and of the restorer's own width.
-        return Detection(Encoding.NATIVE, own.bits, "L: legacy profile, own width assumed")
+        if source_width is not None or source_byte_order is not None:
+            raise UsageError("--source-width and --source-byte-order need --profile current: "
+                             "the legacy restorer knew only its own ABI")
+        # Before the fix: every stream is assumed native, of the restorer's own width and
+        # byte order.
+        return Detection(Encoding.NATIVE, own.bits, "L: legacy profile, own width assumed",
+                         byte_order=own.byte_order)
+    if source_byte_order is not None and source_byte_order not in BYTE_ORDERS:
+        raise UsageError(f"--source-byte-order must be little or big, not {source_byte_order!r}")
+    native = len(head) >= 8 and head[:4] != b"\xff" * 4
+    if native and native_order(head, source_byte_order) == BIG:  # rules B1, B3-B5
+        width, rule, ext = big_width(head, source_width)
+        return Detection(Encoding.NATIVE, width, rule, ext_info=ext, byte_order=BIG)
     if len(head) < 8:
         raise StreamError("stream truncated: fewer than 8 bytes", len(head))
     w0, w1 = struct.unpack_from("<II", head)
@@ -42,9 +53,14 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None) 
         if head[4:8] == SINF:
             # R1: "sinf" read as a uint32 is 0x666E6973 > 0x0FFFFFFF: never an escaped p2m_size.
             return Detection(Encoding.EXTENDED, None, "R1: escape then sinf block")
-        if 0 < w1 <= MAX_P2M_SIZE and head[8:12] == b"\0\0\0\0":
+        if 0 < w1 <= MAX_P2M_SIZE and head[8:12] == b"\0\0\0\0" and source_byte_order != BIG:
             # R2: an escaped stream continues with a 64-bit p2m_size <= 0x0FFFFFFF.
             return Detection(Encoding.ESCAPED, 64, "R2: escape then 64-bit p2m_size")
+        if (len(head) >= 12 and w1 == 0 and 0 < struct.unpack_from(">I", head, 8)[0]
+                <= MAX_P2M_SIZE and source_byte_order != LITTLE):
+            # B2: big-endian escaped: the zero top half of p2m_size comes first.
+            return Detection(Encoding.ESCAPED, 64, "B2: escape then big-endian 64-bit p2m_size",
+                             byte_order=BIG)
         if len(head) < 12:
             raise StreamError("stream truncated: fewer than 12 bytes after an escape", len(head))
         raise StreamError("unknown stream: escape 0xFFFFFFFF followed by neither a sinf "
@@ -86,3 +102,4 @@ def _detect_native(head: bytes, w1: int) -> Detection | None:
         return Detection(Encoding.NATIVE, 32, "R5: bytes 4-7 non-zero: 32-bit, no ext-info",
                          ext_info=False)
     return None  # R6: ambiguous
+

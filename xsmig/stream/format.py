@@ -72,5 +72,7 @@ WRITER = b"wrtr"  # optional: JSON describing the writer (xsmig version, ABI, ma
 SINF_V1 = struct.Struct("<BBHIII")
 SINF_VERSION = 1
 BYTE_ORDER_LITTLE = 0
+BYTE_ORDER_BIG = 1
+BYTE_ORDERS = ("little", "big")  # indexed by the sinf byte_order field
 GUEST_X86_PV = 1
 REQUIRED_FEATURES_KNOWN = 0  # no required feature is defined yet: any bit set is refused

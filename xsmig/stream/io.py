@@ -5,13 +5,23 @@ from __future__ import annotations
 import os
 import select
 import struct
+import sys
 from array import array
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, BinaryIO
 
 from xsmig.errors import StateError, StreamError
 
 LIST_CHUNK = 1 << 16  # entries per read of a list a stream declares: memory follows bytes read
+
+
+@lru_cache(maxsize=64)
+def in_order(fmt: struct.Struct, byte_order: str) -> struct.Struct:
+    """`fmt` (declared little-endian, "<...") in the given byte order."""
+    if byte_order == "little":
+        return fmt
+    return struct.Struct(">" + fmt.format.lstrip("<>=!@"))
 
 
 class StreamReader:
@@ -24,6 +34,7 @@ class StreamReader:
         self._f = f
         self._prefix = memoryview(prefix)
         self.offset = 0
+        self.byte_order = "little"  # of the integers unpack() reads (set once known)
 
     def read(self, n: int, what: str) -> bytes:
         buf = bytearray(n)
@@ -59,11 +70,14 @@ class StreamReader:
                 at = e.offset if e.offset is not None else self.offset
                 raise StreamError(f"stream truncated: {what} needs {total} bytes, got "
                                   f"{at - start}", at) from None
-            yield array(code, chunk)
+            values = array(code, chunk)
+            if self.byte_order != sys.byteorder:
+                values.byteswap()
+            yield values
             count -= k
 
     def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
-        return fmt.unpack(self.read(fmt.size, what))
+        return in_order(fmt, self.byte_order).unpack(self.read(fmt.size, what))
 
     def skip(self, n: int, what: str, scratch: memoryview) -> None:
         while n:
@@ -81,13 +95,14 @@ class StreamWriter:
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
         self.offset = 0
+        self.byte_order = "little"  # of the integers pack() writes
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._f.write(data)
         self.offset += len(data)
 
     def pack(self, fmt: struct.Struct, *values: int | bytes) -> None:
-        self.write(fmt.pack(*values))
+        self.write(in_order(fmt, self.byte_order).pack(*values))
 
     def flush(self) -> None:
         self._f.flush()

@@ -15,10 +15,10 @@ from typing import BinaryIO, Protocol
 from xsmig import pagetypes as pt
 from xsmig.domain import PhysmapEntry, TscInfo
 from xsmig.errors import StreamError, StreamRefused
-from xsmig.layout import Layout
+from xsmig.layout import LITTLE, Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.detect import HEAD_BYTES, Detection, detect
-from xsmig.stream.io import StreamReader
+from xsmig.stream.io import StreamReader, in_order
 from xsmig.vcpu import BY_SIZE, BY_WIDTH, EXTENDED_CONTEXT_SIZE, MAX_VCPU_ID, VcpuLayout
 
 # Real savers write at most 3 ext-info blocks; a cap keeps a 1 MiB section of empty
@@ -81,11 +81,13 @@ class StreamSink(Protocol):
 
 class StreamParser:
     def __init__(self, f: BinaryIO, *, profile: str = "current", own: Layout | None = None,
-                 source_width: int | None = None, max_pages: int = fmt.MAX_P2M_SIZE) -> None:
+                 source_width: int | None = None, max_pages: int = fmt.MAX_P2M_SIZE,
+                 source_byte_order: str | None = None) -> None:
         self._f = f
         self._profile = profile
         self._own = own or Layout.native()
         self._source_width = source_width
+        self._source_byte_order = source_byte_order
         self._max_pages = max_pages
         self._buf = bytearray(fmt.MAX_BATCH * fmt.PAGE_SIZE)  # reused by every batch
         self._scratch = memoryview(self._buf)
@@ -99,7 +101,8 @@ class StreamParser:
                 break
             head += more
         detection = detect(head, profile=self._profile, own=self._own,
-                           source_width=self._source_width)
+                           source_width=self._source_width,
+                           source_byte_order=self._source_byte_order)
         r = StreamReader(self._f, head)
         header = self._header(r, detection)
         sink.on_header(header)
@@ -112,21 +115,23 @@ class StreamParser:
     # -- header --
 
     def _ulong(self, r: StreamReader, layout: Layout, what: str) -> int:
-        return int.from_bytes(r.read(layout.ulong_size, what), "little")
+        return int.from_bytes(r.read(layout.ulong_size, what), layout.byte_order)  # type: ignore[arg-type]
 
     def _header(self, r: StreamReader, detection: Detection) -> StreamHeader:
         xblocks: list[Block] = []
         stream_info = writer = None
         if detection.encoding is fmt.Encoding.NATIVE:
             assert detection.width is not None
-            layout = Layout.for_width(detection.width)
+            layout = Layout.native_stream(detection.width, detection.byte_order, self._own)
         else:
             r.read(4, "escape")
             if detection.encoding is fmt.Encoding.ESCAPED:
-                layout = Layout.clean(8)
+                layout = Layout.clean(8, detection.byte_order)
             else:
                 stream_info, writer = self._extended_section(r, xblocks)
-                layout = Layout.clean(stream_info["word_size"])
+                layout = Layout.clean(stream_info["word_size"],
+                                      fmt.BYTE_ORDERS[stream_info["byte_order"]])
+        r.byte_order = layout.byte_order  # of every integer from here on
 
         at = r.offset
         p2m_size = self._ulong(r, layout, "p2m_size")
@@ -212,8 +217,8 @@ class StreamParser:
         word, order, version, required, optional, guest = fmt.SINF_V1.unpack_from(payload)
         if word not in (4, 8):
             raise StreamError(f"sinf word size {word}: must be 4 or 8", at)
-        if order != fmt.BYTE_ORDER_LITTLE:
-            raise StreamRefused("big-endian streams are not supported", at)
+        if order not in (fmt.BYTE_ORDER_LITTLE, fmt.BYTE_ORDER_BIG):
+            raise StreamError(f"sinf byte order {order}: must be 0 (little) or 1 (big)", at)
         if version < fmt.SINF_VERSION:
             raise StreamError(f"sinf version {version}", at)
         if required & ~fmt.REQUIRED_FEATURES_KNOWN:
@@ -255,7 +260,7 @@ class StreamParser:
             elif bid == fmt.EXT_XCNT:
                 if size != 4:
                     raise StreamError(f"xcnt block of {size} bytes, not 4", at)
-                (header.xsave_limit,) = fmt.U32.unpack(payload)
+                (header.xsave_limit,) = in_order(fmt.U32, r.byte_order).unpack(payload)
                 if not 16 < header.xsave_limit <= 1 << 20:
                     raise StreamError(f"xcnt {header.xsave_limit} out of range", at)
             # Unknown blocks are skipped, as Xen 4.5's restorer does.
@@ -274,13 +279,13 @@ class StreamParser:
             elif count > fmt.MAX_BATCH:
                 raise StreamError(f"batch of {count} pages exceeds {fmt.MAX_BATCH}", at)
             elif count == -2:
-                vcpu_ids = self._vcpu_info(r, at)
+                vcpu_ids = self._vcpu_info(r, at, header.layout)
                 sink.on_chunk(at, count, fmt.CHUNK_NAMES[count], vcpu_ids)
             elif count == -7:
                 mode, nsec, khz, incarnation = r.unpack(fmt.TSC_INFO, "tsc_info")
                 sink.on_chunk(at, count, "tsc_info", TscInfo(mode, nsec, khz, incarnation))
             elif count == -18:
-                sink.on_chunk(at, count, "toolstack", self._toolstack(r, header.layout))
+                sink.on_chunk(at, count, "toolstack", self._toolstack(r, header))
             elif count in (-12, -13):
                 raise StreamRefused("Remus compressed streams are not supported", at)
             elif count in fmt.NO_PAYLOAD_CHUNKS:
@@ -294,14 +299,14 @@ class StreamParser:
     def _batch(self, r: StreamReader, header: StreamHeader, count: int, at: int) -> Batch:
         layout = header.layout
         raw = r.read(count * layout.ulong_size, "batch pfn list")
-        words = array("I", raw)
+        words = _words("I", raw, layout)
         if layout.ulong_size == 8:
-            high = words[1::2]
+            high = words[1::2] if layout.byte_order == LITTLE else words[0::2]
             if max(high):
                 bad = next(i for i, w in enumerate(high) if w)
                 raise StreamError(f"batch entry {bad} has bits 63-32 set",
                                   at + 4 + bad * layout.ulong_size)
-            words = words[0::2]
+            words = words[0::2] if layout.byte_order == LITTLE else words[1::2]
         types = bytes(w >> pt.TYPE_SHIFT for w in words)
         pfns = [w & pt.PFN_MASK for w in words]
         if 0 in types.translate(_VALID_NIBBLE):
@@ -320,11 +325,15 @@ class StreamParser:
         r.readinto(data, "batch page data")
         return Batch(at, pfns, types, data, data_offset)
 
-    def _vcpu_info(self, r: StreamReader, at: int) -> list[int]:
+    def _vcpu_info(self, r: StreamReader, at: int, layout: Layout) -> list[int]:
         (max_id,) = r.unpack(fmt.I32, "vcpu_info max_vcpu_id")
         if not 0 <= max_id <= MAX_VCPU_ID:
             raise StreamError(f"max_vcpu_id {max_id} out of range 0..{MAX_VCPU_ID}", at + 4)
         raw = r.read((max_id // 64 + 1) * 8, "vcpu_info map")
+        if layout.byte_order != LITTLE:  # the bit decoding below reads little-endian words
+            swapped = array("Q", raw)
+            swapped.byteswap()
+            raw = swapped.tobytes()
         # One 0/1 byte per bit (little-endian bit order), then the set positions: C loops
         # only, as a stream may repeat a 4096-vCPU map thousands of times.
         if raw != self._last_map[0]:  # a repeated map (hostile or not) is decoded once
@@ -338,7 +347,8 @@ class StreamParser:
                               at + 8)
         return ids
 
-    def _toolstack(self, r: StreamReader, layout: Layout) -> tuple[int, list[PhysmapEntry]]:
+    def _toolstack(self, r: StreamReader, header: StreamHeader
+                   ) -> tuple[int, list[PhysmapEntry]]:
         at = r.offset
         (length,) = r.unpack(fmt.U32, "toolstack length")
         if length > fmt.MAX_TOOLSTACK:
@@ -348,24 +358,26 @@ class StreamParser:
         base = at + 4
         if length < fmt.TOOLSTACK_HEADER.size:
             raise StreamError("toolstack chunk too short", base)
-        version, count = fmt.TOOLSTACK_HEADER.unpack_from(data)
-        pos = fmt.TOOLSTACK_HEADER.size
-        record = layout.physmap_record_size()
-        entries = []
-        for i in range(count):
-            if pos + record > length:
-                raise StreamError(f"toolstack physmap entry {i} overruns the chunk", base + pos)
-            phys, start, size, namelen = fmt.PHYSMAP_FIELDS.unpack_from(data, pos)
-            if namelen > fmt.MAX_PHYSMAP_NAME or pos + record + namelen > length:
-                raise StreamError(f"toolstack physmap entry {i}: bad name length {namelen}",
-                                  base + pos + 24)
-            name_at = pos + fmt.PHYSMAP_FIELDS.size  # the name starts at offset 28 on any ABI
-            entries.append(PhysmapEntry(phys, start, size, data[name_at:name_at + namelen]))
-            pos += record + namelen
-        if pos != length:
-            raise StreamError(f"toolstack chunk has {length - pos} bytes after its entries "
-                              "(wrong ABI?)", base + pos)
-        return version, entries
+        order = header.layout.byte_order
+        version, count = in_order(fmt.TOOLSTACK_HEADER, order).unpack_from(data)
+        record = header.layout.physmap_record_size()
+        try:
+            return version, _physmap(data, count, record, order, base)
+        except StreamError:
+            # A 32-bit native stream names its width, not its uint64 alignment: i386
+            # pads physmap records to 28 bytes, armhf to 32. The one that fits decides.
+            if (header.encoding is not fmt.Encoding.NATIVE or header.layout.bits != 32
+                    or self._profile == "legacy"):
+                raise
+            other = 32 if record == 28 else 28
+            try:
+                entries = _physmap(data, count, other, order, base)
+            except StreamError:
+                raise StreamError("toolstack chunk fits neither the 28- nor the 32-byte "
+                                  "physmap record of a 32-bit toolstack", base) from None
+            header.layout = Layout("armhf" if other == 32 else "i386", 4,
+                                   8 if other == 32 else 4, order)
+            return version, entries
 
     # -- tail --
 
@@ -401,3 +413,33 @@ class StreamParser:
             sink.on_vcpu(at, vcpu_id, ctx, ext, mask, xsave)
         at = r.offset
         sink.on_shared_info(at, r.read(fmt.PAGE_SIZE, "shared info"))
+
+
+def _words(code: str, raw: bytes, layout: Layout) -> array[int]:
+    """An array of the stream's integers, in the running host's order."""
+    words = array(code, raw)
+    if layout.swaps:
+        words.byteswap()
+    return words
+
+
+def _physmap(data: bytes, count: int, record: int, order: str, base: int
+             ) -> list[PhysmapEntry]:
+    fields = in_order(fmt.PHYSMAP_FIELDS, order)
+    length = len(data)
+    pos = fmt.TOOLSTACK_HEADER.size
+    entries = []
+    for i in range(count):
+        if pos + record > length:
+            raise StreamError(f"toolstack physmap entry {i} overruns the chunk", base + pos)
+        phys, start, size, namelen = fields.unpack_from(data, pos)
+        if namelen > fmt.MAX_PHYSMAP_NAME or pos + record + namelen > length:
+            raise StreamError(f"toolstack physmap entry {i}: bad name length {namelen}",
+                              base + pos + 24)
+        name_at = pos + fields.size  # the name starts at offset 28 on any ABI
+        entries.append(PhysmapEntry(phys, start, size, data[name_at:name_at + namelen]))
+        pos += record + namelen
+    if pos != length:
+        raise StreamError(f"toolstack chunk has {length - pos} bytes after its entries "
+                          "(wrong ABI?)", base + pos)
+    return entries

@@ -16,7 +16,7 @@ from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir, DomainMet
 from xsmig.errors import StateError, UsageError
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
-from xsmig.stream.io import StreamWriter
+from xsmig.stream.io import StreamWriter, in_order
 from xsmig.validate import Invalid, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
@@ -41,8 +41,8 @@ def stream_layout(opts: SaveOptions) -> Layout:
     if opts.encoding is fmt.Encoding.NATIVE:
         return opts.layout
     if opts.encoding is fmt.Encoding.ESCAPED:
-        return Layout.clean(8)
-    return Layout.clean(opts.word_size or opts.layout.ulong_size)
+        return Layout.clean(8, opts.layout.byte_order)
+    return Layout.clean(opts.word_size or opts.layout.ulong_size, opts.layout.byte_order)
 
 
 class _Saver:
@@ -64,7 +64,7 @@ class _Saver:
         self.batches = 0
 
     def ulongs(self, values: Sequence[int]) -> bytes:
-        return struct.pack(f"<{len(values)}{self.layout.ulong_code}", *values)
+        return struct.pack(f"{self.layout.endian}{len(values)}{self.layout.ulong_code}", *values)
 
     def to_pfn(self, mfn: int) -> int | None:
         pfn = self.frames.pfn(mfn)
@@ -77,7 +77,8 @@ class _Saver:
         if opts.encoding is not fmt.Encoding.NATIVE:
             out.pack(fmt.U32, fmt.ESCAPE)
         if opts.encoding is fmt.Encoding.EXTENDED:
-            sinf = fmt.SINF_V1.pack(self.layout.ulong_size, fmt.BYTE_ORDER_LITTLE,
+            order = fmt.BYTE_ORDERS.index(self.layout.byte_order)
+            sinf = fmt.SINF_V1.pack(self.layout.ulong_size, order,
                                     fmt.SINF_VERSION, 0, 0, fmt.GUEST_X86_PV)
             writer = json.dumps({"xsmig": __version__, "abi": opts.layout.name,
                                  "machine": platform.machine()}).encode()
@@ -86,13 +87,17 @@ class _Saver:
                                         (fmt.XEND, 0, b"")]:
                 out.pack(fmt.XBLOCK, bid, flags, 0, len(payload))
                 out.write(payload)
+        # The extended-info section is little-endian on every ABI (it declares the order);
+        # every integer after it, and all of a native or escaped stream, is in the ABI's.
+        out.byte_order = self.layout.byte_order
         out.write(self.ulongs([self.meta.p2m_size]))
         if opts.ext_info:
             blocks = [(fmt.EXT_VCPU, self.vcpu_context(0))]
             if self.meta.extended_contexts:
                 blocks.append((fmt.EXT_EXTV, b""))
             if self.meta.xsave_size:
-                blocks.append((fmt.EXT_XCNT, fmt.U32.pack(self.meta.xsave_size + 16)))
+                xcnt = in_order(fmt.U32, self.layout.byte_order).pack(self.meta.xsave_size + 16)
+                blocks.append((fmt.EXT_XCNT, xcnt))
             out.write(self.ulongs([self.layout.ulong_all_ones]))
             out.pack(fmt.U32, sum(fmt.EXT_BLOCK.size + len(data) for _, data in blocks))
             for bid, data in blocks:
@@ -118,7 +123,7 @@ class _Saver:
         out = self.out
         out.pack(fmt.I32, -2)
         out.pack(fmt.I32, max(ids))
-        out.write(struct.pack(f"<{len(words)}Q", *words))
+        out.write(struct.pack(f"{self.layout.endian}{len(words)}Q", *words))
         tsc = self.meta.tsc
         out.pack(fmt.I32, -7)
         out.pack(fmt.TSC_INFO, tsc.mode, tsc.nsec, tsc.khz, tsc.incarnation)
@@ -173,10 +178,12 @@ class _Saver:
     def toolstack(self) -> bytes:
         assert self.meta.toolstack_version is not None
         record = self.layout.physmap_record_size()
-        parts = [fmt.TOOLSTACK_HEADER.pack(self.meta.toolstack_version, len(self.meta.physmap))]
+        order = self.layout.byte_order
+        header = in_order(fmt.TOOLSTACK_HEADER, order)
+        parts = [header.pack(self.meta.toolstack_version, len(self.meta.physmap))]
         for entry in self.meta.physmap:
-            fields = fmt.PHYSMAP_FIELDS.pack(entry.phys_offset, entry.start_addr, entry.size,
-                                             len(entry.name))
+            fields = in_order(fmt.PHYSMAP_FIELDS, order).pack(
+                entry.phys_offset, entry.start_addr, entry.size, len(entry.name))
             # libxl copies the name to offset 28 of a sizeof()+namelen buffer: on amd64 the
             # 4 padding bytes end up after the name.
             parts.append((fields + entry.name).ljust(record + len(entry.name), b"\0"))

@@ -50,6 +50,11 @@ def main() -> None:
         "uname_machine": os.uname().machine,
         "sizeof_long": struct.calcsize("L"),
         "uint64_align": struct.calcsize("@IQ") - 8,
+        "byte_order": sys.byteorder,
+        # The same facts proven by bytes, not by the interpreter's say-so: a native
+        # unsigned long 1 and a native {uint32, uint64} struct.
+        "long_one_bytes": struct.pack("@L", 1).hex(),
+        "struct_iq_bytes": struct.pack("@IQ", 1, 2).hex(),
         "python_version": platform.python_version(),
         "python_executable": sys.executable,
         "evidence": {
