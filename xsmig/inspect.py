@@ -7,6 +7,7 @@ from typing import Any, BinaryIO
 
 from xsmig import pagetypes as pt
 from xsmig.layout import Layout
+from xsmig.stream import format as fmt
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser
 
 
@@ -41,11 +42,11 @@ class InspectSink:
 
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
         entry: dict[str, Any] = {"offset": offset, "kind": name, "id": chunk_id}
-        if chunk_id == -2:
+        if name == fmt.EV_VCPU_INFO:
             entry["vcpu_ids"] = value
-        elif chunk_id == -7:
+        elif name == fmt.EV_TSC_INFO:
             entry["tsc"] = vars(value)
-        elif chunk_id == -18:
+        elif name == fmt.EV_TOOLSTACK:
             assert isinstance(value, tuple)
             entry["toolstack_version"] = value[0]
             entry["physmap"] = [p.to_json() | {"name": p.name.rstrip(b"\0").decode("latin-1")}
@@ -55,6 +56,10 @@ class InspectSink:
         self._chunk(entry)
 
     def on_unmapped(self, offset: int, pfns: list[int]) -> None:
+        if self.header and self.header.encoding is fmt.Encoding.V2:
+            # v2: XTAB entries of PAGE_DATA records, counted over the stream
+            self.tail["unmapped_pfns"] = self.tail.get("unmapped_pfns", 0) + len(pfns)
+            return
         self.tail["offset"] = offset
         self.tail["unmapped_pfns"] = len(pfns)
 
@@ -75,6 +80,7 @@ class InspectSink:
             "toolstack_width": h.layout.bits,
             "detection": h.detection.rule,
             "stream_info": h.stream_info,
+            "v2": h.v2,
             "writer": h.writer,
             "extended_info_section": [vars(b) for b in h.xblocks],
             "p2m_size": h.p2m_size,
@@ -122,10 +128,17 @@ def inspect_stream(f: BinaryIO, *, profile: str = "current", source_width: int |
 
 
 def render_text(report: dict[str, Any]) -> str:
-    lines = [
-        f"encoding      {report['encoding']} ({report['detection']})",
-        f"word size     {report['word_size']} bytes ({report['toolstack_width']}-bit ulongs)",
-    ]
+    lines = [f"encoding      {report['encoding']} ({report['detection']})"]
+    if report.get("v2"):
+        lines.append("word size     none: v2 fields have fixed widths")
+    else:
+        lines.append(f"word size     {report['word_size']} bytes ({report['toolstack_width']}-bit "
+                     "ulongs)")
+    if report.get("v2"):
+        v2 = report["v2"]
+        lines.append(f"v2 headers    version {v2['version']}, options {v2['options']:#x}, "
+                     f"domain type {v2['domain_type']}, page_shift {v2['page_shift']}, "
+                     f"Xen {v2['xen_major']}.{v2['xen_minor']}")
     if report["stream_info"]:
         lines.append(f"stream info   {report['stream_info']}")
     if report["writer"]:

@@ -7,7 +7,9 @@ domain (page-table entries, vCPU frames) is the sink's to check."""
 from __future__ import annotations
 
 import json
+import sys
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -48,6 +50,7 @@ class StreamHeader:
     extended_contexts: bool = False
     xsave_limit: int = 0  # xcnt value: xsave area size + 16; 0: no xsave in the tail
     frame_list: list[int] = field(default_factory=list)
+    v2: dict[str, int] | None = None  # v2 only: the image and domain headers' fields
 
     @property
     def encoding(self) -> fmt.Encoding:
@@ -73,10 +76,16 @@ class StreamSink(Protocol):
     def on_shared_info(self, offset: int, data: bytes) -> None: ...
 
 
+def _note_on_stderr(text: str) -> None:
+    print(f"xsmig: note: {text}", file=sys.stderr)
+
+
 class StreamParser:
     def __init__(self, f: BinaryIO, *, profile: str = "current", own: Layout | None = None,
-                 source_width: int | None = None, max_pages: int = fmt.MAX_P2M_SIZE) -> None:
+                 source_width: int | None = None, max_pages: int = fmt.MAX_P2M_SIZE,
+                 note: Callable[[str], None] | None = None) -> None:
         self._f = f
+        self._note = note or _note_on_stderr
         self._profile = profile
         self._own = own or Layout.native()
         self._source_width = source_width
@@ -93,7 +102,13 @@ class StreamParser:
             head += more
         detection = detect(head, profile=self._profile, own=self._own,
                            source_width=self._source_width)
+        if detection.note:
+            self._note(detection.note)
         r = StreamReader(self._f, head)
+        if detection.encoding is fmt.Encoding.V2:
+            from xsmig.stream.v2reader import V2Parser  # v2reader builds on this module
+
+            return V2Parser(r, detection, self._scratch, max_pages=self._max_pages).parse(sink)
         header = self._header(r, detection)
         sink.on_header(header)
         vcpu_ids = self._body(r, header, sink)
@@ -255,29 +270,32 @@ class StreamParser:
         while True:
             at = r.offset
             (count,) = r.unpack(fmt.I32, "chunk id or batch count")
-            if count == 0:
+            if count == fmt.BODY_END:
                 return vcpu_ids
             if 0 < count <= fmt.MAX_BATCH:
                 sink.on_batch(self._batch(r, header, count, at))
             elif count > fmt.MAX_BATCH:
                 raise StreamError(f"batch of {count} pages exceeds {fmt.MAX_BATCH}", at)
-            elif count == -2:
-                vcpu_ids = self._vcpu_info(r, at)
-                sink.on_chunk(at, count, fmt.CHUNK_NAMES[count], vcpu_ids)
-            elif count == -7:
-                mode, nsec, khz, incarnation = r.unpack(fmt.TSC_INFO, "tsc_info")
-                sink.on_chunk(at, count, "tsc_info", TscInfo(mode, nsec, khz, incarnation))
-            elif count == -18:
-                sink.on_chunk(at, count, "toolstack", self._toolstack(r, header.layout))
-            elif count in (-12, -13):
-                raise StreamRefused("Remus compressed streams are not supported", at)
-            elif count in fmt.NO_PAYLOAD_CHUNKS:
-                sink.on_chunk(at, count, fmt.CHUNK_NAMES[count], None)
-            elif count in fmt.HVM_CHUNKS:
-                _pad, value = r.unpack(fmt.HVM_CHUNK, f"chunk {count}")
-                sink.on_chunk(at, count, f"hvm_{-count}", value)
-            else:
+            elif count not in fmt.LEGACY_CHUNKS:
                 raise StreamError(f"unknown chunk id {count}", at)
+            elif not fmt.LEGACY_CHUNKS[count].supported:
+                raise StreamRefused("Remus compressed streams are not supported", at)
+            else:
+                chunk = fmt.LEGACY_CHUNKS[count]
+                kind = chunk.payload
+                if kind is fmt.Payload.VCPU_INFO:
+                    vcpu_ids = self._vcpu_info(r, at)
+                    sink.on_chunk(at, count, chunk.name, vcpu_ids)
+                elif kind is fmt.Payload.TSC_INFO:
+                    mode, nsec, khz, incarnation = r.unpack(fmt.TSC_INFO, chunk.name)
+                    sink.on_chunk(at, count, chunk.name, TscInfo(mode, nsec, khz, incarnation))
+                elif kind is fmt.Payload.TOOLSTACK:
+                    sink.on_chunk(at, count, chunk.name, self._toolstack(r, header.layout))
+                elif kind is fmt.Payload.NONE:
+                    sink.on_chunk(at, count, chunk.name, None)
+                else:
+                    _pad, value = r.unpack(fmt.HVM_CHUNK, chunk.name)
+                    sink.on_chunk(at, count, chunk.name, value)
 
     def _batch(self, r: StreamReader, header: StreamHeader, count: int, at: int) -> Batch:
         layout = header.layout
@@ -327,28 +345,7 @@ class StreamParser:
         if length > fmt.MAX_TOOLSTACK:
             raise StreamError(f"toolstack chunk of {length} bytes exceeds {fmt.MAX_TOOLSTACK}",
                               at)
-        data = r.read(length, "toolstack data")
-        base = at + 4
-        if length < fmt.TOOLSTACK_HEADER.size:
-            raise StreamError("toolstack chunk too short", base)
-        version, count = fmt.TOOLSTACK_HEADER.unpack_from(data)
-        pos = fmt.TOOLSTACK_HEADER.size
-        record = layout.physmap_record_size()
-        entries = []
-        for i in range(count):
-            if pos + record > length:
-                raise StreamError(f"toolstack physmap entry {i} overruns the chunk", base + pos)
-            phys, start, size, namelen = fmt.PHYSMAP_FIELDS.unpack_from(data, pos)
-            if namelen > fmt.MAX_PHYSMAP_NAME or pos + record + namelen > length:
-                raise StreamError(f"toolstack physmap entry {i}: bad name length {namelen}",
-                                  base + pos + 24)
-            name_at = pos + fmt.PHYSMAP_FIELDS.size  # the name starts at offset 28 on any ABI
-            entries.append(PhysmapEntry(phys, start, size, data[name_at:name_at + namelen]))
-            pos += record + namelen
-        if pos != length:
-            raise StreamError(f"toolstack chunk has {length - pos} bytes after its entries "
-                              "(wrong ABI?)", base + pos)
-        return version, entries
+        return parse_toolstack(r.read(length, "toolstack data"), layout, at + 4)
 
     # -- tail --
 
@@ -381,3 +378,28 @@ class StreamParser:
             sink.on_vcpu(at, vcpu_id, ctx, ext, mask, xsave)
         at = r.offset
         sink.on_shared_info(at, r.read(fmt.PAGE_SIZE, "shared info"))
+
+
+def parse_toolstack(data: bytes, layout: Layout, base: int) -> tuple[int, list[PhysmapEntry]]:
+    """libxl's toolstack data (stream offset `base`), its records padded as `layout` pads."""
+    length = len(data)
+    if length < fmt.TOOLSTACK_HEADER.size:
+        raise StreamError("toolstack chunk too short", base)
+    version, count = fmt.TOOLSTACK_HEADER.unpack_from(data)
+    pos = fmt.TOOLSTACK_HEADER.size
+    record = layout.physmap_record_size()
+    entries = []
+    for i in range(count):
+        if pos + record > length:
+            raise StreamError(f"toolstack physmap entry {i} overruns the chunk", base + pos)
+        phys, start, size, namelen = fmt.PHYSMAP_FIELDS.unpack_from(data, pos)
+        if namelen > fmt.MAX_PHYSMAP_NAME or pos + record + namelen > length:
+            raise StreamError(f"toolstack physmap entry {i}: bad name length {namelen}",
+                              base + pos + 24)
+        name_at = pos + fmt.PHYSMAP_FIELDS.size  # the name starts at offset 28 on any ABI
+        entries.append(PhysmapEntry(phys, start, size, data[name_at:name_at + namelen]))
+        pos += record + namelen
+    if pos != length:
+        raise StreamError(f"toolstack chunk has {length - pos} bytes after its entries "
+                          "(wrong ABI?)", base + pos)
+    return version, entries
