@@ -6,10 +6,19 @@ Each module declares its cells and their expected outcomes explicitly, as data
 
 from __future__ import annotations
 
-from scenarios import cold, hostile, legacy, no_ext_info, pingpong, shapes, truncated
+from scenarios import (
+    cold,
+    convert,
+    hostile,
+    legacy,
+    no_ext_info,
+    pingpong,
+    shapes,
+    truncated,
+)
 from scenarios.model import Cell
 
-_MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile)
+_MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, convert)
 
 
 def all_cells() -> list[Cell]:

@@ -1,9 +1,11 @@
 """Native streams without extended info (`save --no-ext-info`) on every pair.
 
-From an i386 source bytes 4-7 hold the (non-zero) p2m frame list, which proves
-a 32-bit writer. From an amd64 source they are zero, which a 32-bit stream
-could also show, so the restorer must refuse and ask for --source-width; the
-retry with `--source-width 64` then restores identically.
+From an i386 source bytes 4-7 hold the (non-zero) p2m frame list, which proves a
+32-bit writer. From an amd64 source they are zero, which a 32-bit stream could also
+show; the mail's rule then reads the stream in the restorer's own width (one note on
+stderr). amd64 to amd64 therefore restores without any flag, as Xen <= 4.4 always did;
+on an i386 restorer the 64-bit stream fails the parser's checks, and the error names
+`--source-width 64`, with which the retry restores identically.
 
 The guest has the source toolstack's width: a guest of the other width cannot be
 saved without extended info at all (only the `vcpu` block tells its width; the
@@ -16,16 +18,18 @@ from scenarios.hosts import PAIRS
 from scenarios.model import IDENTICAL, Cell, Domain, Expect, Retry, refused
 
 NAME = "no-ext-info"
-DESCRIPTION = "native without extended info: detected, or refused then retried with the width"
+DESCRIPTION = "native without extended info: detected, own width (the mail's rule), or " \
+              "refused then retried with the width"
 
-ASK_WIDTH = refused(4, naming="--source-width")
+# Read as 32-bit, a 64-bit stream is malformed (3) or refused (4): either is clean.
+MISREAD_NAMES_WIDTH = refused(3, 4, naming="--source-width")
 
 # pair -> (guest width, expected outcome, retry after the refusal)
 EXPECTED: dict[str, tuple[int, Expect, Retry | None]] = {
     "i386-to-i386": (32, IDENTICAL, None),
     "i386-to-amd64": (32, IDENTICAL, None),
-    "amd64-to-i386": (64, ASK_WIDTH, Retry(source_width=64)),
-    "amd64-to-amd64": (64, ASK_WIDTH, Retry(source_width=64)),
+    "amd64-to-i386": (64, MISREAD_NAMES_WIDTH, Retry(source_width=64)),
+    "amd64-to-amd64": (64, IDENTICAL, None),
 }
 
 

@@ -96,7 +96,13 @@ def attempt(
     t = migrate.stream(
         hop.src,
         hop.dst,
-        migrate.save_argv(name, cell.encoding, no_ext_info=cell.no_ext_info, rounds=cell.rounds),
+        migrate.save_argv(
+            name,
+            cell.encoding,
+            no_ext_info=cell.no_ext_info,
+            rounds=cell.rounds,
+            convert=cell.convert,
+        ),
         migrate.restore_argv(name, profile=cell.profile, source_width=source_width),
         timeout=cell.timeout,
         tee=workdir / f"hop{hop.index}-try{n}.stream",

@@ -65,6 +65,8 @@ def test_amd64_stream_without_ext_info_on_i386_fails_cleanly(
     with pytest.raises((StreamError, StreamRefused)) as info:
         restore_bytes(store, data, "wrong", own=I386)
     assert info.value.exit_code in (3, 4) and "\n" not in str(info.value)
+    assert "--source-width 64" in str(info.value)  # the way out, named
+    assert info.value.offset is not None and f"at byte {info.value.offset}" in str(info.value)
     assert_nothing_left(store, before)
 
 

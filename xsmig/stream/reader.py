@@ -76,6 +76,18 @@ class StreamSink(Protocol):
     def on_shared_info(self, offset: int, data: bytes) -> None: ...
 
 
+def _with_width_hint(e: StreamError | StreamRefused, detection: Detection
+                     ) -> StreamError | StreamRefused:
+    """A stream read in the own width by the mail's rule failed: say how to read it."""
+    text = str(e)
+    if e.offset is not None:
+        text = text.removesuffix(e.where.format(e.offset))
+    other = 96 - (detection.width or 64)
+    return type(e)(f"{text} (read as this toolstack's own {detection.width}-bit width, the "
+                   f"mail's rule for streams without extended info; give --source-width "
+                   f"{other} if a {other}-bit toolstack wrote it)", e.offset)
+
+
 def _note_on_stderr(text: str) -> None:
     print(f"xsmig: note: {text}", file=sys.stderr)
 
@@ -109,12 +121,17 @@ class StreamParser:
             from xsmig.stream.v2reader import V2Parser  # v2reader builds on this module
 
             return V2Parser(r, detection, self._scratch, max_pages=self._max_pages).parse(sink)
-        header = self._header(r, detection)
-        sink.on_header(header)
-        vcpu_ids = self._body(r, header, sink)
-        self._tail(r, header, vcpu_ids, sink)
-        if not r.at_eof():
-            raise StreamError("trailing data after the shared-info page", r.offset)
+        try:
+            header = self._header(r, detection)
+            sink.on_header(header)
+            vcpu_ids = self._body(r, header, sink)
+            self._tail(r, header, vcpu_ids, sink)
+            if not r.at_eof():
+                raise StreamError("trailing data after the shared-info page", r.offset)
+        except (StreamError, StreamRefused) as e:
+            if detection.rule.startswith("R6"):
+                raise _with_width_hint(e, detection) from None
+            raise
         return header
 
     # -- header --

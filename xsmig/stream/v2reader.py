@@ -259,11 +259,11 @@ class V2Parser:
             raise StreamError("PAGE_DATA with count 0 (must be > 0)", at + 8)
         if res:
             raise StreamError("reserved bits set in PAGE_DATA", at + 12)
+        if length < 8 + 8 * count:
+            raise StreamError(f"PAGE_DATA of {length} bytes cannot hold {count} pfns", at + 8)
         if count > fmt.MAX_BATCH:
             raise StreamRefused(f"PAGE_DATA of {count} pages: xsmig reads up to "
                                 f"{fmt.MAX_BATCH} (Xen's batch size)", at + 8)
-        if length < 8 + 8 * count:
-            raise StreamError(f"PAGE_DATA of {length} bytes cannot hold {count} pfns", at + 4)
         base = r.offset
         raw = self.pfn_buf[:8 * count]
         r.readinto(raw, "PAGE_DATA pfns")
