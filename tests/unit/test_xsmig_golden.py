@@ -141,19 +141,19 @@ def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
             if gw == 64 and level == 4:
                 assert entries[256:272] == (0,) * 16
         elif pfn in meta.p2m_frames:
-            fmt = f"<{p2m}Q" if gw == 64 else f"<{p2m}I"
+            words_fmt = f"<{p2m}Q" if gw == 64 else f"<{p2m}I"
             ones = (1 << gw) - 1
             expected = tuple(ones if types[p] == 0xF else p for p in range(p2m))
-            assert struct.unpack_from(fmt, data) == expected
+            assert struct.unpack_from(words_fmt, data) == expected
         else:
             assert data == page(domain, pfn)
-    assert w.i32() == -2
+    assert w.i32() == fmt.CHUNK_VCPU_INFO
     assert w.i32() == 0  # max_vcpu_id
     assert w.u(8) == 1  # vcpumap
-    assert w.i32() == -7
+    assert w.i32() == fmt.CHUNK_TSC_INFO
     assert struct.unpack("<IQII", w.take(20)) == (meta.tsc.mode, meta.tsc.nsec, meta.tsc.khz,
                                                   meta.tsc.incarnation)
-    assert w.i32() == -18
+    assert w.i32() == fmt.CHUNK_TOOLSTACK
     length = w.u(4)
     start = w.pos
     assert (w.u(4), w.u(4)) == (1, len(meta.physmap))
@@ -164,8 +164,8 @@ def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
         assert record[28:28 + len(pm.name)] == pm.name  # the name at offset 28 on any ABI
         assert record[28 + len(pm.name):] == bytes(ex.physmap_record - 28)
     assert w.pos - start == length
-    assert w.i32() == -9
-    assert w.i32() == 0
+    assert w.i32() == fmt.CHUNK_LAST_CHECKPOINT
+    assert w.i32() == fmt.BODY_END
     holes = [p for p in range(p2m) if types[p] == 0xF]
     assert w.u(4) == len(holes)
     assert [w.u(ex.word) for _ in holes] == holes
@@ -180,6 +180,24 @@ def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
     assert shared[FLL[gw]:FLL[gw] + gw // 8] == bytes(gw // 8)
     assert shared[:FLL[gw]] == domain.shared_info_path.read_bytes()[:FLL[gw]]
     assert w.pos == len(w.data), "trailing bytes"
+
+
+# The facts file's chunk ids (section 2), written out: the walker above uses the format's
+# names, and this table pins the names to the numbers.
+FACTS_CHUNKS = {
+    "enable_verify_mode": -1, "vcpu_info": -2, "tsc_info": -7, "last_checkpoint": -9,
+    "compressed_data": -12, "enable_compression": -13, "toolstack": -18,
+}
+FACTS_HVM_CHUNKS = {-3, -4, -8, -10, -11, -14, -15, -16, -17, -19, -20}
+
+
+def test_format_table_has_the_facts_chunk_ids() -> None:
+    named = {c.name: c.id for c in fmt.LEGACY_CHUNKS.values()
+             if c.payload is not fmt.Payload.HVM_VALUE}
+    assert named == FACTS_CHUNKS
+    assert fmt.HVM_CHUNKS == FACTS_HVM_CHUNKS
+    assert (fmt.CHUNK_VCPU_INFO, fmt.CHUNK_TSC_INFO, fmt.CHUNK_LAST_CHECKPOINT,
+            fmt.CHUNK_TOOLSTACK, fmt.BODY_END) == (-2, -7, -9, -18, 0)
 
 
 # The spec's record numbers, written out (libxc-migration-stream.pandoc, "Records").
