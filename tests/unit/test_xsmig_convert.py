@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import io
 import struct
+import tempfile
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from v2_spec import spec_check, split
 from xsmig_helpers import ENCODINGS, Guest, assert_cli_error, cli, digest, make, restore_bytes
 from xsmig_helpers import save_bytes as save_stream
@@ -20,6 +23,7 @@ from xsmig.errors import StreamRefused
 from xsmig.layout import AMD64, I386, Layout
 from xsmig.store import Store
 from xsmig.stream.format import Encoding
+from xsmig.synth import SHAPES
 from xsmig.verify import verify_stream
 
 LAYOUTS = {"i386": I386, "amd64": AMD64}
@@ -134,3 +138,34 @@ def test_cli(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("bad.stream*"))
     assert_cli_error(cli(st, "convert", "--to", "v2", "--from", "native", stdin=v2.stdout), 4)
     assert_cli_error(cli(st, "convert", "--to", "v2", "--word-size", "4", stdin=native), 2)
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32),
+    pages=st.integers(64, 500),
+    vcpus=st.integers(1, 4),
+    width=st.sampled_from([32, 64]),
+    shape=st.sampled_from(SHAPES),
+    source_enc=st.sampled_from(ENCODINGS),
+    chain=st.lists(st.sampled_from(ENCODINGS), min_size=1, max_size=3),
+    saver=st.sampled_from([I386, AMD64]),
+    abi=st.sampled_from([I386, AMD64]),
+    rounds=st.integers(1, 3),
+)
+def test_conversion_chains_keep_the_guest(seed: int, pages: int, vcpus: int, width: int,
+                                          shape: str, source_enc: Encoding,
+                                          chain: list[Encoding], saver: Layout, abi: Layout,
+                                          rounds: int) -> None:
+    if shape == "sparse":
+        pages = max(pages, 256)
+    guest = Guest(pages=pages, width=width, vcpus=vcpus, max_vcpu_id=vcpus + seed % 50,
+                  seed=seed, shape=shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = make(Store(Path(tmp) / "s"), "g", guest, host_id=seed % 5)
+        data = save_stream(src, source_enc, saver, rounds=rounds)
+        for target in chain:
+            data = converted(data, target, abi)
+        restored = restore_bytes(Store(Path(tmp) / "d"), data, "g", host_id=seed % 5 + 1)
+        assert digest(restored) == digest(src)

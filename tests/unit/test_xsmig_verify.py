@@ -9,13 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_xsmig_badinput import HOSTILE, KINDS, Stream
 from test_xsmig_v2 import ACCEPTED, REJECTED
 from v2_spec import VCPU_MSRS, split
-from xsmig_helpers import ENCODINGS, Guest, cli, make, save_bytes
+from xsmig_helpers import ENCODINGS, Guest, cli, make, restore_bytes, save_bytes
 
 from xsmig.domain import DomainDir
-from xsmig.errors import StreamError
+from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import AMD64, I386
 from xsmig.store import Store
 from xsmig.stream.format import Encoding
@@ -115,3 +117,37 @@ def test_cli(tmp_path: Path, source: DomainDir, v2data: bytes,
     assert verdict["error"]["offset"] == at
     refused = cli(st, "verify", "-", stdin=v2data[:12] + b"\0\0\0\x09" + v2data[16:])
     assert refused.returncode == 4 and "version 9" in refused.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def small_streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    store = Store(tmp_path_factory.mktemp("small"))
+    g = make(store, "g", Guest(pages=64, width=32, vcpus=2, max_vcpu_id=3, seed=8,
+                               shape="standard"))
+    return {f"{e.value}-{s}": save_bytes(g, e, LAYOUTS[s]) for e in ENCODINGS for s in LAYOUTS}
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_verify_agrees_with_restore_on_corrupted_streams(
+        tmp_path_factory: pytest.TempPathFactory, small_streams: dict[str, bytes],
+        data: st.DataObject) -> None:
+    """One byte changed anywhere (or the stream cut): verify says valid exactly when
+    restore succeeds, and otherwise reports restore's very error and offset."""
+    kind = data.draw(st.sampled_from(sorted(small_streams)))
+    stream = bytearray(small_streams[kind])
+    at = data.draw(st.integers(0, len(stream) - 1))
+    if data.draw(st.booleans()):
+        stream[at] ^= data.draw(st.integers(1, 255))
+    else:
+        del stream[at:]
+    verdict = verify_stream(io.BytesIO(bytes(stream)))
+    store = Store(tmp_path_factory.mktemp("r"))
+    try:
+        restore_bytes(store, bytes(stream), "r")
+    except (StreamError, StreamRefused) as e:
+        assert not verdict["valid"]
+        assert (verdict["error"]["message"], verdict["error"]["offset"]) == (str(e), e.offset)
+    else:
+        assert verdict["valid"], verdict["error"]
