@@ -165,7 +165,8 @@ def render_text(report: dict[str, Any]) -> str:
     if report["chunks_omitted"]:
         lines.append(f"  ... {report['chunks_omitted']} more")
     tail = report["tail"]
-    lines.append(f"tail at {tail.get('offset')}: {tail.get('unmapped_pfns')} unmapped pfns, "
+    where = f"tail at {tail.get('offset')}" if report.get("v2") is None else "records"
+    lines.append(f"{where}: {tail.get('unmapped_pfns', 0)} unmapped pfns, "
                  f"{len(tail['vcpus'])} vCPUs, shared info at {tail.get('shared_info_offset')}")
     lines.append(f"total         {report['bytes']} bytes")
     return "\n".join(lines)

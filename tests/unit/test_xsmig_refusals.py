@@ -167,3 +167,17 @@ def test_cli_refusals(tmp_path: Path) -> None:
                      4)
     assert cli(st, "list").stdout.decode().split().count("y") == 0
     assert list((st / "incoming").iterdir()) == []
+
+
+def test_mails_rule_failure_is_one_line(tmp_path: Path) -> None:
+    """An amd64 stream without ext-info read by i386 in its own width: one error line
+    (which names --source-width), no separate note."""
+    st = tmp_path / "store"
+    assert cli(st, "create", "old", "--pages", "64", "--guest-width", "64",
+               "--no-extended-state").returncode == 0
+    stream = cli(st, "save", "old", "--encoding", "native", "--no-ext-info", "--toolstack",
+                 "amd64").stdout
+    proc = cli(st, "restore", "--name", "x", "--toolstack", "i386", stdin=stream)
+    assert proc.returncode in (3, 4)
+    line = assert_cli_error(proc, proc.returncode)
+    assert "--source-width 64" in line and "own 32-bit width" in line

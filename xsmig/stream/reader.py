@@ -114,8 +114,6 @@ class StreamParser:
             head += more
         detection = detect(head, profile=self._profile, own=self._own,
                            source_width=self._source_width)
-        if detection.note:
-            self._note(detection.note)
         r = StreamReader(self._f, head)
         if detection.encoding is fmt.Encoding.V2:
             from xsmig.stream.v2reader import V2Parser  # v2reader builds on this module
@@ -132,6 +130,10 @@ class StreamParser:
             if detection.rule.startswith("R6"):
                 raise _with_width_hint(e, detection) from None
             raise
+        if detection.note:
+            # Once the stream has passed every check: a failure says it in its own line,
+            # so stderr keeps one line either way.
+            self._note(detection.note)
         return header
 
     # -- header --
