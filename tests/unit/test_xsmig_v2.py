@@ -110,6 +110,10 @@ ACCEPTED: dict[str, Callable[[V2Stream], None]] = {
     "PAGE_DATA split in two": _split_page_data,
     "TSC_INFO before the p2m frames": lambda s: s.records.insert(
         s.index(P2M_FRAMES), s.records.pop(s.index(TSC_INFO))),
+    "SHARED_INFO right after the static data": lambda s: s.records.insert(
+        s.index(P2M_FRAMES), s.records.pop(s.index(SHARED_INFO))),
+    "vCPU records interleaved across vCPUs": lambda s: s.records.insert(
+        s.index(VCPU_BASIC, 1) + 1, s.records.pop(s.index(VCPU_XSAVE))),
 }
 
 

@@ -180,7 +180,7 @@ class V2Parser:
                 raise StreamError(f"{rec.name} before any PAGE_DATA", at)
             self._vcpu(rec, at, length, sink)
         elif role is fmt.Role.SHARED_INFO:
-            self._order(rec, at)
+            self._order(rec, at, after_p2m=False)  # kept until END: no dependency
             self.shared = (at, r.read(length, rec.name))
         elif role is fmt.Role.TSC_INFO:
             self._order(rec, at, after_p2m=False)
