@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from xsmig import pagetypes as pt
+from xsmig.domain import TscInfo
 from xsmig.errors import StreamRefused
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.emit import LegacyEmitter, StreamStart
+from xsmig.stream.io import CountingReader
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser
 from xsmig.stream.v2writer import V2Emitter
 from xsmig.stream.writer import make_emitter
@@ -65,7 +67,8 @@ class ConvertSink:
             assert isinstance(value, list)
             self.emitter.vcpu_ids(value)
         elif name == fmt.EV_TSC_INFO:
-            self.emitter.tsc(value)  # type: ignore[arg-type]
+            assert isinstance(value, TscInfo)
+            self.emitter.tsc(value)
         elif name == fmt.EV_TOOLSTACK:
             assert isinstance(value, tuple)
             self.emitter.toolstack(*value)
@@ -92,22 +95,6 @@ class ConvertSink:
         self.emitter.shared_info(data)
 
 
-class _Counting:
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.count += len(data)
-        return data
-
-    def readinto(self, view: memoryview) -> int:
-        n = self.f.readinto(view)  # type: ignore[attr-defined]
-        self.count += n or 0
-        return n or 0
-
-
 def convert(source: BinaryIO, out: BinaryIO, target: fmt.Encoding, *, abi: Layout,
             word_size: int | None = None, source_width: int | None = None,
             expect: fmt.Encoding | None = None, own: Layout | None = None) -> ConvertStats:
@@ -115,7 +102,7 @@ def convert(source: BinaryIO, out: BinaryIO, target: fmt.Encoding, *, abi: Layou
     the ABI `abi`, extended with `word_size` if given)."""
     emitter = make_emitter(out, target, abi, word_size=word_size,
                            xen_version=fmt.V2_CONVERTER_VERSION)
-    counting = _Counting(source)
+    counting = CountingReader(source)
     sink = ConvertSink(emitter, expect)
     header = StreamParser(counting, own=own, source_width=source_width,  # type: ignore[arg-type]
                           ).parse(sink)

@@ -14,10 +14,10 @@ from typing import Any, BinaryIO
 
 from xsmig import pagetable
 from xsmig import pagetypes as pt
-from xsmig.convert import _Counting
 from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
+from xsmig.stream.io import CountingReader
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
@@ -114,7 +114,7 @@ class VerifySink:
 def verify_stream(f: BinaryIO, *, source_width: int | None = None, own: Layout | None = None,
                   profile: str = "current") -> dict[str, Any]:
     """A verdict as data: {"valid": bool, ...}; never raises for a bad stream."""
-    counting = _Counting(f)
+    counting = CountingReader(f)
     sink = VerifySink()
     notes: list[str] = []
     report: dict[str, Any] = {"valid": False, "warnings": sink.warnings, "notes": notes}
