@@ -9,7 +9,8 @@ table the writer and reader also use; docs/stream-format.md spells the same sums
   5252, where the first chunk's int32 batch count sits. Any count above 1024 is an error.
 - v2: image header (24) + domain header (16) + X86_PV_INFO (8+8) + STATIC_DATA_END (8)
   + X86_PV_P2M_FRAMES (8+8+4*8) = 112: the first PAGE_DATA record; its body_length at
-  116 is patched to 0xFFFFFFF0, beyond any PAGE_DATA (8 + 1024 * (8 + 4096)).
+  116 is patched to 0xFFFFFFF0, which no PAGE_DATA can have: the length must equal
+  8 + 8 * count + 4096 * pages-with-data, checked before a page is read.
 """
 
 from __future__ import annotations

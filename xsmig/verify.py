@@ -120,7 +120,8 @@ def verify_stream(f: BinaryIO, *, source_width: int | None = None, own: Layout |
     report: dict[str, Any] = {"valid": False, "warnings": sink.warnings, "notes": notes}
     try:
         header = StreamParser(counting, profile=profile, own=own,  # type: ignore[arg-type]
-                              source_width=source_width, note=notes.append).parse(sink)
+                              source_width=source_width, note=notes.append,
+                              lenient=sink.warnings.append).parse(sink)
         sink.finish()
     except (StreamError, StreamRefused) as e:
         kind = "malformed" if isinstance(e, StreamError) else "refused"

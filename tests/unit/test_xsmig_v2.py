@@ -101,6 +101,20 @@ def _split_page_data(s: V2Stream) -> None:
     s.records[i:i + 1] = [(PAGE_DATA, first), (PAGE_DATA, second)]
 
 
+def _merge_page_data(s: V2Stream) -> None:
+    """All PAGE_DATA records as one (the spec sets no limit on count)."""
+    idx = [i for i, (t, _) in enumerate(s.records) if t == PAGE_DATA]
+    words: list[int] = []
+    pages = []
+    for i in idx:
+        body = s.records[i][1]
+        count = struct.unpack_from("<I", body)[0]
+        words += struct.unpack_from(f"<{count}Q", body, 8)
+        pages.append(body[8 + 8 * count:])
+    merged = struct.pack(f"<II{len(words)}Q", len(words), 0, *words) + b"".join(pages)
+    s.records[idx[0]:idx[-1] + 1] = [(PAGE_DATA, merged)]
+
+
 ACCEPTED: dict[str, Callable[[V2Stream], None]] = {
     "version 2 without STATIC_DATA_END (inferred at the p2m frames)": _v2_without_static_end,
     "unknown optional record": _insert_before(SHARED_INFO, (0x80001234, b"hello")),
@@ -108,6 +122,8 @@ ACCEPTED: dict[str, Callable[[V2Stream], None]] = {
     "zero-length EXTENDED (erratum 1)": _insert_before(
         SHARED_INFO, (VCPU_EXTENDED, struct.pack("<II", 0, 0))),
     "PAGE_DATA split in two": _split_page_data,
+    "PAGE_DATA split, then one record of all pfns": lambda s: [_split_page_data(s),
+                                                               _merge_page_data(s)],
     "TSC_INFO before the p2m frames": lambda s: s.records.insert(
         s.index(P2M_FRAMES), s.records.pop(s.index(TSC_INFO))),
     "SHARED_INFO right after the static data": lambda s: s.records.insert(
@@ -304,3 +320,24 @@ def test_hypervisor_and_converter_versions(guest: DomainDir, stream: V2Stream) -
     """A save names Xen 4.6 (the simulated hypervisor); the spec asks a converter for
     xen_major 0 and its own version as xen_minor (checked in test_xsmig_convert)."""
     assert struct.unpack("<II", stream.dhdr[8:]) == (4, 6)
+
+
+def test_one_record_of_more_than_1024_pfns(store: Store) -> None:
+    """Xen writes 1024 pfns per record; a reader must take more (read in slices)."""
+    src = make(store, "big", Guest(pages=3000, width=32, vcpus=1, seed=5, shape="sparse"))
+    s = split(save_bytes(src, Encoding.V2, I386))
+    assert len([t for t, _ in s.records if t == PAGE_DATA]) == 3
+    _merge_page_data(s)
+    data = s.to_bytes()
+    assert spec_check(data) == []
+    assert struct.unpack_from("<I", s.records[s.index(PAGE_DATA)][1])[0] == 3000
+    restores_as(store, data, src)
+
+
+def test_huge_record_length_is_malformed_before_reading_pages(store: Store,
+                                                               stream: V2Stream) -> None:
+    data = bytearray(stream.to_bytes())
+    at = stream.offset_of(PAGE_DATA)
+    struct.pack_into("<I", data, at + 4, 0xFFFFFFF0)
+    e = expect_error(StreamError, store, bytes(data))
+    assert e.offset == at + 4 and "must be" in str(e)

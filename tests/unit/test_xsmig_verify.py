@@ -66,12 +66,21 @@ def v2data(source: DomainDir) -> bytes:
     return save_bytes(source, Encoding.V2, AMD64)
 
 
+# Valid per the spec, refused by restore because xsmig's domains cannot hold them:
+# verify accepts them with a warning.
+UNREPRESENTABLE = {"xcr0_accum differs", "EXTENDED for one vCPU only"}
+
+
 @pytest.mark.parametrize("case", REJECTED)
 def test_v2_rejections(v2data: bytes, case: str) -> None:
     edit, error, where = REJECTED[case]
     s = split(v2data)
     edit(s)
     verdict = verify_stream(io.BytesIO(s.to_bytes()))
+    if case in UNREPRESENTABLE:
+        assert verdict["valid"] and any(f"byte {where(s)}:" in w and "restore refuses" in w
+                                        for w in verdict["warnings"]), verdict
+        return
     assert not verdict["valid"]
     assert verdict["error"]["offset"] == where(s)
     assert verdict["error"]["kind"] == ("malformed" if error is StreamError else "refused")
@@ -147,7 +156,11 @@ def test_verify_agrees_with_restore_on_corrupted_streams(
     try:
         restore_bytes(store, bytes(stream), "r")
     except (StreamError, StreamRefused) as e:
-        assert not verdict["valid"]
+        if verdict["valid"]:  # only what the spec allows and xsmig's domains cannot hold
+            assert isinstance(e, StreamRefused)
+            assert any(f"byte {e.offset}:" in w and "restore refuses" in w
+                       for w in verdict["warnings"]), (str(e), verdict["warnings"])
+            return
         assert (verdict["error"]["message"], verdict["error"]["offset"]) == (str(e), e.offset)
     else:
         assert verdict["valid"], verdict["error"]

@@ -233,8 +233,9 @@ MAX_V2_VCPU_BYTES = 64 << 20  # vCPU records are kept until END: bound them all
 
 V2_RECORDS: dict[int, Record] = {r.type: r for r in [
     Record(REC_END, "END", Role.END, exact=0),
-    Record(REC_PAGE_DATA, "PAGE_DATA", Role.PAGES, V2_PAGE_DATA_HDR,
-           max_length=V2_PAGE_DATA_HDR.size + MAX_BATCH * (8 + PAGE_SIZE)),
+    # No fixed bound: the length must equal 8 + 8 * count + 4096 * pages-with-data, checked
+    # once the pfns are read (count bounded by the p2m first), before any page is read.
+    Record(REC_PAGE_DATA, "PAGE_DATA", Role.PAGES, V2_PAGE_DATA_HDR, max_length=0xFFFFFFFF),
     Record(REC_X86_PV_INFO, "X86_PV_INFO", Role.PV_INFO, V2_PV_INFO, exact=V2_PV_INFO.size),
     Record(REC_X86_PV_P2M_FRAMES, "X86_PV_P2M_FRAMES", Role.P2M_FRAMES, V2_P2M_FRAMES_HDR,
            max_length=V2_P2M_FRAMES_HDR.size + 8 * (MAX_P2M_SIZE // 512 + 1)),

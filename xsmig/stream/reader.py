@@ -95,8 +95,10 @@ def _note_on_stderr(text: str) -> None:
 class StreamParser:
     def __init__(self, f: BinaryIO, *, profile: str = "current", own: Layout | None = None,
                  source_width: int | None = None, max_pages: int = fmt.MAX_P2M_SIZE,
-                 note: Callable[[str], None] | None = None) -> None:
+                 note: Callable[[str], None] | None = None,
+                 lenient: Callable[[str], None] | None = None) -> None:
         self._f = f
+        self._lenient = lenient  # v2: report what xsmig cannot hold instead of refusing
         self._note = note or _note_on_stderr
         self._profile = profile
         self._own = own or Layout.native()
@@ -118,7 +120,8 @@ class StreamParser:
         if detection.encoding is fmt.Encoding.V2:
             from xsmig.stream.v2reader import V2Parser  # v2reader builds on this module
 
-            return V2Parser(r, detection, self._scratch, max_pages=self._max_pages).parse(sink)
+            return V2Parser(r, detection, self._scratch, max_pages=self._max_pages,
+                            lenient=self._lenient).parse(sink)
         try:
             header = self._header(r, detection)
             sink.on_header(header)

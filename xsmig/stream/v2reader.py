@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xsmig import pagetypes as pt
@@ -42,8 +43,12 @@ class _Vcpu:
 
 class V2Parser:
     def __init__(self, r: StreamReader, detection: Detection, scratch: memoryview, *,
-                 max_pages: int = fmt.MAX_P2M_SIZE) -> None:
+                 max_pages: int = fmt.MAX_P2M_SIZE,
+                 lenient: Callable[[str], None] | None = None) -> None:
         self.r = r
+        # lenient (verify): state the spec allows but xsmig's domains cannot hold is
+        # reported through this callable instead of refused.
+        self.lenient = lenient
         self.detection = detection
         self.scratch = scratch  # MAX_BATCH pages, shared with the legacy parser
         self.pfn_buf = memoryview(bytearray(8 * fmt.MAX_BATCH))
@@ -261,11 +266,14 @@ class V2Parser:
             raise StreamError("reserved bits set in PAGE_DATA", at + 12)
         if length < 8 + 8 * count:
             raise StreamError(f"PAGE_DATA of {length} bytes cannot hold {count} pfns", at + 8)
-        if count > fmt.MAX_BATCH:
-            raise StreamRefused(f"PAGE_DATA of {count} pages: xsmig reads up to "
-                                f"{fmt.MAX_BATCH} (Xen's batch size)", at + 8)
+        if count > max(fmt.MAX_BATCH, header.p2m_size):
+            raise StreamRefused(f"PAGE_DATA of {count} pfns, more than the p2m's "
+                                f"{header.p2m_size} pages", at + 8)
         base = r.offset
-        raw = self.pfn_buf[:8 * count]
+        # Xen writes up to 1024 pfns per record (read into the preallocated buffer); the
+        # spec sets no limit, so a larger record is read in slices of 1024 entries.
+        raw = (self.pfn_buf[:8 * count] if count <= fmt.MAX_BATCH
+               else memoryview(bytearray(8 * count)))
         r.readinto(raw, "PAGE_DATA pfns")
         words = array("Q")
         words.frombytes(raw)
@@ -286,19 +294,23 @@ class V2Parser:
             bad = next(i for i, p in enumerate(pfns) if p >= header.p2m_size)
             raise StreamError(f"PAGE_DATA pfn[{bad}] is {pfns[bad]:#x}, beyond p2m_end_pfn "
                               f"{header.p2m_size - 1:#x}", base + 8 * bad)
-        n_data = types.translate(_HAS_DATA).count(1)
+        has_data = types.translate(_HAS_DATA)
+        n_data = has_data.count(1)
         expected = 8 + 8 * count + fmt.PAGE_SIZE * n_data
         if length != expected:
             raise StreamError(f"PAGE_DATA of {count} pfns, {n_data} with data, must be "
                               f"{expected} bytes, not {length}", at + 4)
-        data = self.scratch[:n_data * fmt.PAGE_SIZE]
-        data_offset = r.offset
-        r.readinto(data, "PAGE_DATA pages")
         self.pages_seen = True
-        sink.on_batch(Batch(at, pfns, types, data, data_offset))
-        invalid = [p for p, t in zip(pfns, types, strict=True) if t == pt.XTAB]
-        if invalid:
-            sink.on_unmapped(at, invalid)
+        for first in range(0, count, fmt.MAX_BATCH):
+            last = min(first + fmt.MAX_BATCH, count)
+            data = self.scratch[:has_data.count(1, first, last) * fmt.PAGE_SIZE]
+            data_offset = r.offset
+            r.readinto(data, "PAGE_DATA pages")
+            sink.on_batch(Batch(at, pfns[first:last], types[first:last], data, data_offset))
+            invalid = [p for p, t in zip(pfns[first:last], types[first:last], strict=True)
+                       if t == pt.XTAB]
+            if invalid:
+                sink.on_unmapped(at, invalid)
 
     def _vcpu(self, rec: fmt.Record, at: int, length: int, sink: StreamSink) -> None:
         r, guest = self.r, self.guest
@@ -337,8 +349,9 @@ class V2Parser:
                                   "xcr0/xcr0_accum header", at + 4)
             xcr0, accum = r.unpack(fmt.V2_XSAVE_HDR, rec.name)
             if accum != xcr0:
-                raise StreamRefused(f"vCPU {vcpu_id}: xcr0_accum {accum:#x} differs from xcr0 "
-                                    f"{xcr0:#x}; xsmig's vCPUs keep one feature mask", at + 24)
+                self._unrepresentable(f"vCPU {vcpu_id}: xcr0_accum {accum:#x} differs from "
+                                      f"xcr0 {xcr0:#x}; xsmig's vCPUs keep one feature mask",
+                                      at + 24)
             self._account(size, at)
             state.mask, state.xsave = xcr0, r.read(size - fmt.V2_XSAVE_HDR.size, rec.name)
         else:  # MSRS
@@ -353,6 +366,11 @@ class V2Parser:
             sink.on_chunk(at, rec.type, fmt.EV_VCPU_MSRS, (vcpu_id, size // fmt.V2_MSR.size))
 
     _checkpoint_at = -1
+
+    def _unrepresentable(self, message: str, at: int) -> None:
+        if self.lenient is None:
+            raise StreamRefused(message, at)
+        self.lenient(f"byte {at}: {message} (valid; xsmig restore refuses it)")
 
     def _account(self, size: int, at: int) -> None:
         self.vcpu_bytes += size
@@ -377,8 +395,8 @@ class V2Parser:
         with_ext = {i for i, s in self.vcpus.items() if s.ext is not None}
         if with_ext and with_ext != set(self.vcpus):
             missing = min(set(self.vcpus) - with_ext)
-            raise StreamRefused(f"vCPU {missing} lacks the X86_PV_VCPU_EXTENDED record the "
-                                "others have; xsmig keeps extended state for all or none", at)
+            self._unrepresentable(f"vCPU {missing} lacks the X86_PV_VCPU_EXTENDED record the "
+                                  "others have; xsmig keeps extended state for all or none", at)
         areas = [len(s.xsave) for s in self.vcpus.values() if s.xsave is not None]
         header.extended_contexts = bool(with_ext)
         header.xsave_limit = max(areas) + 16 if areas else 0
