@@ -341,3 +341,18 @@ def test_huge_record_length_is_malformed_before_reading_pages(store: Store,
     struct.pack_into("<I", data, at + 4, 0xFFFFFFF0)
     e = expect_error(StreamError, store, bytes(data))
     assert e.offset == at + 4 and "must be" in str(e)
+
+
+def test_inspect_reads_v2(guest: DomainDir, stream: V2Stream) -> None:
+    import io
+
+    from xsmig.inspect import inspect_stream, render_text
+
+    report = inspect_stream(io.BytesIO(stream.to_bytes()))
+    assert report["encoding"] == "v2" and report["detection"].startswith("R0")
+    assert report["v2"] == {"version": 3, "options": 0, "domain_type": 1, "page_shift": 12,
+                            "xen_major": 4, "xen_minor": 6}
+    assert report["p2m_size"] == 200 and report["guest_width"] == 64
+    assert [v["id"] for v in report["tail"]["vcpus"]] == guest.read_meta().vcpu_ids
+    text = render_text(report)
+    assert "v2 headers    version 3" in text and "Xen 4.6" in text
