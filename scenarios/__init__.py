@@ -11,6 +11,7 @@ from collections.abc import Collection
 
 from scenarios import (
     cold,
+    convert,
     faults,
     hostile,
     legacy,
@@ -24,7 +25,7 @@ from scenarios.model import Cell
 
 ENV_ARCHES = "XSMIG_MATRIX_ARCHES"
 
-_MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, faults)
+_MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, convert, faults)
 
 
 def all_cells() -> list[Cell]:

@@ -2,7 +2,8 @@
 
 It reads native streams of its own ABI only (word size, uint64 alignment and byte
 order); everything else must be refused cleanly, which is what makes a staged
-roll-out safe. Expectations: scenarios.abi.
+roll-out safe. Expectations: scenarios.abi. A v2 stream starts with
+eight bytes of ones, which no legacy restorer takes for a p2m_size: refused at byte 0.
 """
 
 from __future__ import annotations

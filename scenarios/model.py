@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-ENCODINGS: tuple[str, ...] = ("native", "escaped", "extended")
+ENCODINGS: tuple[str, ...] = ("native", "escaped", "extended", "v2")
 GUEST_WIDTHS: tuple[int, ...] = (32, 64)
 SMALL_PAGES = 2048  # 8 MiB: big enough for several batches, cheap under QEMU
 
@@ -88,6 +88,7 @@ class Cell:
     patch: tuple[int, bytes] | None = None  # (offset, bytes) overwritten in the stream in flight
     retry: Retry | None = None
     faults: tuple[str, ...] = ()  # faults injected mid-migration, in order (scenarios/faults.py)
+    convert: tuple[str, ...] = ()  # on the source, pipe the save through `xsmig convert --to`
     timeout: float = 300.0
     tags: tuple[str, ...] = field(default=())
 

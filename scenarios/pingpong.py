@@ -16,6 +16,7 @@ EXPECTED: dict[str, Expect] = {
     "native": IDENTICAL,
     "escaped": IDENTICAL,
     "extended": IDENTICAL,
+    "v2": IDENTICAL,
 }
 WIDTHS = (64, 32)
 

@@ -26,11 +26,12 @@ def cells() -> list[Cell]:
     for pair in CROSS_WIDTH:
         hops = PAIRS[pair]
         out.append(Cell("large", hops, "extended", LARGE, IDENTICAL, timeout=1500.0))
-        for enc in ("escaped", "native"):
+        for enc in ("escaped", "native", "v2"):
             out.append(Cell("sparse", hops, enc, _with(64, SPARSE), IDENTICAL))
         for width in (32, 64):
             out.append(Cell("pt-heavy", hops, "extended", _with(width, PT_HEAVY), IDENTICAL))
-        for enc in ("extended", "native"):
+        out.append(Cell("pt-heavy", hops, "v2", _with(32, PT_HEAVY), IDENTICAL))
+        for enc in ("extended", "native", "v2"):
             out.append(Cell("many-vcpus", hops, enc, _with(64, MANY_VCPUS), IDENTICAL))
     # Live-migration-like: several rounds of page batches re-sending dirty pfns.
     for pair, hops in PAIRS.items():
@@ -41,4 +42,7 @@ def cells() -> list[Cell]:
             "live", PAIRS["i386-to-amd64"], "extended", Domain(guest_width=32), IDENTICAL, rounds=3
         )
     )
+    # v2 live: later rounds are more PAGE_DATA records before the vCPU records.
+    for pair in CROSS_WIDTH:
+        out.append(Cell("live", PAIRS[pair], "v2", Domain(guest_width=32), IDENTICAL, rounds=3))
     return out

@@ -20,6 +20,9 @@ EXPECTED: dict[tuple[str, str, int, int], Expect] = {
     ("amd64-to-i386", "extended", 64, 70_000): MALFORMED,  # inside the page batches
     ("i386-to-i386", "native", 32, 4_000_000): MALFORMED,  # late in the page batches
     ("amd64-to-amd64", "native", 32, 6_000): MALFORMED,  # near the first batch
+    ("i386-to-amd64", "v2", 32, 30): MALFORMED,  # inside the v2 domain header
+    ("amd64-to-i386", "v2", 64, 3_000_000): MALFORMED,  # inside a PAGE_DATA record
+    ("amd64-to-amd64", "v2", 64, 8_407_000): MALFORMED,  # in the vCPU records (8_405_2xx on)
 }
 
 

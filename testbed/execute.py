@@ -91,7 +91,13 @@ def attempt(
     t = migrate.stream(
         hop.src,
         hop.dst,
-        migrate.save_argv(name, cell.encoding, no_ext_info=cell.no_ext_info, rounds=cell.rounds),
+        migrate.save_argv(
+            name,
+            cell.encoding,
+            no_ext_info=cell.no_ext_info,
+            rounds=cell.rounds,
+            convert=cell.convert,
+        ),
         # The destination keeps its own copy of the stream: artifacts inspect it there.
         artifacts.teed(
             migrate.restore_argv(name, profile=cell.profile, source_width=source_width),

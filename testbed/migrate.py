@@ -11,6 +11,7 @@ an optional tap sees the byte count after every chunk delivered (fault cells).
 from __future__ import annotations
 
 import contextlib
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,12 +53,25 @@ def apply_patch(data: bytes, pos: int, patch: tuple[int, bytes]) -> bytes:
     return bytes(buf)
 
 
-def save_argv(name: str, encoding: str, *, no_ext_info: bool, rounds: int | None) -> list[str]:
+def save_argv(
+    name: str,
+    encoding: str,
+    *,
+    no_ext_info: bool,
+    rounds: int | None,
+    convert: Sequence[str] = (),
+) -> list[str]:
     argv = ["xsmig", "save", name, "--encoding", encoding, "-o", "-"]
     if no_ext_info:
         argv.append("--no-ext-info")
     if rounds is not None:
         argv += ["--rounds", str(rounds)]
+    if convert:
+        # Convert on the source host: save | xsmig convert --to A | xsmig convert --to B.
+        # A failing stage makes the next one see a truncated stream, so the last status
+        # (the one a pipeline reports) still fails.
+        stages = [argv] + [["xsmig", "convert", "--to", target] for target in convert]
+        return ["sh", "-c", " | ".join(shlex.join(stage) for stage in stages)]
     return argv
 
 

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, NoReturn
 
 from xsmig import __version__
 from xsmig.canonical import DUMP_FORMAT, CanonicalDomain, diff_dumps
+from xsmig.convert import convert
 from xsmig.errors import DomainsDiffer, StateError, UsageError, XsmigError
 from xsmig.inspect import inspect_stream, render_text
 from xsmig.layout import ABIS, BYTE_ORDERS, Layout, abi
@@ -30,6 +31,8 @@ from xsmig.stream.io import PolledInput
 from xsmig.stream.writer import SaveOptions, save
 from xsmig.synth import SHAPES, GuestSpec, create
 from xsmig.validate import Invalid, load_meta
+from xsmig.verify import render as render_verdict
+from xsmig.verify import verify_stream
 
 PIPE_BYTES = 1 << 20
 TOOLSTACKS = ("native", *ABIS)
@@ -77,8 +80,9 @@ def _announce(name: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="xsmig", parents=[common],
-                     description="Save and restore simulated Xen PV domains in native, escaped "
-                                 "and extended-info streams, across 32- and 64-bit toolstacks.")
+                     description="Save and restore simulated Xen PV domains in native, escaped, "
+                                 "extended-info and migration v2 streams, across 32- and "
+                                 "64-bit toolstacks.")
     parser.add_argument("--version", action="version", version=f"xsmig {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -143,6 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-width", type=int, choices=(32, 64), default=None)
     p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None)
     _idle_option(p)
+
+    p = cmd("convert", "rewrite a stream in another encoding, guest state unchanged")
+    p.add_argument("-i", "--input", default="-", help="file, or - for stdin (default)")
+    p.add_argument("-o", "--output", default="-", help="file, or - for stdout (default)")
+    p.add_argument("--to", required=True, choices=[e.value for e in Encoding],
+                   help="the target encoding")
+    p.add_argument("--from", dest="source_encoding", default=None,
+                   choices=[e.value for e in Encoding],
+                   help="refuse the input unless it is of this encoding (default: detect)")
+    p.add_argument("--source-width", type=int, choices=(32, 64), default=None,
+                   help="width of the toolstack that wrote a native input, as for restore")
+    p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None,
+                   help="byte order of the toolstack that wrote a native input, as for restore")
+    p.add_argument("--toolstack", choices=TOOLSTACKS, default="native",
+                   help="ABI of a native target, and own width for reading a native input "
+                        "(default: this interpreter's own)")
+    p.add_argument("--word-size", type=int, choices=(4, 8), default=None,
+                   help="extended target only: the width the sinf block declares")
+
+    p = cmd("verify", "check a stream without restoring it (exit 0 only if valid)")
+    p.add_argument("file", help="file, or - for stdin")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--source-width", type=int, choices=(32, 64), default=None)
+    p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None)
+    p.add_argument("--toolstack", choices=TOOLSTACKS, default="native",
+                   help="own width for native streams without extended info")
 
     p = cmd("list", "list the domains in the store")
     p.add_argument("--json", action="store_true")
@@ -428,6 +458,23 @@ def run(args: argparse.Namespace) -> int:
             report = inspect_stream(source, source_width=args.source_width,
                                     source_byte_order=args.source_byte_order)
         print(json.dumps(report, indent=2) if args.json else render_text(report))
+    elif args.command == "convert":
+        return _convert(args)
+    elif args.command == "verify":
+        with _open_in(args.file) as source:
+            verdict = verify_stream(source, source_width=args.source_width,
+                                    own=_layout(args.toolstack),
+                                    source_byte_order=args.source_byte_order)
+        for note in verdict["notes"]:
+            print(f"xsmig: note: {note}", file=sys.stderr)
+        if args.json:
+            _emit(verdict)
+        elif verdict["valid"]:
+            print(render_verdict(verdict))
+        if not verdict["valid"]:
+            if not args.json:
+                print(f"xsmig: error: {render_verdict(verdict)}", file=sys.stderr)
+            return int(verdict["error"]["exit_code"])
     elif args.command == "list":
         rows: list[dict[str, Any]] = []
         for name in store.names():
@@ -456,6 +503,23 @@ def run(args: argparse.Namespace) -> int:
         else:
             for key, value in info.items():
                 print(f"{key:<16} {value}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    target = Encoding(args.to)
+    if args.word_size and target is not Encoding.EXTENDED:
+        raise UsageError("--word-size 4|8 goes with --to extended only")
+    expect = Encoding(args.source_encoding) if args.source_encoding else None
+    started = time.monotonic()
+    with _open_in(args.input) as source, _open_out(args.output) as out:
+        stats = convert(source, out, target, abi=_layout(args.toolstack),
+                        word_size=args.word_size, source_width=args.source_width,
+                        expect=expect, own=_layout(args.toolstack),
+                        source_byte_order=args.source_byte_order)
+    if args.output != "-":
+        print(f"{stats.source.value} -> {stats.target.value}: {stats.bytes_in} -> "
+              f"{stats.bytes_out} bytes, {time.monotonic() - started:.2f}s", file=sys.stderr)
     return 0
 
 

@@ -7,6 +7,7 @@ from typing import Any, BinaryIO
 
 from xsmig import pagetypes as pt
 from xsmig.layout import Layout
+from xsmig.stream import format as fmt
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser
 
 MAX_LISTED = 64
@@ -43,13 +44,13 @@ class InspectSink:
 
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
         entry: dict[str, Any] = {"offset": offset, "kind": name, "id": chunk_id}
-        if chunk_id == -2:
+        if name == fmt.EV_VCPU_INFO:
             assert isinstance(value, list)
             entry["vcpus"] = len(value)
             entry["vcpu_ids"] = value[:MAX_LISTED]  # a report stays small whatever the map
-        elif chunk_id == -7:
+        elif name == fmt.EV_TSC_INFO:
             entry["tsc"] = vars(value)
-        elif chunk_id == -18:
+        elif name == fmt.EV_TOOLSTACK:
             assert isinstance(value, tuple)
             entry["toolstack_version"] = value[0]
             entry["physmap"] = [p.to_json() | {"name": p.name.rstrip(b"\0").decode("latin-1")}
@@ -59,7 +60,9 @@ class InspectSink:
         self._chunk(entry)
 
     def on_unmapped(self, offset: int, pfns: list[int]) -> None:
-        self.tail["offset"] = offset  # called once per chunk of the list
+        # Legacy: once per chunk of the tail's list; v2: XTAB entries of PAGE_DATA records.
+        if not (self.header and self.header.encoding is fmt.Encoding.V2):
+            self.tail.setdefault("offset", offset)
         self.tail["unmapped_pfns"] = self.tail.get("unmapped_pfns", 0) + len(pfns)
 
     def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
@@ -80,6 +83,7 @@ class InspectSink:
             "byte_order": h.layout.byte_order,
             "detection": h.detection.rule,
             "stream_info": h.stream_info,
+            "v2": h.v2,
             "writer": h.writer,
             "extended_info_section": [vars(b) for b in h.xblocks],
             "p2m_size": h.p2m_size,
@@ -128,11 +132,16 @@ def inspect_stream(f: BinaryIO, *, profile: str = "current", source_width: int |
 
 
 def render_text(report: dict[str, Any]) -> str:
-    lines = [
-        f"encoding      {report['encoding']} ({report['detection']})",
-        f"word size     {report['word_size']} bytes ({report['toolstack_width']}-bit ulongs, "
-        f"{report.get('byte_order', 'little')}-endian)",
-    ]
+    lines = [f"encoding      {report['encoding']} ({report['detection']})"]
+    if report.get("v2"):
+        v2 = report["v2"]
+        lines.append("word size     none: v2 fields have fixed widths")
+        lines.append(f"v2 headers    version {v2['version']}, options {v2['options']:#x}, "
+                     f"domain type {v2['domain_type']}, page_shift {v2['page_shift']}, "
+                     f"Xen {v2['xen_major']}.{v2['xen_minor']}")
+    else:
+        lines.append(f"word size     {report['word_size']} bytes ({report['toolstack_width']}-bit "
+                     f"ulongs, {report.get('byte_order', 'little')}-endian)")
     if report["stream_info"]:
         lines.append(f"stream info   {report['stream_info']}")
     if report["writer"]:
@@ -159,7 +168,8 @@ def render_text(report: dict[str, Any]) -> str:
     if report["chunks_omitted"]:
         lines.append(f"  ... {report['chunks_omitted']} more")
     tail = report["tail"]
-    lines.append(f"tail at {tail.get('offset')}: {tail.get('unmapped_pfns')} unmapped pfns, "
+    where = f"tail at {tail.get('offset')}" if report.get("v2") is None else "records"
+    lines.append(f"{where}: {tail.get('unmapped_pfns', 0)} unmapped pfns, "
                  f"{len(tail['vcpus'])} vCPUs, shared info at {tail.get('shared_info_offset')}")
     lines.append(f"total         {report['bytes']} bytes")
     return "\n".join(lines)

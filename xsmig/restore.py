@@ -18,11 +18,17 @@ from xsmig.domain import (
     TscInfo,
     VcpuState,
 )
-from xsmig.errors import StateError, StreamError
+from xsmig.errors import StateError, StreamError, StreamRefused
 from xsmig.frames import FrameMap
 from xsmig.layout import Layout
 from xsmig.store import Store
-from xsmig.stream.format import MAX_P2M_SIZE
+from xsmig.stream.format import (
+    EV_TOOLSTACK,
+    EV_TSC_INFO,
+    EV_VCPU_INFO,
+    EV_VCPU_MSRS,
+    MAX_P2M_SIZE,
+)
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser
 from xsmig.validate import Invalid, check_frame_list, check_vcpu_pfn, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
@@ -95,15 +101,19 @@ class RestoreSink:
                 start = i
 
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
-        if chunk_id == -2:
+        # Dispatch on the event's name: the same in every encoding (format.EV_*).
+        if name == EV_VCPU_INFO:
             assert isinstance(value, list)
             self.vcpu_ids = value
-        elif chunk_id == -7:
+        elif name == EV_TSC_INFO:
             assert isinstance(value, TscInfo)
             self.tsc = value
-        elif chunk_id == -18:
+        elif name == EV_TOOLSTACK:
             assert isinstance(value, tuple)
             self.toolstack = value
+        elif name == EV_VCPU_MSRS:
+            raise StreamRefused("the stream carries vCPU MSRs, which this simulated host does "
+                                "not keep", offset)
 
     def on_unmapped(self, offset: int, pfns: list[int]) -> None:
         """Called once per chunk of the tail's unmapped list."""

@@ -34,7 +34,12 @@ def _wanted(request: pytest.FixtureRequest, settings: Settings) -> list[Cell]:
         spec = getattr(item, "callspec", None)
         if spec is not None and isinstance(spec.params.get("cell"), Cell):
             chosen.append(spec.params["cell"])
-    return select(chosen, settings.select) if settings.select else chosen
+    if not settings.select:
+        return chosen
+    # Terms are matched against the whole matrix: `python -m testbed matrix` has already
+    # deselected the other cells, and an exclusion like `!v2` matches none of those left.
+    wanted = {c.id for c in select(scenarios.all_cells(), settings.select)}
+    return [c for c in chosen if c.id in wanted]
 
 
 @pytest.fixture(scope="session")

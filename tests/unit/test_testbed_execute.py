@@ -181,7 +181,7 @@ def test_wrong_digest_fails_keeps_the_source_and_the_artifacts(tmp_path: Path) -
 
 
 def test_refusal_then_retry_with_source_width(tmp_path: Path) -> None:
-    cell = CELLS["amd64-to-amd64/native/guest64/no-ext-info"]
+    cell = CELLS["amd64-to-i386/native/guest64/no-ext-info"]
 
     def needs_width(stream: bytes, argv: Sequence[str]) -> tuple[int, str, str | None]:
         if "--source-width" in argv:

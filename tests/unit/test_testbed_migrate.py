@@ -209,3 +209,14 @@ def test_patch_overwrites_bytes_across_chunk_boundaries(tmp_path: Path) -> None:
     assert sent[at + 4 :] == STREAM[at + 4 :]
     assert t.restore_status == 3  # the fake restorer sees a stream that is not the original
     assert migrate.apply_patch(b"xyz", 10, (0, b"AB")) == b"xyz"
+
+
+def test_save_argv_with_conversions_is_one_shell_pipeline() -> None:
+    argv = migrate.save_argv("d", "native", no_ext_info=False, rounds=None,
+                             convert=("v2", "native"))
+    assert argv == [
+        "sh",
+        "-c",
+        "xsmig save d --encoding native -o - | xsmig convert --to v2 "
+        "| xsmig convert --to native",
+    ]

@@ -25,7 +25,7 @@ from xsmig.errors import StreamRefused, UsageError, XsmigError
 from xsmig.layout import ABIS, AMD64, ARMHF, I386, S390X, Layout
 from xsmig.restore import restore
 from xsmig.store import Store
-from xsmig.stream import writer
+from xsmig.stream import emit, writer
 from xsmig.stream.detect import detect
 from xsmig.stream.format import Encoding
 
@@ -43,7 +43,7 @@ PAGES = 64
 
 @pytest.fixture(autouse=True)
 def fixed_writer_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer, "__version__", "golden")
+    monkeypatch.setattr(emit, "__version__", "golden")
     monkeypatch.setattr(platform, "machine", lambda: "golden")
 
 

@@ -68,7 +68,8 @@ MALFORMED = {
     "E1 escape then p2m_size too big": (FF4 + u64(0x10000000) + FF8, 4),
     "E1 escape then 64-bit value with high bits": (FF4 + u64(64 | 1 << 32) + FF8, 4),
     "E1 escape then sinf misspelt": (FF4 + b"sinF" + b"\0" * 8, 4),
-    "E1 double escape": (FF8 + FF8, 4),
+    "E0 v2 marker, image id not XENF": (FF8 + FF8, 8),
+    "E0 v2 marker, id XENF misspelt": (FF8 + b"XENf" + bytes(4), 8),
     "E2 p2m_size 0 (i386)": (u32(0) + FF4 + u32(0), 0),
     "E2 p2m_size 0 (amd64)": (u64(0) + FF8, 0),
     "E2 p2m_size above 0x0FFFFFFF": (u32(0x10000000) + FF4, 0),
@@ -105,18 +106,32 @@ AMBIGUOUS = {
 }
 
 
-@pytest.mark.parametrize("own", [I386, AMD64], ids=["own-i386", "own-amd64"])
+@pytest.mark.parametrize("own,bits", [(I386, 32), (AMD64, 64)], ids=["own-i386", "own-amd64"])
 @pytest.mark.parametrize("case", AMBIGUOUS.keys())
-def test_ambiguous_needs_source_width(case: str, own: object) -> None:
+def test_ambiguous_is_read_in_own_width(case: str, own: object, bits: int) -> None:
+    """The mail's rule: not 0xFFFFFFFF first, so a normal native word size stream; the
+    restorer says so on stderr (the note), and --source-width still overrides."""
     head = pad(AMBIGUOUS[case])
-    with pytest.raises(StreamRefused) as info:
-        detect(head, profile="current", own=own, source_width=None)  # type: ignore[arg-type]
-    assert "--source-width" in str(info.value)
-    assert info.value.exit_code == 4
+    d = detect(head, profile="current", own=own, source_width=None)  # type: ignore[arg-type]
+    assert (d.encoding, d.width, d.rule[:2], d.ext_info) == (Encoding.NATIVE, bits, "R6", None)
+    assert d.note is not None and "\n" not in d.note
+    assert f"own {bits}-bit width" in d.note and "--source-width" in d.note
     for width in (32, 64):
         d = detect(head, profile="current", own=own, source_width=width)  # type: ignore[arg-type]
         assert (d.encoding, d.width, d.rule[:2], d.ext_info) == (Encoding.NATIVE, width, "R7",
                                                                   None)
+
+
+V2_HEAD = FF8 + b"XENF" + bytes.fromhex("00000003") + bytes(8)
+
+
+@pytest.mark.parametrize("own", [I386, AMD64], ids=["own-i386", "own-amd64"])
+@pytest.mark.parametrize("source_width", [None, 32, 64])
+def test_r0_v2_image_header(own: object, source_width: int | None) -> None:
+    """Eight bytes of ones then "XENF": the spec's marker; no legacy stream starts so."""
+    d = detect(V2_HEAD, profile="current", own=own,  # type: ignore[arg-type]
+               source_width=source_width)
+    assert (d.encoding, d.width, d.rule[:2], d.note) == (Encoding.V2, None, "R0", None)
 
 
 def test_r4_contrived_32bit_lookalike_is_read_as_64bit() -> None:

@@ -20,7 +20,8 @@ from xsmig_helpers import Guest, make, page, save_bytes
 from xsmig.domain import DomainDir
 from xsmig.layout import AMD64, I386, Layout
 from xsmig.store import Store
-from xsmig.stream import writer
+from xsmig.stream import emit
+from xsmig.stream import format as fmt
 from xsmig.stream.format import Encoding
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "streams.json"
@@ -46,7 +47,7 @@ XSAVE_AREA = 832  # synth's xsave area: xcnt = 848
 def fixed_writer_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     """The optional wrtr block names the xsmig version and machine: pin both, so the
     golden hashes hold on every host and release."""
-    monkeypatch.setattr(writer, "__version__", "golden")
+    monkeypatch.setattr(emit, "__version__", "golden")
     monkeypatch.setattr(platform, "machine", lambda: "golden")  # writer calls platform.machine
 
 
@@ -140,19 +141,19 @@ def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
             if gw == 64 and level == 4:
                 assert entries[256:272] == (0,) * 16
         elif pfn in meta.p2m_frames:
-            fmt = f"<{p2m}Q" if gw == 64 else f"<{p2m}I"
+            words_fmt = f"<{p2m}Q" if gw == 64 else f"<{p2m}I"
             ones = (1 << gw) - 1
             expected = tuple(ones if types[p] == 0xF else p for p in range(p2m))
-            assert struct.unpack_from(fmt, data) == expected
+            assert struct.unpack_from(words_fmt, data) == expected
         else:
             assert data == page(domain, pfn)
-    assert w.i32() == -2
+    assert w.i32() == fmt.CHUNK_VCPU_INFO
     assert w.i32() == 0  # max_vcpu_id
     assert w.u(8) == 1  # vcpumap
-    assert w.i32() == -7
+    assert w.i32() == fmt.CHUNK_TSC_INFO
     assert struct.unpack("<IQII", w.take(20)) == (meta.tsc.mode, meta.tsc.nsec, meta.tsc.khz,
                                                   meta.tsc.incarnation)
-    assert w.i32() == -18
+    assert w.i32() == fmt.CHUNK_TOOLSTACK
     length = w.u(4)
     start = w.pos
     assert (w.u(4), w.u(4)) == (1, len(meta.physmap))
@@ -163,8 +164,8 @@ def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
         assert record[28:28 + len(pm.name)] == pm.name  # the name at offset 28 on any ABI
         assert record[28 + len(pm.name):] == bytes(ex.physmap_record - 28)
     assert w.pos - start == length
-    assert w.i32() == -9
-    assert w.i32() == 0
+    assert w.i32() == fmt.CHUNK_LAST_CHECKPOINT
+    assert w.i32() == fmt.BODY_END
     holes = [p for p in range(p2m) if types[p] == 0xF]
     assert w.u(4) == len(holes)
     assert [w.u(ex.word) for _ in holes] == holes
@@ -181,8 +182,121 @@ def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
     assert w.pos == len(w.data), "trailing bytes"
 
 
+# The facts file's chunk ids (section 2), written out: the walker above uses the format's
+# names, and this table pins the names to the numbers.
+FACTS_CHUNKS = {
+    "enable_verify_mode": -1, "vcpu_info": -2, "tsc_info": -7, "last_checkpoint": -9,
+    "compressed_data": -12, "enable_compression": -13, "toolstack": -18,
+}
+FACTS_HVM_CHUNKS = {-3, -4, -8, -10, -11, -14, -15, -16, -17, -19, -20}
+
+
+def test_format_table_has_the_facts_chunk_ids() -> None:
+    named = {c.name: c.id for c in fmt.LEGACY_CHUNKS.values()
+             if c.payload is not fmt.Payload.HVM_VALUE}
+    assert named == FACTS_CHUNKS
+    assert fmt.HVM_CHUNKS == FACTS_HVM_CHUNKS
+    assert (fmt.CHUNK_VCPU_INFO, fmt.CHUNK_TSC_INFO, fmt.CHUNK_LAST_CHECKPOINT,
+            fmt.CHUNK_TOOLSTACK, fmt.BODY_END) == (-2, -7, -9, -18, 0)
+
+
+# The spec's record numbers, written out (libxc-migration-stream.pandoc, "Records").
+SPEC_RECORDS = {
+    "END": 0x0, "PAGE_DATA": 0x1, "X86_PV_INFO": 0x2, "X86_PV_P2M_FRAMES": 0x3,
+    "X86_PV_VCPU_BASIC": 0x4, "X86_PV_VCPU_EXTENDED": 0x5, "X86_PV_VCPU_XSAVE": 0x6,
+    "SHARED_INFO": 0x7, "X86_TSC_INFO": 0x8, "HVM_CONTEXT": 0x9, "HVM_PARAMS": 0xA,
+    "TOOLSTACK": 0xB, "X86_PV_VCPU_MSRS": 0xC, "VERIFY": 0xD, "CHECKPOINT": 0xE,
+    "CHECKPOINT_DIRTY_PFN_LIST": 0xF, "STATIC_DATA_END": 0x10, "X86_CPUID_POLICY": 0x11,
+    "X86_MSR_POLICY": 0x12,
+}
+
+
+def test_format_table_has_the_specs_record_numbers() -> None:
+    mine = {r.name: r.type for r in fmt.V2_RECORDS.values() if not r.type & 0x80000000}
+    assert mine == SPEC_RECORDS
+    assert all(getattr(fmt, f"REC_{name}") == number for name, number in SPEC_RECORDS.items())
+
+
+class V2Walk(Walk):
+    def record(self) -> tuple[int, bytes]:
+        """One record: header, body, and zero padding to a multiple of 8."""
+        rtype, length = struct.unpack("<II", self.take(8))
+        body = self.take(length)
+        assert self.take(-length % 8) == bytes(-length % 8)
+        return rtype, body
+
+
+def walk_v2(w: Walk, domain: DomainDir) -> None:
+    """Xen's v2 PV layout, field by field: headers big-endian then little-endian records."""
+    meta = domain.read_meta()
+    types = domain.read_types()
+    gw = meta.guest_width
+    p2m = meta.p2m_size
+    assert w.take(8) == b"\xff" * 8  # marker
+    assert w.take(4) == b"XENF"
+    assert w.take(4) == bytes.fromhex("00000003")  # version 3, big-endian
+    assert w.take(8) == bytes(8)  # options: little-endian, no reserved bits; reserved
+    assert struct.unpack("<IHHII", w.take(16)) == (1, 12, 0, 4, 6)  # x86 PV, 4 KiB, Xen 4.6
+    v = V2Walk(w.data)
+    v.pos = w.pos
+    rec = {name: SPEC_RECORDS[name] for name in SPEC_RECORDS}
+    assert v.record() == (rec["X86_PV_INFO"], bytes([gw // 8, 4 if gw == 64 else 3]) +
+                          bytes(6))
+    assert v.record() == (rec["STATIC_DATA_END"], b"")
+    rtype, body = v.record()
+    fpp = 512 if gw == 64 else 1024
+    assert rtype == rec["X86_PV_P2M_FRAMES"]
+    assert struct.unpack("<II", body[:8]) == (0, p2m - 1)
+    assert list(struct.unpack(f"<{len(body) // 8 - 1}Q", body[8:])) == meta.p2m_frames
+    assert len(meta.p2m_frames) == -(-p2m // fpp)
+    rtype, body = v.record()
+    assert rtype == rec["PAGE_DATA"]
+    assert struct.unpack("<II", body[:8]) == (p2m, 0)
+    words = struct.unpack(f"<{p2m}Q", body[8:8 + 8 * p2m])
+    assert [x >> 60 for x in words] == list(types)  # type nibble in bits 63-60
+    assert [x & ((1 << 52) - 1) for x in words] == list(range(p2m))  # real pfns, holes too
+    with_data = [p for p in range(p2m) if types[p] not in (0xD, 0xE, 0xF)]
+    assert len(body) == 8 + 8 * p2m + 4096 * len(with_data)
+    for i, pfn in enumerate(with_data):
+        data = body[8 + 8 * p2m + 4096 * i:8 + 8 * p2m + 4096 * (i + 1)]
+        if types[pfn] == 0 and pfn not in meta.p2m_frames:
+            assert data == page(domain, pfn)
+    rtype, body = v.record()
+    assert rtype == rec["X86_TSC_INFO"]
+    assert struct.unpack("<IIQII", body) == (meta.tsc.mode, meta.tsc.khz, meta.tsc.nsec,
+                                             meta.tsc.incarnation, 0)
+    rtype, body = v.record()
+    assert rtype == 0x8078736D  # xsmig's optional toolstack record: bit 31 set
+    assert struct.unpack("<II", body[:8]) == (1, len(meta.physmap))
+    pos = 8
+    for pm in meta.physmap:
+        assert struct.unpack_from("<QQQI", body, pos) == (pm.phys_offset, pm.start_addr,
+                                                          pm.size, len(pm.name))
+        assert body[pos + 28:pos + 28 + len(pm.name)] == pm.name  # packed, as escaped
+        pos += 28 + len(pm.name)
+    assert pos == len(body)
+    rtype, body = v.record()
+    assert rtype == rec["X86_PV_VCPU_BASIC"]
+    assert body[:8] == bytes(8)  # vcpu_id 0, reserved
+    assert len(body) == 8 + VCPU_SIZE[gw]
+    assert int.from_bytes(body[8 + EDX[gw]:8 + EDX[gw] + gw // 8], "little") == 1
+    rtype, body = v.record()
+    assert rtype == rec["X86_PV_VCPU_EXTENDED"]
+    assert body == bytes(8) + domain.vcpu_path(0, "ext").read_bytes()
+    if meta.xsave_size:
+        rtype, body = v.record()
+        assert rtype == rec["X86_PV_VCPU_XSAVE"]
+        area = domain.vcpu_path(0, "xsave").read_bytes()  # u64 mask, then the area
+        assert body == bytes(8) + area[:8] + area[:8] + area[8:]  # xcr0, xcr0_accum, area
+    rtype, body = v.record()
+    assert rtype == rec["SHARED_INFO"] and len(body) == 4096
+    assert body[FLL[gw]:FLL[gw] + gw // 8] == bytes(gw // 8)
+    assert v.record() == (rec["END"], b"")
+    assert v.pos == len(v.data), "trailing bytes"
+
+
 CASES = [(g, e, s) for g in GUESTS for e in Encoding for s in LAYOUTS
-         if e is Encoding.NATIVE or not g.startswith("sparse")]
+         if e in (Encoding.NATIVE, Encoding.V2) or not g.startswith("sparse")]
 
 
 def test_sparse_guests_exercise_holes(guests: dict[str, DomainDir]) -> None:
@@ -204,6 +318,9 @@ def test_stream_bytes(guests: dict[str, DomainDir], guest: str, encoding: Encodi
     w = Walk(data)
     if encoding is Encoding.NATIVE:
         walk_legacy(w, domain, Expect(layout.ulong_size, 28 if saver == "i386" else 32))
+        return
+    if encoding is Encoding.V2:
+        walk_v2(w, domain)
         return
     assert w.take(4) == b"\xff\xff\xff\xff"
     if encoding is Encoding.ESCAPED:
@@ -257,3 +374,10 @@ def test_streams_carry_no_host_values(tmp_path: Path, encoding: Encoding) -> Non
                       if encoding is Encoding.NATIVE else GUESTS["guest64"], host_id=host_id)
         streams.add(save_bytes(domain, encoding, AMD64))
     assert len(streams) == 1
+
+
+@pytest.mark.parametrize("guest", GUESTS)
+def test_v2_does_not_depend_on_the_writer_abi(guests: dict[str, DomainDir], guest: str) -> None:
+    """No native-width field anywhere: i386 and amd64 writers give the same v2 bytes."""
+    assert (save_bytes(guests[guest], Encoding.V2, I386)
+            == save_bytes(guests[guest], Encoding.V2, AMD64))

@@ -38,15 +38,36 @@ def old32(store: Store) -> DomainDir:
     return make(store, "old32", Guest(pages=96, width=32, vcpus=2, extended=False))
 
 
-@pytest.mark.parametrize("own", LAYOUTS.values(), ids=LAYOUTS.keys())
-def test_native_without_ext_info_from_amd64_needs_source_width(
-        store: Store, old64: DomainDir, own: Layout) -> None:
+def test_native_without_ext_info_from_amd64_is_read_in_own_width(
+        store: Store, old64: DomainDir, capsys: pytest.CaptureFixture[str]) -> None:
+    """The mail's rule: an amd64 restorer reads it as its own 64-bit width, saying so in
+    one line on stderr; --source-width 64 gives the same without the note."""
     data = save_bytes(old64, Encoding.NATIVE, AMD64, ext_info=False)
-    e = expect_error(StreamRefused, store, data, own=own)
-    assert "--source-width" in str(e)
-    assert e.exit_code == 4
-    restored = restore_bytes(store, data, "given64", own=own, source_width=64)
+    restored = restore_bytes(store, data, "own64", own=AMD64)
     assert digest(restored) == digest(old64)
+    note = capsys.readouterr().err.splitlines()
+    assert len(note) == 1 and "own 64-bit width" in note[0] and "--source-width" in note[0]
+    given = restore_bytes(store, data, "given64", own=I386, source_width=64)
+    assert digest(given) == digest(old64)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("pages,vcpus,seed", [(96, 2, 1), (64, 1, 2), (300, 3, 3),
+                                              (1500, 1, 4), (2048, 2, 5)])
+def test_amd64_stream_without_ext_info_on_i386_fails_cleanly(
+        store: Store, pages: int, vcpus: int, seed: int) -> None:
+    """Read in the i386 restorer's own width, a 64-bit stream must fail the parser's
+    checks (exit 3 or 4), never restore: the evidence contradicts the own width."""
+    old = make(store, "old", Guest(pages=pages, width=64, vcpus=vcpus, seed=seed,
+                                   extended=False))
+    data = save_bytes(old, Encoding.NATIVE, AMD64, ext_info=False)
+    before = store.names()
+    with pytest.raises((StreamError, StreamRefused)) as info:
+        restore_bytes(store, data, "wrong", own=I386)
+    assert info.value.exit_code in (3, 4) and "\n" not in str(info.value)
+    assert "--source-width 64" in str(info.value)  # the way out, named
+    assert info.value.offset is not None and f"at byte {info.value.offset}" in str(info.value)
+    assert_nothing_left(store, before)
 
 
 def test_wrong_source_width_never_restores_silently(store: Store, old64: DomainDir) -> None:
@@ -130,13 +151,33 @@ def test_cli_refusals(tmp_path: Path) -> None:
     stream = tmp_path / "s.bin"
     assert cli(st, "save", "old", "--encoding", "native", "--no-ext-info", "--toolstack",
                "amd64", "-o", str(stream)).returncode == 0
-    line = assert_cli_error(cli(st, "restore", "-i", str(stream), "--name", "x"), 4)
-    assert "--source-width" in line
-    ok = cli(st, "restore", "-i", str(stream), "--name", "x", "--source-width", "64")
-    assert ok.returncode == 0 and ok.stdout.decode().strip() == "x"
+    own = cli(st, "restore", "-i", str(stream), "--name", "x", "--toolstack", "amd64")
+    assert own.returncode == 0 and own.stdout.decode().strip() == "x"
+    note = own.stderr.decode().splitlines()
+    assert len(note) == 1 and note[0].startswith("xsmig: note: ") and "64-bit" in note[0]
+    other = cli(st, "restore", "-i", str(stream), "--name", "w", "--toolstack", "i386")
+    assert other.returncode in (3, 4) and "Traceback" not in other.stderr.decode()
+    assert other.stderr.decode().splitlines()[-1].startswith("xsmig: error: ")
+    ok = cli(st, "restore", "-i", str(stream), "--name", "z", "--source-width", "64",
+             "--toolstack", "i386")
+    assert ok.returncode == 0 and ok.stdout.decode().strip() == "z"
     esc = tmp_path / "e.bin"
     assert cli(st, "save", "old", "--encoding", "escaped", "-o", str(esc)).returncode == 0
     assert_cli_error(cli(st, "restore", "-i", str(esc), "--name", "y", "--profile", "legacy"),
                      4)
     assert cli(st, "list").stdout.decode().split().count("y") == 0
     assert list((st / "incoming").iterdir()) == []
+
+
+def test_mails_rule_failure_is_one_line(tmp_path: Path) -> None:
+    """An amd64 stream without ext-info read by i386 in its own width: one error line
+    (which names --source-width), no separate note."""
+    st = tmp_path / "store"
+    assert cli(st, "create", "old", "--pages", "64", "--guest-width", "64",
+               "--no-extended-state").returncode == 0
+    stream = cli(st, "save", "old", "--encoding", "native", "--no-ext-info", "--toolstack",
+                 "amd64").stdout
+    proc = cli(st, "restore", "--name", "x", "--toolstack", "i386", stdin=stream)
+    assert proc.returncode in (3, 4)
+    line = assert_cli_error(proc, proc.returncode)
+    assert "--source-width 64" in line and "own 32-bit width" in line

@@ -1,6 +1,6 @@
 """Byte order of native and escaped streams, which do not declare it.
 
-The rules are rows B1-B5 of docs/stream-format.md section 6; `detect` applies them
+The rules are rows B1-B5 of docs/stream-format.md section 9; `detect` applies them
 before its width rows. Width is always decidable in big-endian (a 64-bit saver
 writes the zero top half of p2m_size first), so only the order itself can be
 ambiguous, and then it is refused, naming --source-byte-order."""

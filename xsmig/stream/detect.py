@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from xsmig.errors import StreamError, StreamRefused, UsageError
 from xsmig.layout import BIG, BYTE_ORDERS, LITTLE, Layout
 from xsmig.stream.byteorder import big_width, native_order
-from xsmig.stream.format import ESCAPE, MAX_P2M_SIZE, SINF, Encoding
+from xsmig.stream.format import ESCAPE, MAX_P2M_SIZE, SINF, V2_ID, V2_MARKER, Encoding
 
 HEAD_BYTES = 24
 PROFILES = ("current", "legacy")
@@ -24,6 +24,7 @@ class Detection:
     rule: str  # the row of the detection table that decided
     ext_info: bool | None = None  # what the rule proved about PV extended info, if anything
     byte_order: str = LITTLE  # of the stream's integers (extended: the sinf block says)
+    note: str | None = None  # one line for stderr: a decision the operator should know of
 
 
 def _block_id(b: bytes) -> bool:
@@ -49,6 +50,12 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None,
     if len(head) < 8:
         raise StreamError("stream truncated: fewer than 8 bytes", len(head))
     w0, w1 = struct.unpack_from("<II", head)
+    if len(head) >= 12 and int.from_bytes(head[:8], "big") == V2_MARKER and \
+            int.from_bytes(head[8:12], "big") == V2_ID:
+        # R0: a v2 image header. No legacy stream has 8 bytes of ones (the spec's rule): a
+        # native or escaped p2m_size is <= 0x0FFFFFFF and an extended stream has "sinf".
+        # --source-width is ignored, as with escaped and extended streams: v2 has no ulong.
+        return Detection(Encoding.V2, None, "R0: v2 image header (marker, XENF)")
     if w0 == ESCAPE:
         if head[4:8] == SINF:
             # R1: "sinf" read as a uint32 is 0x666E6973 > 0x0FFFFFFF: never an escaped p2m_size.
@@ -63,6 +70,9 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None,
                              byte_order=BIG)
         if len(head) < 12:
             raise StreamError("stream truncated: fewer than 12 bytes after an escape", len(head))
+        if w1 == ESCAPE:
+            raise StreamError(f"v2 marker, but image id {head[8:12].hex()} is not 58454e46 "
+                              "(XENF)", 8)
         raise StreamError("unknown stream: escape 0xFFFFFFFF followed by neither a sinf "
                           "block nor a 64-bit p2m_size", 4)
     if w0 == 0 or w0 > MAX_P2M_SIZE:
@@ -74,10 +84,14 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None,
             # Every stream is longer than the head: R4 could not be evaluated.
             raise StreamError(f"stream truncated: fewer than {HEAD_BYTES} bytes", len(head))
         if source_width is None:
-            raise StreamRefused(
-                "cannot tell the width of this native stream (no extended info and bytes 4-7 "
-                "are zero: a 64-bit stream, or a 32-bit one whose first p2m frame is pfn 0); "
-                "give --source-width 32 or 64", 4)
+            # R6, the mail's rule: "if the first 4 bytes are not 0xffffffff, this is a normal
+            # native word size stream". Same-width migration keeps working without flags; a
+            # stream of the other width read this way fails the parser's checks.
+            return Detection(Encoding.NATIVE, own.bits,
+                             f"R6: bytes 4-7 zero, no extended info: own width {own.bits}",
+                             note=f"native stream without extended info: reading it as this "
+                                  f"toolstack's own {own.bits}-bit width (the mail's rule); "
+                                  f"give --source-width 32|64 if it came from the other width")
         return Detection(Encoding.NATIVE, source_width, f"R7: width from --source-width "
                                                          f"{source_width}")
     if source_width is not None and source_width != detection.width:

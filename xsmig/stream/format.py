@@ -1,12 +1,16 @@
 """The stream family's constants and record layouts, described as data.
 
 Legacy facts follow Xen 4.5's libxc (see docs/stream-format.md); the extended-info
-section is xsmig's design of the mail's second proposal."""
+section is xsmig's design of the mail's second proposal; v2 follows Xen's
+libxc-migration-stream spec, revision 3. Every chunk id and record type has a name
+here and is described once, in `LEGACY_CHUNKS` and `V2_RECORDS`: the reader, the
+writers, inspect, verify, the golden tests and the scenarios use these tables."""
 
 from __future__ import annotations
 
 import struct
-from enum import StrEnum
+from dataclasses import dataclass
+from enum import Enum, StrEnum
 
 ESCAPE = 0xFFFFFFFF  # first 4 bytes of escaped and extended streams
 MAX_P2M_SIZE = 0x0FFFFFFF  # Xen's saver refuses more: why an escape can never be a p2m_size
@@ -18,6 +22,10 @@ class Encoding(StrEnum):
     NATIVE = "native"
     ESCAPED = "escaped"
     EXTENDED = "extended"
+    V2 = "v2"
+
+
+LEGACY_ENCODINGS = (Encoding.NATIVE, Encoding.ESCAPED, Encoding.EXTENDED)
 
 
 I32 = struct.Struct("<i")
@@ -33,19 +41,78 @@ EXT_EXTV = b"extv"
 EXT_XCNT = b"xcnt"
 MAX_EXT_INFO = 1 << 20
 
-# Body chunk ids (negative counts). Payload sizes of the fixed ones; others parsed by code.
-CHUNK_NAMES: dict[int, str] = {
-    -1: "enable_verify_mode",
-    -2: "vcpu_info",
-    -7: "tsc_info",
-    -9: "last_checkpoint",
-    -12: "compressed_data",
-    -13: "enable_compression",
-    -18: "toolstack",
-}
-HVM_CHUNKS = frozenset({-3, -4, -8, -10, -11, -14, -15, -16, -17, -19, -20})
+# -- Legacy body chunks: a negative int32 id, then a payload of a fixed kind --
+
+
+class Payload(Enum):
+    NONE = "none"  # nothing follows the id
+    VCPU_INFO = "int32 max_vcpu_id, u64 map[max_vcpu_id / 64 + 1]"
+    TSC_INFO = "packed u32 mode, u64 nsec, u32 khz, u32 incarnation"
+    TOOLSTACK = "u32 length, then libxl's physmap records"
+    HVM_VALUE = "u32 pad, u64 value"
+    COMPRESSED = "ulong length, then compressed pages (Remus)"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: int
+    name: str
+    payload: Payload
+    supported: bool = True  # False: understood but refused (Remus compression)
+
+
+CHUNK_ENABLE_VERIFY_MODE = -1
+CHUNK_VCPU_INFO = -2
+CHUNK_HVM_IDENT_PT = -3
+CHUNK_HVM_VM86_TSS = -4
+CHUNK_TSC_INFO = -7
+CHUNK_HVM_CONSOLE_PFN = -8
+CHUNK_LAST_CHECKPOINT = -9
+CHUNK_HVM_ACPI_IOPORTS_LOCATION = -10
+CHUNK_HVM_VIRIDIAN = -11
+CHUNK_COMPRESSED_DATA = -12
+CHUNK_ENABLE_COMPRESSION = -13
+CHUNK_HVM_GENERATION_ID_ADDR = -14
+CHUNK_HVM_PAGING_RING_PFN = -15
+CHUNK_HVM_MONITOR_RING_PFN = -16
+CHUNK_HVM_SHARING_RING_PFN = -17
+CHUNK_TOOLSTACK = -18
+CHUNK_HVM_IOREQ_SERVER_PFN = -19
+CHUNK_HVM_NR_IOREQ_SERVER_PAGES = -20
+BODY_END = 0  # a zero count ends the body
+
+LEGACY_CHUNKS: dict[int, Chunk] = {c.id: c for c in [
+    Chunk(CHUNK_ENABLE_VERIFY_MODE, "enable_verify_mode", Payload.NONE),
+    Chunk(CHUNK_VCPU_INFO, "vcpu_info", Payload.VCPU_INFO),
+    Chunk(CHUNK_HVM_IDENT_PT, "hvm_ident_pt", Payload.HVM_VALUE),
+    Chunk(CHUNK_HVM_VM86_TSS, "hvm_vm86_tss", Payload.HVM_VALUE),
+    Chunk(CHUNK_TSC_INFO, "tsc_info", Payload.TSC_INFO),
+    Chunk(CHUNK_HVM_CONSOLE_PFN, "hvm_console_pfn", Payload.HVM_VALUE),
+    Chunk(CHUNK_LAST_CHECKPOINT, "last_checkpoint", Payload.NONE),
+    Chunk(CHUNK_HVM_ACPI_IOPORTS_LOCATION, "hvm_acpi_ioports_location", Payload.HVM_VALUE),
+    Chunk(CHUNK_HVM_VIRIDIAN, "hvm_viridian", Payload.HVM_VALUE),
+    Chunk(CHUNK_COMPRESSED_DATA, "compressed_data", Payload.COMPRESSED, supported=False),
+    Chunk(CHUNK_ENABLE_COMPRESSION, "enable_compression", Payload.NONE, supported=False),
+    Chunk(CHUNK_HVM_GENERATION_ID_ADDR, "hvm_generation_id_addr", Payload.HVM_VALUE),
+    Chunk(CHUNK_HVM_PAGING_RING_PFN, "hvm_paging_ring_pfn", Payload.HVM_VALUE),
+    Chunk(CHUNK_HVM_MONITOR_RING_PFN, "hvm_monitor_ring_pfn", Payload.HVM_VALUE),
+    Chunk(CHUNK_HVM_SHARING_RING_PFN, "hvm_sharing_ring_pfn", Payload.HVM_VALUE),
+    Chunk(CHUNK_TOOLSTACK, "toolstack", Payload.TOOLSTACK),
+    Chunk(CHUNK_HVM_IOREQ_SERVER_PFN, "hvm_ioreq_server_pfn", Payload.HVM_VALUE),
+    Chunk(CHUNK_HVM_NR_IOREQ_SERVER_PAGES, "hvm_nr_ioreq_server_pages", Payload.HVM_VALUE),
+]}
+# Kept for readers of the older names.
+CHUNK_NAMES: dict[int, str] = {i: c.name for i, c in LEGACY_CHUNKS.items()
+                               if c.payload is not Payload.HVM_VALUE}
+HVM_CHUNKS = frozenset(i for i, c in LEGACY_CHUNKS.items() if c.payload is Payload.HVM_VALUE)
 HVM_CHUNK = struct.Struct("<IQ")  # uint32 pad, uint64 value
-NO_PAYLOAD_CHUNKS = frozenset({-1, -9, -13})
+NO_PAYLOAD_CHUNKS = frozenset(i for i, c in LEGACY_CHUNKS.items() if c.payload is Payload.NONE)
+
+# What a sink is told, whatever the encoding: names of the events that carry domain state.
+EV_VCPU_INFO = "vcpu_info"  # value: sorted list of online vCPU ids
+EV_TSC_INFO = "tsc_info"  # value: TscInfo
+EV_TOOLSTACK = "toolstack"  # value: (version, [PhysmapEntry])
+EV_VCPU_MSRS = "x86_pv_vcpu_msrs"  # value: (vcpu_id, number of MSR entries)
 MAX_TOOLSTACK = 1 << 20
 
 # The toolstack chunk's payload: libxl's {uint32 version, uint32 count} then, per entry,
@@ -76,3 +143,133 @@ BYTE_ORDER_BIG = 1
 BYTE_ORDERS = ("little", "big")  # indexed by the sinf byte_order field
 GUEST_X86_PV = 1
 REQUIRED_FEATURES_KNOWN = 0  # no required feature is defined yet: any bit set is refused
+
+
+# -- Migration v2 (Xen 4.6+; libxc-migration-stream.pandoc, revision 3) --
+# Image header, always big-endian: u64 marker, u32 id, u32 version, u16 options,
+# u16 + u32 reserved. Domain header and records: the byte order the options say
+# (xsmig writes and reads little-endian; big-endian is refused).
+V2_IHDR = struct.Struct(">QIIHHI")
+V2_MARKER = 0xFFFFFFFFFFFFFFFF
+V2_ID = 0x58454E46  # "XENF"
+V2_VERSION = 3  # written; 2 and 3 are read
+V2_VERSIONS = (2, 3)
+V2_OPT_BIG_ENDIAN = 0x0001
+V2_OPT_RESERVED = 0xFFFE
+V2_DHDR = struct.Struct("<IHHII")  # type, page_shift, reserved, xen_major, xen_minor
+V2_DOMAIN_X86_PV = 1
+V2_DOMAIN_TYPES = {0x1: "x86 PV", 0x2: "x86 HVM", 0x3: "x86 PVH", 0x4: "ARM"}
+V2_PAGE_SHIFT = 12
+# The simulated hypervisor of a v2 save is Xen 4.6, the first release writing v2. The
+# converter writes xen_major 0 and its own version as xen_minor, as the spec asks.
+V2_XEN_VERSION = (4, 6)
+V2_CONVERTER_VERSION = (0, 1)
+V2_RHDR = struct.Struct("<II")  # type, body_length; then body, zero padding to 8
+V2_ALIGN = 8
+V2_OPTIONAL = 0x80000000  # bit 31 of a record type: a reader may ignore the record
+
+REC_END = 0x00
+REC_PAGE_DATA = 0x01
+REC_X86_PV_INFO = 0x02
+REC_X86_PV_P2M_FRAMES = 0x03
+REC_X86_PV_VCPU_BASIC = 0x04
+REC_X86_PV_VCPU_EXTENDED = 0x05
+REC_X86_PV_VCPU_XSAVE = 0x06
+REC_SHARED_INFO = 0x07
+REC_X86_TSC_INFO = 0x08
+REC_HVM_CONTEXT = 0x09
+REC_HVM_PARAMS = 0x0A
+REC_TOOLSTACK = 0x0B
+REC_X86_PV_VCPU_MSRS = 0x0C
+REC_VERIFY = 0x0D
+REC_CHECKPOINT = 0x0E
+REC_CHECKPOINT_DIRTY_PFN_LIST = 0x0F
+REC_STATIC_DATA_END = 0x10
+REC_X86_CPUID_POLICY = 0x11
+REC_X86_MSR_POLICY = 0x12
+# xsmig's own optional record: libxl's toolstack data (physmap), which the simulated
+# domain keeps and Xen's libxl carries in its own stream layer. Packed records (28 +
+# namelen bytes, as in escaped streams). A reader that ignores it loses only that.
+REC_XSMIG_TOOLSTACK = V2_OPTIONAL | 0x78736D  # "xsm"
+
+
+class Role(Enum):
+    """What a record means for an x86 PV stream (the reader's dispatch)."""
+
+    END = "end"
+    PAGES = "pages"
+    PV_INFO = "pv_info"
+    P2M_FRAMES = "p2m_frames"
+    VCPU = "vcpu"
+    SHARED_INFO = "shared_info"
+    TSC_INFO = "tsc_info"
+    SIGNAL = "signal"  # zero-length markers: VERIFY, CHECKPOINT
+    STATIC_END = "static_end"
+    STATIC = "static"  # static data the simulated host accepts as is (CPU policies)
+    TOOLSTACK = "toolstack"
+    NOT_PV = "not_pv"  # valid in the spec, not in an x86 PV forward stream
+    DEPRECATED = "deprecated"
+
+
+@dataclass(frozen=True)
+class Record:
+    type: int
+    name: str
+    role: Role
+    body: struct.Struct | None = None  # fixed part of the body, when there is one
+    exact: int | None = None  # the body's exact length, when fixed
+    max_length: int = 1 << 20  # a bound checked before reading
+
+
+V2_VCPU_HDR = struct.Struct("<II")  # vcpu_id, reserved
+V2_PAGE_DATA_HDR = struct.Struct("<II")  # count, reserved
+V2_PV_INFO = struct.Struct("<BBHI")  # guest_width (bytes), pt_levels, reserved, reserved
+V2_P2M_FRAMES_HDR = struct.Struct("<II")  # p2m_start_pfn, p2m_end_pfn; then u64 pfns
+V2_TSC_INFO = struct.Struct("<IIQII")  # mode, khz, nsec, incarnation, reserved
+V2_XSAVE_HDR = struct.Struct("<QQ")  # xcr0, xcr0_accum: Xen's PV_XSAVE_HDR, then the area
+V2_MSR = struct.Struct("<IIQ")  # index, reserved, value
+V2_TYPE_SHIFT = 60  # PAGE_DATA pfn words: type nibble in bits 63-60
+V2_PFN_MASK = (1 << 52) - 1  # pfn in bits 51-0
+V2_PFN_RESERVED = ((1 << 60) - 1) & ~V2_PFN_MASK  # bits 59-52
+MAX_V2_VCPU_BYTES = 64 << 20  # vCPU records are kept until END: bound them all
+
+V2_RECORDS: dict[int, Record] = {r.type: r for r in [
+    Record(REC_END, "END", Role.END, exact=0),
+    # No fixed bound: the length must equal 8 + 8 * count + 4096 * pages-with-data, checked
+    # once the pfns are read (count bounded by the p2m first), before any page is read.
+    Record(REC_PAGE_DATA, "PAGE_DATA", Role.PAGES, V2_PAGE_DATA_HDR, max_length=0xFFFFFFFF),
+    Record(REC_X86_PV_INFO, "X86_PV_INFO", Role.PV_INFO, V2_PV_INFO, exact=V2_PV_INFO.size),
+    Record(REC_X86_PV_P2M_FRAMES, "X86_PV_P2M_FRAMES", Role.P2M_FRAMES, V2_P2M_FRAMES_HDR,
+           max_length=V2_P2M_FRAMES_HDR.size + 8 * (MAX_P2M_SIZE // 512 + 1)),
+    Record(REC_X86_PV_VCPU_BASIC, "X86_PV_VCPU_BASIC", Role.VCPU, V2_VCPU_HDR,
+           max_length=8 + 5168),
+    Record(REC_X86_PV_VCPU_EXTENDED, "X86_PV_VCPU_EXTENDED", Role.VCPU, V2_VCPU_HDR,
+           max_length=8 + 128),
+    Record(REC_X86_PV_VCPU_XSAVE, "X86_PV_VCPU_XSAVE", Role.VCPU, V2_VCPU_HDR,
+           max_length=8 + MAX_EXT_INFO),
+    Record(REC_SHARED_INFO, "SHARED_INFO", Role.SHARED_INFO, exact=PAGE_SIZE),
+    Record(REC_X86_TSC_INFO, "X86_TSC_INFO", Role.TSC_INFO, V2_TSC_INFO, exact=V2_TSC_INFO.size),
+    Record(REC_HVM_CONTEXT, "HVM_CONTEXT", Role.NOT_PV),
+    Record(REC_HVM_PARAMS, "HVM_PARAMS", Role.NOT_PV),
+    Record(REC_TOOLSTACK, "TOOLSTACK", Role.DEPRECATED),
+    Record(REC_X86_PV_VCPU_MSRS, "X86_PV_VCPU_MSRS", Role.VCPU, V2_VCPU_HDR,
+           max_length=8 + 4096 * V2_MSR.size),
+    Record(REC_VERIFY, "VERIFY", Role.SIGNAL, exact=0),
+    Record(REC_CHECKPOINT, "CHECKPOINT", Role.SIGNAL, exact=0),
+    Record(REC_CHECKPOINT_DIRTY_PFN_LIST, "CHECKPOINT_DIRTY_PFN_LIST", Role.NOT_PV),
+    Record(REC_STATIC_DATA_END, "STATIC_DATA_END", Role.STATIC_END, exact=0),
+    Record(REC_X86_CPUID_POLICY, "X86_CPUID_POLICY", Role.STATIC),
+    Record(REC_X86_MSR_POLICY, "X86_MSR_POLICY", Role.STATIC),
+    Record(REC_XSMIG_TOOLSTACK, "XSMIG_TOOLSTACK", Role.TOOLSTACK, max_length=MAX_TOOLSTACK),
+]}
+
+
+def v2_record_name(rtype: int) -> str:
+    record = V2_RECORDS.get(rtype)
+    if record:
+        return record.name
+    return f"{'optional' if rtype & V2_OPTIONAL else 'mandatory'} record {rtype:#x}"
+
+
+def v2_padding(length: int) -> int:
+    return -length % V2_ALIGN

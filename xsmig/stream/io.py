@@ -138,3 +138,21 @@ class PolledInput:
         buf = bytearray(n)
         k = self.readinto(memoryview(buf)) if n else 0
         return bytes(buf[:k])
+
+
+class CountingReader:
+    """A file wrapper counting the bytes read, so a report can give the stream's size."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.count += len(data)
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        n = self.f.readinto(view)  # type: ignore[attr-defined]
+        self.count += n or 0
+        return n or 0

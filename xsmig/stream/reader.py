@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -54,6 +56,7 @@ class StreamHeader:
     xsave_limit: int = 0  # xcnt value: xsave area size + 16; 0: no xsave in the tail
     frame_list: list[int] = field(default_factory=list)
     frame_list_offset: int = 0  # of the p2m frame list's first entry
+    v2: dict[str, int] | None = None  # v2 only: the image and domain headers' fields
 
     @property
     def encoding(self) -> fmt.Encoding:
@@ -79,11 +82,31 @@ class StreamSink(Protocol):
     def on_shared_info(self, offset: int, data: bytes) -> None: ...
 
 
+def _with_width_hint(e: StreamError | StreamRefused, detection: Detection
+                     ) -> StreamError | StreamRefused:
+    """A stream read in the own width by the mail's rule failed: say how to read it."""
+    text = str(e)
+    if e.offset is not None:
+        text = text.removesuffix(e.where.format(e.offset))
+    other = 96 - (detection.width or 64)
+    return type(e)(f"{text} (read as this toolstack's own {detection.width}-bit width, the "
+                   f"mail's rule for streams without extended info; give --source-width "
+                   f"{other} if a {other}-bit toolstack wrote it)", e.offset)
+
+
+def _note_on_stderr(text: str) -> None:
+    print(f"xsmig: note: {text}", file=sys.stderr)
+
+
 class StreamParser:
     def __init__(self, f: BinaryIO, *, profile: str = "current", own: Layout | None = None,
                  source_width: int | None = None, max_pages: int = fmt.MAX_P2M_SIZE,
-                 source_byte_order: str | None = None) -> None:
+                 source_byte_order: str | None = None,
+                 note: Callable[[str], None] | None = None,
+                 lenient: Callable[[str], None] | None = None) -> None:
         self._f = f
+        self._lenient = lenient  # v2: report what xsmig cannot hold instead of refusing
+        self._note = note or _note_on_stderr
         self._profile = profile
         self._own = own or Layout.native()
         self._source_width = source_width
@@ -104,12 +127,26 @@ class StreamParser:
                            source_width=self._source_width,
                            source_byte_order=self._source_byte_order)
         r = StreamReader(self._f, head)
-        header = self._header(r, detection)
-        sink.on_header(header)
-        vcpu_ids = self._body(r, header, sink)
-        self._tail(r, header, vcpu_ids, sink)
-        if not r.at_eof():
-            raise StreamError("trailing data after the shared-info page", r.offset)
+        if detection.encoding is fmt.Encoding.V2:
+            from xsmig.stream.v2reader import V2Parser  # v2reader builds on this module
+
+            return V2Parser(r, detection, self._scratch, max_pages=self._max_pages,
+                            lenient=self._lenient).parse(sink)
+        try:
+            header = self._header(r, detection)
+            sink.on_header(header)
+            vcpu_ids = self._body(r, header, sink)
+            self._tail(r, header, vcpu_ids, sink)
+            if not r.at_eof():
+                raise StreamError("trailing data after the shared-info page", r.offset)
+        except (StreamError, StreamRefused) as e:
+            if detection.rule.startswith("R6"):
+                raise _with_width_hint(e, detection) from None
+            raise
+        if detection.note:
+            # Once the stream has passed every check: a failure says it in its own line,
+            # so stderr keeps one line either way.
+            self._note(detection.note)
         return header
 
     # -- header --
@@ -272,29 +309,32 @@ class StreamParser:
         while True:
             at = r.offset
             (count,) = r.unpack(fmt.I32, "chunk id or batch count")
-            if count == 0:
+            if count == fmt.BODY_END:
                 return vcpu_ids
             if 0 < count <= fmt.MAX_BATCH:
                 sink.on_batch(self._batch(r, header, count, at))
             elif count > fmt.MAX_BATCH:
                 raise StreamError(f"batch of {count} pages exceeds {fmt.MAX_BATCH}", at)
-            elif count == -2:
-                vcpu_ids = self._vcpu_info(r, at, header.layout)
-                sink.on_chunk(at, count, fmt.CHUNK_NAMES[count], vcpu_ids)
-            elif count == -7:
-                mode, nsec, khz, incarnation = r.unpack(fmt.TSC_INFO, "tsc_info")
-                sink.on_chunk(at, count, "tsc_info", TscInfo(mode, nsec, khz, incarnation))
-            elif count == -18:
-                sink.on_chunk(at, count, "toolstack", self._toolstack(r, header))
-            elif count in (-12, -13):
-                raise StreamRefused("Remus compressed streams are not supported", at)
-            elif count in fmt.NO_PAYLOAD_CHUNKS:
-                sink.on_chunk(at, count, fmt.CHUNK_NAMES[count], None)
-            elif count in fmt.HVM_CHUNKS:
-                _pad, value = r.unpack(fmt.HVM_CHUNK, f"chunk {count}")
-                sink.on_chunk(at, count, f"hvm_{-count}", value)
-            else:
+            elif count not in fmt.LEGACY_CHUNKS:
                 raise StreamError(f"unknown chunk id {count}", at)
+            elif not fmt.LEGACY_CHUNKS[count].supported:
+                raise StreamRefused("Remus compressed streams are not supported", at)
+            else:
+                chunk = fmt.LEGACY_CHUNKS[count]
+                kind = chunk.payload
+                if kind is fmt.Payload.VCPU_INFO:
+                    vcpu_ids = self._vcpu_info(r, at, header.layout)
+                    sink.on_chunk(at, count, chunk.name, vcpu_ids)
+                elif kind is fmt.Payload.TSC_INFO:
+                    mode, nsec, khz, incarnation = r.unpack(fmt.TSC_INFO, chunk.name)
+                    sink.on_chunk(at, count, chunk.name, TscInfo(mode, nsec, khz, incarnation))
+                elif kind is fmt.Payload.TOOLSTACK:
+                    sink.on_chunk(at, count, chunk.name, self._toolstack(r, header))
+                elif kind is fmt.Payload.NONE:
+                    sink.on_chunk(at, count, chunk.name, None)
+                else:
+                    _pad, value = r.unpack(fmt.HVM_CHUNK, chunk.name)
+                    sink.on_chunk(at, count, chunk.name, value)
 
     def _batch(self, r: StreamReader, header: StreamHeader, count: int, at: int) -> Batch:
         layout = header.layout
@@ -413,6 +453,15 @@ class StreamParser:
             sink.on_vcpu(at, vcpu_id, ctx, ext, mask, xsave)
         at = r.offset
         sink.on_shared_info(at, r.read(fmt.PAGE_SIZE, "shared info"))
+
+
+def parse_toolstack(data: bytes, layout: Layout, base: int) -> tuple[int, list[PhysmapEntry]]:
+    """libxl's toolstack data (stream offset `base`), its records padded as `layout` pads."""
+    if len(data) < fmt.TOOLSTACK_HEADER.size:
+        raise StreamError("toolstack chunk too short", base)
+    order = layout.byte_order
+    version, count = in_order(fmt.TOOLSTACK_HEADER, order).unpack_from(data)
+    return version, _physmap(data, count, layout.physmap_record_size(), order, base)
 
 
 def _words(code: str, raw: bytes, layout: Layout) -> array[int]:

@@ -1,22 +1,24 @@
 """Save a domain as a stream in any encoding, batch by batch: memory use does not
-grow with the domain, and page data moves through one preallocated buffer."""
+grow with the domain, and page data moves through one preallocated buffer.
+
+The saver reads and canonicalises the domain; the encoders in emit.py (legacy) and
+v2writer.py (v2) lay the bytes out."""
 
 from __future__ import annotations
 
-import json
-import platform
-import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from xsmig import __version__, p2mtable, pagetable
+from xsmig import p2mtable, pagetable
 from xsmig import pagetypes as pt
 from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir, DomainMeta
 from xsmig.errors import StateError, UsageError
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
-from xsmig.stream.io import StreamWriter, in_order
+from xsmig.stream.emit import Emitter, LegacyEmitter, StreamStart
+from xsmig.stream.emit import stream_layout as _stream_layout
+from xsmig.stream.v2writer import V2Emitter
 from xsmig.validate import Invalid, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
@@ -38,22 +40,25 @@ class SaveStats:
 
 
 def stream_layout(opts: SaveOptions) -> Layout:
-    if opts.encoding is fmt.Encoding.NATIVE:
-        return opts.layout
-    if opts.encoding is fmt.Encoding.ESCAPED:
-        return Layout.clean(8, opts.layout.byte_order)
-    return Layout.clean(opts.word_size or opts.layout.ulong_size, opts.layout.byte_order)
+    return _stream_layout(opts.encoding, opts.layout, opts.word_size)
+
+
+def make_emitter(out: BinaryIO, encoding: fmt.Encoding, abi: Layout, *, ext_info: bool = True,
+                 word_size: int | None = None,
+                 xen_version: tuple[int, int] = fmt.V2_XEN_VERSION) -> LegacyEmitter | V2Emitter:
+    if encoding is fmt.Encoding.V2:
+        return V2Emitter(out, xen_version=xen_version)
+    return LegacyEmitter(out, encoding, abi, ext_info=ext_info, word_size=word_size)
 
 
 class _Saver:
-    def __init__(self, domain: DomainDir, meta: DomainMeta, out: StreamWriter,
+    def __init__(self, domain: DomainDir, meta: DomainMeta, out: Emitter,
                  opts: SaveOptions, memory: BinaryIO) -> None:
         self.domain = domain
         self.memory = memory
         self.meta = meta
         self.out = out
         self.opts = opts
-        self.layout = stream_layout(opts)
         self.types = domain.read_types()
         self.frames = meta.frame_map()
         self.vl = meta.vcpu_layout
@@ -63,9 +68,6 @@ class _Saver:
         self.pages_sent = 0
         self.batches = 0
 
-    def ulongs(self, values: Sequence[int]) -> bytes:
-        return struct.pack(f"{self.layout.endian}{len(values)}{self.layout.ulong_code}", *values)
-
     def to_pfn(self, mfn: int) -> int | None:
         pfn = self.frames.pfn(mfn)
         return pfn if pfn is not None and self.types[pfn] != pt.XTAB else None
@@ -73,37 +75,10 @@ class _Saver:
     # -- sections --
 
     def header(self) -> None:
-        out, opts = self.out, self.opts
-        if opts.encoding is not fmt.Encoding.NATIVE:
-            out.pack(fmt.U32, fmt.ESCAPE)
-        if opts.encoding is fmt.Encoding.EXTENDED:
-            order = fmt.BYTE_ORDERS.index(self.layout.byte_order)
-            sinf = fmt.SINF_V1.pack(self.layout.ulong_size, order,
-                                    fmt.SINF_VERSION, 0, 0, fmt.GUEST_X86_PV)
-            writer = json.dumps({"xsmig": __version__, "abi": opts.layout.name,
-                                 "machine": platform.machine()}).encode()
-            for bid, flags, payload in [(fmt.SINF, 0, sinf),
-                                        (fmt.WRITER, fmt.XBLOCK_OPTIONAL, writer),
-                                        (fmt.XEND, 0, b"")]:
-                out.pack(fmt.XBLOCK, bid, flags, 0, len(payload))
-                out.write(payload)
-        # The extended-info section is little-endian on every ABI (it declares the order);
-        # every integer after it, and all of a native or escaped stream, is in the ABI's.
-        out.byte_order = self.layout.byte_order
-        out.write(self.ulongs([self.meta.p2m_size]))
-        if opts.ext_info:
-            blocks = [(fmt.EXT_VCPU, self.vcpu_context(0))]
-            if self.meta.extended_contexts:
-                blocks.append((fmt.EXT_EXTV, b""))
-            if self.meta.xsave_size:
-                xcnt = in_order(fmt.U32, self.layout.byte_order).pack(self.meta.xsave_size + 16)
-                blocks.append((fmt.EXT_XCNT, xcnt))
-            out.write(self.ulongs([self.layout.ulong_all_ones]))
-            out.pack(fmt.U32, sum(fmt.EXT_BLOCK.size + len(data) for _, data in blocks))
-            for bid, data in blocks:
-                out.pack(fmt.EXT_BLOCK, bid, len(data))
-                out.write(data)
-        out.write(self.ulongs(self.meta.p2m_frames))
+        meta = self.meta
+        self.out.begin(StreamStart(meta.p2m_size, self.vl, meta.p2m_frames,
+                                   meta.extended_contexts, meta.xsave_size,
+                                   self.vcpu_context(0)))
 
     def body(self) -> None:
         p2m = self.meta.p2m_size
@@ -116,36 +91,15 @@ class _Saver:
                      if pt.has_data(self.types[p])]
             for i in range(0, len(again), fmt.MAX_BATCH):
                 self.batch(again[i:i + fmt.MAX_BATCH])
-        ids = self.meta.vcpu_ids
-        words = [0] * (max(ids) // 64 + 1)
-        for vcpu_id in ids:
-            words[vcpu_id // 64] |= 1 << (vcpu_id % 64)
-        out = self.out
-        out.pack(fmt.I32, -2)
-        out.pack(fmt.I32, max(ids))
-        out.write(struct.pack(f"{self.layout.endian}{len(words)}Q", *words))
-        tsc = self.meta.tsc
-        out.pack(fmt.I32, -7)
-        out.pack(fmt.TSC_INFO, tsc.mode, tsc.nsec, tsc.khz, tsc.incarnation)
+        self.out.vcpu_ids(self.meta.vcpu_ids)
+        self.out.tsc(self.meta.tsc)
         if self.meta.toolstack_version is not None:
-            data = self.toolstack()
-            out.pack(fmt.I32, -18)
-            out.pack(fmt.U32, len(data))
-            out.write(data)
-        out.pack(fmt.I32, -9)
-        out.pack(fmt.I32, 0)
+            self.out.toolstack(self.meta.toolstack_version, self.meta.physmap)
 
     def batch(self, pfns: range | list[int]) -> None:
         types = (self.types[pfns.start:pfns.stop] if isinstance(pfns, range)
                  else bytes(self.types[p] for p in pfns))
-        entries = [pt.BARE_XTAB_ENTRY if t == pt.XTAB else (t << pt.TYPE_SHIFT) | p
-                   for p, t in zip(pfns, types, strict=True)]
-        self.out.pack(fmt.I32, len(entries))
-        self.out.write(self.ulongs(entries))
         data_pfns = [p for p, t in zip(pfns, types, strict=True) if pt.has_data(t)]
-        if not data_pfns:
-            self.batches += 1
-            return
         view, mem = self.view, self.memory
         # Read runs of consecutive pfns with one call each, straight into the buffer.
         start = 0
@@ -158,7 +112,7 @@ class _Saver:
             t = self.types[pfn]
             if t != pt.NOTAB or pfn in self.p2m_index:
                 self.canonicalise_page(pfn, t, view[i * PAGE_SIZE:(i + 1) * PAGE_SIZE])
-        self.out.write(view[:len(data_pfns) * PAGE_SIZE])
+        self.out.pages(pfns, bytes(types), view[:len(data_pfns) * PAGE_SIZE])
         self.pages_sent += len(data_pfns)
         self.batches += 1
 
@@ -175,20 +129,6 @@ class _Saver:
             page[:] = p2mtable.page_content(self.meta, self.types, self.p2m_index[pfn],
                                             p2mtable.identity)
 
-    def toolstack(self) -> bytes:
-        assert self.meta.toolstack_version is not None
-        record = self.layout.physmap_record_size()
-        order = self.layout.byte_order
-        header = in_order(fmt.TOOLSTACK_HEADER, order)
-        parts = [header.pack(self.meta.toolstack_version, len(self.meta.physmap))]
-        for entry in self.meta.physmap:
-            fields = in_order(fmt.PHYSMAP_FIELDS, order).pack(
-                entry.phys_offset, entry.start_addr, entry.size, len(entry.name))
-            # libxl copies the name to offset 28 of a sizeof()+namelen buffer: on amd64 the
-            # 4 padding bytes end up after the name.
-            parts.append((fields + entry.name).ljust(record + len(entry.name), b"\0"))
-        return b"".join(parts)
-
     def vcpu_context(self, vcpu_id: int) -> bytes:
         ctx = bytearray(self.domain.read_vcpu(self.meta, vcpu_id).context)
         rewrite_frames(self.vl, ctx, vcpu_id, self._frame_checker(vcpu_id))
@@ -204,21 +144,18 @@ class _Saver:
         return translate
 
     def tail(self) -> None:
-        holes = [p for run in pt.HOLE_RUN.finditer(self.types) for p in range(*run.span())]
-        self.out.pack(fmt.U32, len(holes))
-        self.out.write(self.ulongs(holes))
+        if self.out.tail_holes:
+            self.out.holes([p for run in pt.HOLE_RUN.finditer(self.types)
+                            for p in range(*run.span())])
         for vcpu_id in self.meta.vcpu_ids:
             state = self.domain.read_vcpu(self.meta, vcpu_id)
-            self.out.write(self.vcpu_context(vcpu_id))
-            if self.opts.ext_info and self.meta.extended_contexts:
-                self.out.write(state.extended or bytes(128))
-            if self.opts.ext_info and self.meta.xsave_size:
-                self.out.pack(fmt.XSAVE_HEADER, state.xsave_mask, len(state.xsave))
-                self.out.write(state.xsave)
+            self.out.vcpu(vcpu_id, self.vcpu_context(vcpu_id), state.extended,
+                          state.xsave_mask, state.xsave)
         shared = bytearray(self.domain.shared_info_path.read_bytes())
         offset = SHARED_INFO_FLL_OFFSET[self.meta.guest_width]
         shared[offset:offset + self.vl.word_size] = bytes(self.vl.word_size)
-        self.out.write(shared)
+        self.out.shared_info(bytes(shared))
+        self.out.end()
 
 
 def save(domain: DomainDir, out: BinaryIO, opts: SaveOptions) -> SaveStats:
@@ -241,14 +178,14 @@ def save(domain: DomainDir, out: BinaryIO, opts: SaveOptions) -> SaveStats:
             raise StateError(f"domain {meta.name!r} has extended vCPU state, which a stream "
                              "without extended info cannot carry (create it with "
                              "--no-extended-state)")
-    writer = StreamWriter(out)
+    emitter = make_emitter(out, opts.encoding, opts.layout, ext_info=opts.ext_info,
+                           word_size=opts.word_size)
     try:
         with domain.open_memory() as memory:
-            saver = _Saver(domain, meta, writer, opts, memory)
+            saver = _Saver(domain, meta, emitter, opts, memory)
             saver.header()
             saver.body()
             saver.tail()
     except FrameFieldError as e:
         raise StateError(f"domain {meta.name!r} is corrupt: {e}") from None
-    writer.flush()
-    return SaveStats(writer.offset, saver.pages_sent, saver.batches)
+    return SaveStats(emitter.offset, saver.pages_sent, saver.batches)

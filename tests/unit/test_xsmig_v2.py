@@ -1,0 +1,358 @@
+"""Migration v2: xsmig's streams against an independent reading of the spec, and v2
+streams edited record by record, each edit either accepted (with the same restore) or
+refused with the expected error at the expected byte offset, leaving nothing behind.
+
+Round trips of v2 over every guest kind, saver and restorer ABI are in
+test_xsmig_roundtrip.py (ENCODINGS includes v2); golden bytes in test_xsmig_golden.py."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import pytest
+from v2_spec import (
+    CHECKPOINT,
+    END,
+    P2M_FRAMES,
+    PAGE_DATA,
+    PV_INFO,
+    SHARED_INFO,
+    STATIC_DATA_END,
+    TSC_INFO,
+    VCPU_BASIC,
+    VCPU_EXTENDED,
+    VCPU_MSRS,
+    VCPU_XSAVE,
+    VERIFY,
+    V2Stream,
+    spec_check,
+    split,
+)
+from xsmig_helpers import Guest, digest, expect_error, make, restore_bytes, save_bytes
+
+from xsmig.domain import DomainDir
+from xsmig.errors import StreamError, StreamRefused
+from xsmig.layout import AMD64, I386
+from xsmig.store import Store
+from xsmig.stream.format import Encoding
+
+
+@pytest.fixture
+def guest(store: Store) -> DomainDir:
+    return make(store, "src", Guest(pages=200, width=64, vcpus=2, max_vcpu_id=3, seed=9))
+
+
+@pytest.fixture
+def stream(guest: DomainDir) -> V2Stream:
+    return split(save_bytes(guest, Encoding.V2, AMD64))
+
+
+@pytest.mark.parametrize("saver", [I386, AMD64], ids=["i386", "amd64"])
+@pytest.mark.parametrize("shape", ["standard", "sparse", "pt-heavy"])
+@pytest.mark.parametrize("width", [32, 64])
+def test_streams_pass_an_independent_spec_check(store: Store, saver: object, shape: str,
+                                                 width: int) -> None:
+    src = make(store, "g", Guest(pages=300, width=width, vcpus=3, max_vcpu_id=40, seed=4,
+                                 shape=shape, extended=shape != "sparse"))
+    for rounds in (1, 3):
+        data = save_bytes(src, Encoding.V2, saver, rounds=rounds)  # type: ignore[arg-type]
+        assert spec_check(data) == []
+        kinds = [t for t, _ in split(data).records]
+        assert kinds[:4] == [PV_INFO, STATIC_DATA_END, P2M_FRAMES, PAGE_DATA]
+        assert kinds[-2:] == [SHARED_INFO, END]
+        assert kinds.count(VCPU_BASIC) == 3 and TSC_INFO in kinds
+
+
+def restores_as(store: Store, data: bytes, source: DomainDir) -> None:
+    restored = restore_bytes(store, data, "copy")
+    assert digest(restored) == digest(source)
+    store.destroy("copy")
+
+
+def test_split_and_join_is_the_identity(stream: V2Stream, guest: DomainDir) -> None:
+    assert stream.to_bytes() == save_bytes(guest, Encoding.V2, I386)
+
+
+# -- edits a spec-faithful restorer accepts --
+
+def _v2_without_static_end(s: V2Stream) -> None:
+    s.ihdr = s.ihdr[:12] + struct.pack(">I", 2) + s.ihdr[16:]
+    del s.records[s.index(STATIC_DATA_END)]
+
+
+def _insert_before(rtype: int, record: tuple[int, bytes]) -> Callable[[V2Stream], None]:
+    def edit(s: V2Stream) -> None:
+        s.records.insert(s.index(rtype), record)
+    return edit
+
+
+def _split_page_data(s: V2Stream) -> None:
+    """One PAGE_DATA of 200 pfns as two of 100 (each with its pages)."""
+    i = s.index(PAGE_DATA)
+    _, body = s.records[i]
+    count = struct.unpack_from("<I", body)[0]
+    words = struct.unpack_from(f"<{count}Q", body, 8)
+    pages = body[8 + 8 * count:]
+    with_data = [w >> 60 not in (0xD, 0xE, 0xF) for w in words]
+    cut, at = count // 2, 4096 * sum(with_data[:count // 2])
+    first = struct.pack(f"<II{cut}Q", cut, 0, *words[:cut]) + pages[:at]
+    second = struct.pack(f"<II{count - cut}Q", count - cut, 0, *words[cut:]) + pages[at:]
+    s.records[i:i + 1] = [(PAGE_DATA, first), (PAGE_DATA, second)]
+
+
+def _merge_page_data(s: V2Stream) -> None:
+    """All PAGE_DATA records as one (the spec sets no limit on count)."""
+    idx = [i for i, (t, _) in enumerate(s.records) if t == PAGE_DATA]
+    words: list[int] = []
+    pages = []
+    for i in idx:
+        body = s.records[i][1]
+        count = struct.unpack_from("<I", body)[0]
+        words += struct.unpack_from(f"<{count}Q", body, 8)
+        pages.append(body[8 + 8 * count:])
+    merged = struct.pack(f"<II{len(words)}Q", len(words), 0, *words) + b"".join(pages)
+    s.records[idx[0]:idx[-1] + 1] = [(PAGE_DATA, merged)]
+
+
+ACCEPTED: dict[str, Callable[[V2Stream], None]] = {
+    "version 2 without STATIC_DATA_END (inferred at the p2m frames)": _v2_without_static_end,
+    "unknown optional record": _insert_before(SHARED_INFO, (0x80001234, b"hello")),
+    "VERIFY signal": _insert_before(TSC_INFO, (VERIFY, b"")),
+    "zero-length EXTENDED (erratum 1)": _insert_before(
+        SHARED_INFO, (VCPU_EXTENDED, struct.pack("<II", 0, 0))),
+    "PAGE_DATA split in two": _split_page_data,
+    "PAGE_DATA split, then one record of all pfns": lambda s: [_split_page_data(s),
+                                                               _merge_page_data(s)],
+    "TSC_INFO before the p2m frames": lambda s: s.records.insert(
+        s.index(P2M_FRAMES), s.records.pop(s.index(TSC_INFO))),
+    "SHARED_INFO right after the static data": lambda s: s.records.insert(
+        s.index(P2M_FRAMES), s.records.pop(s.index(SHARED_INFO))),
+    "vCPU records interleaved across vCPUs": lambda s: s.records.insert(
+        s.index(VCPU_BASIC, 1) + 1, s.records.pop(s.index(VCPU_XSAVE))),
+}
+
+
+@pytest.mark.parametrize("case", ACCEPTED)
+def test_accepted_edits(store: Store, guest: DomainDir, stream: V2Stream, case: str) -> None:
+    ACCEPTED[case](stream)
+    data = stream.to_bytes()
+    assert spec_check(data) == []
+    restores_as(store, data, guest)
+
+
+def test_checkpoint_then_a_second_round(store: Store, guest: DomainDir,
+                                        stream: V2Stream) -> None:
+    """CHECKPOINT, then pages, TSC, vCPUs and shared info again: the last copy wins."""
+    first_vcpu = stream.index(VCPU_BASIC)
+    again = [r for r in stream.records[stream.index(PAGE_DATA):-1]]
+    stream.records[first_vcpu:first_vcpu] = []
+    stream.records[-1:-1] = [(CHECKPOINT, b""), *again]
+    data = stream.to_bytes()
+    assert spec_check(data) == []
+    restores_as(store, data, guest)
+
+
+# -- edits that must fail: (edit, error type, offset of the error) --
+
+def _patch(rtype: int, pos: int, new: bytes, nth: int = 0) -> Callable[[V2Stream], None]:
+    def edit(s: V2Stream) -> None:
+        i = s.index(rtype, nth)
+        t, body = s.records[i]
+        s.records[i] = (t, body[:pos] + new + body[pos + len(new):])
+    return edit
+
+
+def _ihdr(pos: int, new: bytes) -> Callable[[V2Stream], None]:
+    def edit(s: V2Stream) -> None:
+        s.ihdr = s.ihdr[:pos] + new + s.ihdr[pos + len(new):]
+    return edit
+
+
+def _dhdr(pos: int, new: bytes) -> Callable[[V2Stream], None]:
+    def edit(s: V2Stream) -> None:
+        s.dhdr = s.dhdr[:pos] + new + s.dhdr[pos + len(new):]
+    return edit
+
+
+def _drop(rtype: int, nth: int = 0) -> Callable[[V2Stream], None]:
+    def edit(s: V2Stream) -> None:
+        del s.records[s.index(rtype, nth)]
+    return edit
+
+
+def _pfn_word(value: Callable[[int], int], entry: int = 5) -> Callable[[V2Stream], None]:
+    def edit(s: V2Stream) -> None:
+        i = s.index(PAGE_DATA)
+        t, body = s.records[i]
+        (word,) = struct.unpack_from("<Q", body, 8 + 8 * entry)
+        s.records[i] = (t, body[:8 + 8 * entry] + struct.pack("<Q", value(word))
+                        + body[16 + 8 * entry:])
+    return edit
+
+
+def record_at(rtype: int, plus: int = 0, nth: int = 0) -> Callable[[V2Stream], int]:
+    return lambda s: s.offset_of(rtype, nth) + plus
+
+
+REJECTED: dict[str, tuple[Callable[[V2Stream], None], type[Exception],
+                          Callable[[V2Stream], int]]] = {
+    "version 4": (_ihdr(12, struct.pack(">I", 4)), StreamRefused, lambda s: 12),
+    "reserved option bit": (_ihdr(16, b"\x00\x02"), StreamError, lambda s: 16),
+    "big-endian stream": (_ihdr(16, b"\x00\x01"), StreamRefused, lambda s: 16),
+    "image header reserved": (_ihdr(20, b"\x00\x00\x00\x01"), StreamError, lambda s: 16),
+    "HVM domain": (_dhdr(0, struct.pack("<I", 2)), StreamRefused, lambda s: 24),
+    "unknown domain type": (_dhdr(0, struct.pack("<I", 9)), StreamError, lambda s: 24),
+    "page_shift 13": (_dhdr(4, struct.pack("<H", 13)), StreamError, lambda s: 28),
+    "domain header reserved": (_dhdr(6, b"\x01\x00"), StreamError, lambda s: 30),
+    "guest width 5": (_patch(PV_INFO, 0, b"\x05"), StreamError, record_at(PV_INFO, 8)),
+    "PV_INFO reserved": (_patch(PV_INFO, 4, b"\x01"), StreamError, record_at(PV_INFO, 10)),
+    "v3 without STATIC_DATA_END": (_drop(STATIC_DATA_END), StreamError,
+                                   record_at(P2M_FRAMES)),
+    "no X86_PV_INFO": (_drop(PV_INFO), StreamError, record_at(STATIC_DATA_END)),
+    "p2m frames one short": (_patch(P2M_FRAMES, 4, struct.pack("<I", 1024)), StreamError,
+                             record_at(P2M_FRAMES, 4)),
+    "p2m frame beyond the p2m": (_patch(P2M_FRAMES, 8, struct.pack("<Q", 10 ** 6)),
+                                 StreamError, record_at(P2M_FRAMES, 16)),
+    "PAGE_DATA count 0": (_patch(PAGE_DATA, 0, struct.pack("<I", 0)), StreamError,
+                          record_at(PAGE_DATA, 8)),
+    "PAGE_DATA reserved": (_patch(PAGE_DATA, 4, b"\x01"), StreamError,
+                           record_at(PAGE_DATA, 12)),
+    "PAGE_DATA count below the pfns": (lambda s: _patch(PAGE_DATA, 0, struct.pack(
+        "<I", struct.unpack_from("<I", s.records[s.index(PAGE_DATA)][1])[0] - 1))(s),
+                                       StreamError, record_at(PAGE_DATA, 4)),
+    "pfn reserved bits 59-52": (_pfn_word(lambda w: w | 1 << 55), StreamError,
+                                record_at(PAGE_DATA, 16 + 8 * 5)),
+    "page type 6": (_pfn_word(lambda w: (w & (1 << 60) - 1) | 6 << 60), StreamError,
+                    record_at(PAGE_DATA, 16 + 8 * 5)),
+    "pfn beyond p2m_end_pfn": (_pfn_word(lambda w: w | 0xFFFFF), StreamError,
+                               record_at(PAGE_DATA, 16 + 8 * 5)),
+    "a page without data claims data": (_pfn_word(lambda w: w & ~(0xF << 60) | 0xE << 60),
+                                        StreamError, record_at(PAGE_DATA, 4)),
+    "vCPU record before PAGE_DATA": (lambda s: s.records.insert(
+        s.index(PAGE_DATA), s.records.pop(s.index(VCPU_BASIC))), StreamError,
+        record_at(VCPU_BASIC)),
+    "PAGE_DATA after vCPU records": (lambda s: [_split_page_data(s), s.records.insert(
+        s.index(SHARED_INFO), s.records.pop(s.index(PAGE_DATA, 1)))], StreamError,
+        lambda s: s.offset_of(PAGE_DATA, 1)),
+    "BASIC of the wrong size": (lambda s: s.records.__setitem__(
+        s.index(VCPU_BASIC), (VCPU_BASIC, s.records[s.index(VCPU_BASIC)][1][:-8])),
+        StreamError, record_at(VCPU_BASIC, 4)),
+    "vCPU reserved": (_patch(VCPU_BASIC, 4, b"\x01"), StreamError, record_at(VCPU_BASIC, 12)),
+    "EXTENDED without BASIC": (_drop(VCPU_BASIC, 1), StreamError, record_at(END)),
+    "no vCPU 0": (lambda s: [_drop(r)(s) for r in (VCPU_BASIC, VCPU_EXTENDED, VCPU_XSAVE)],
+                  StreamError, record_at(END)),
+    "EXTENDED for one vCPU only": (_drop(VCPU_EXTENDED, 1), StreamRefused, record_at(END)),
+    "xcr0_accum differs": (_patch(VCPU_XSAVE, 16, b"\x0f"), StreamRefused,
+                           record_at(VCPU_XSAVE, 24)),
+    "no SHARED_INFO": (_drop(SHARED_INFO), StreamError, record_at(END)),
+    "SHARED_INFO short": (lambda s: s.records.__setitem__(
+        s.index(SHARED_INFO), (SHARED_INFO, bytes(4088))), StreamError,
+        record_at(SHARED_INFO, 4)),
+    "TSC_INFO reserved": (_patch(TSC_INFO, 20, b"\x01"), StreamError, record_at(TSC_INFO, 28)),
+    "unknown mandatory record": (_insert_before(SHARED_INFO, (0x13, b"")), StreamRefused,
+                                 lambda s: s.offset_of(0x13)),
+    "HVM_CONTEXT in a PV stream": (_insert_before(SHARED_INFO, (0x9, bytes(8))), StreamError,
+                                   lambda s: s.offset_of(0x9)),
+    "deprecated TOOLSTACK": (_insert_before(SHARED_INFO, (0xB, bytes(8))), StreamRefused,
+                             lambda s: s.offset_of(0xB)),
+    "back-channel dirty pfn list": (_insert_before(SHARED_INFO, (0xF, bytes(8))), StreamError,
+                                    lambda s: s.offset_of(0xF)),
+    "END not empty": (lambda s: s.records.__setitem__(-1, (END, bytes(8))), StreamError,
+                      record_at(END, 4)),
+    "a second X86_PV_INFO": (_insert_before(STATIC_DATA_END, (PV_INFO, b"\x08\x04" + bytes(6))),
+                             StreamError, record_at(PV_INFO, nth=1)),
+    "CPUID policy after the static data": (
+        _insert_before(P2M_FRAMES, (0x11, bytes(24))), StreamError,
+        lambda s: s.offset_of(0x11)),
+}
+
+
+@pytest.mark.parametrize("case", REJECTED)
+def test_rejected_edits(store: Store, stream: V2Stream, case: str) -> None:
+    edit, error, where = REJECTED[case]
+    edit(stream)
+    data = stream.to_bytes()
+    e = expect_error(error, store, data)  # type: ignore[arg-type]
+    assert e.offset == where(stream), str(e)
+
+
+def test_nonzero_padding(store: Store, stream: V2Stream) -> None:
+    data = bytearray(stream.to_bytes())
+    i = next(i for i, (_, body) in enumerate(stream.records) if len(body) % 8)
+    pad_at = stream.offsets[i] + 8 + len(stream.records[i][1])
+    data[pad_at] = 1
+    assert any("padding" in p for p in spec_check(bytes(data)))
+    e = expect_error(StreamError, store, bytes(data))
+    assert e.offset == pad_at and "padding" in str(e)
+
+
+@pytest.mark.parametrize("cut", [3, 24, 39, 44, 100, 1000, -9, -1])
+def test_truncated(store: Store, stream: V2Stream, cut: int) -> None:
+    data = stream.to_bytes()
+    e = expect_error(StreamError, store, data[:cut])
+    assert "truncated" in str(e) or "fewer than" in str(e)
+
+
+def test_trailing_data(store: Store, stream: V2Stream) -> None:
+    data = stream.to_bytes()
+    e = expect_error(StreamError, store, data + bytes(8))
+    assert e.offset == len(data) and "END" in str(e)
+
+
+def test_msrs_are_valid_but_refused_by_restore(store: Store, stream: V2Stream) -> None:
+    _insert_before(SHARED_INFO, (VCPU_MSRS, struct.pack("<IIIIQ", 0, 0, 0xC0000080, 0, 5)))(
+        stream)
+    data = stream.to_bytes()
+    assert spec_check(data) == []
+    e = expect_error(StreamRefused, store, data)
+    assert "MSR" in str(e)
+
+
+@pytest.mark.parametrize("own", [I386, AMD64], ids=["i386", "amd64"])
+def test_legacy_profile_refuses_v2_at_byte_0(store: Store, stream: V2Stream,
+                                             own: object) -> None:
+    e = expect_error(StreamRefused, store, stream.to_bytes(), own=own, profile="legacy")
+    assert e.offset == 0 and "legacy" in str(e)
+
+
+def test_hypervisor_and_converter_versions(guest: DomainDir, stream: V2Stream) -> None:
+    """A save names Xen 4.6 (the simulated hypervisor); the spec asks a converter for
+    xen_major 0 and its own version as xen_minor (checked in test_xsmig_convert)."""
+    assert struct.unpack("<II", stream.dhdr[8:]) == (4, 6)
+
+
+def test_one_record_of_more_than_1024_pfns(store: Store) -> None:
+    """Xen writes 1024 pfns per record; a reader must take more (read in slices)."""
+    src = make(store, "big", Guest(pages=3000, width=32, vcpus=1, seed=5, shape="sparse"))
+    s = split(save_bytes(src, Encoding.V2, I386))
+    assert len([t for t, _ in s.records if t == PAGE_DATA]) == 3
+    _merge_page_data(s)
+    data = s.to_bytes()
+    assert spec_check(data) == []
+    assert struct.unpack_from("<I", s.records[s.index(PAGE_DATA)][1])[0] == 3000
+    restores_as(store, data, src)
+
+
+def test_huge_record_length_is_malformed_before_reading_pages(store: Store,
+                                                               stream: V2Stream) -> None:
+    data = bytearray(stream.to_bytes())
+    at = stream.offset_of(PAGE_DATA)
+    struct.pack_into("<I", data, at + 4, 0xFFFFFFF0)
+    e = expect_error(StreamError, store, bytes(data))
+    assert e.offset == at + 4 and "must be" in str(e)
+
+
+def test_inspect_reads_v2(guest: DomainDir, stream: V2Stream) -> None:
+    import io
+
+    from xsmig.inspect import inspect_stream, render_text
+
+    report = inspect_stream(io.BytesIO(stream.to_bytes()))
+    assert report["encoding"] == "v2" and report["detection"].startswith("R0")
+    assert report["v2"] == {"version": 3, "options": 0, "domain_type": 1, "page_shift": 12,
+                            "xen_major": 4, "xen_minor": 6}
+    assert report["p2m_size"] == 200 and report["guest_width"] == 64
+    assert [v["id"] for v in report["tail"]["vcpus"]] == guest.read_meta().vcpu_ids
+    text = render_text(report)
+    assert "v2 headers    version 3" in text and "Xen 4.6" in text

@@ -1,0 +1,166 @@
+"""`xsmig verify`: every stream restore accepts is valid, every stream restore rejects is
+invalid with the same message and byte offset (same parser, same checks), and the CLI
+exits 0 only for a valid stream."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_xsmig_badinput import HOSTILE, KINDS, Stream
+from test_xsmig_v2 import ACCEPTED, REJECTED
+from v2_spec import VCPU_MSRS, split
+from xsmig_helpers import ENCODINGS, Guest, cli, make, restore_bytes, save_bytes
+
+from xsmig.domain import DomainDir
+from xsmig.errors import StreamError, StreamRefused
+from xsmig.layout import AMD64, I386
+from xsmig.store import Store
+from xsmig.stream.format import Encoding
+from xsmig.verify import verify_stream
+
+LAYOUTS = {"i386": I386, "amd64": AMD64}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> DomainDir:
+    store = Store(tmp_path_factory.mktemp("src"))
+    return make(store, "src", Guest(pages=96, width=64, vcpus=2, seed=3))
+
+
+@pytest.fixture(scope="module")
+def streams(source: DomainDir) -> dict[str, Stream]:
+    return {k: Stream(save_bytes(source, enc, lay)) for k, (enc, lay) in KINDS.items()}
+
+
+@pytest.mark.parametrize("saver", LAYOUTS)
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=lambda e: e.value)
+@pytest.mark.parametrize("shape", ["standard", "sparse"])
+def test_saved_streams_are_valid(store: Store, encoding: Encoding, saver: str,
+                                 shape: str) -> None:
+    g = make(store, "g", Guest(pages=300, width=32, vcpus=3, max_vcpu_id=9, shape=shape))
+    data = save_bytes(g, encoding, LAYOUTS[saver], rounds=2)
+    verdict = verify_stream(io.BytesIO(data))
+    assert verdict["valid"], verdict.get("error")
+    assert verdict["encoding"] == encoding.value and verdict["vcpus"] == g.read_meta().vcpu_ids
+    assert verdict["bytes"] == len(data) and verdict["p2m_size"] == 300
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_legacy_rejections_match_restore(streams: dict[str, Stream], case: str) -> None:
+    kind, breaker, exc, words = HOSTILE[case]
+    data, at = breaker(streams[kind])
+    verdict = verify_stream(io.BytesIO(data))
+    assert not verdict["valid"]
+    error = verdict["error"]
+    assert error["offset"] == at and error["exit_code"] == exc.exit_code  # type: ignore[attr-defined]
+    assert all(word in error["message"] for word in words)
+
+
+@pytest.fixture
+def v2data(source: DomainDir) -> bytes:
+    return save_bytes(source, Encoding.V2, AMD64)
+
+
+# Valid per the spec, refused by restore because xsmig's domains cannot hold them:
+# verify accepts them with a warning.
+UNREPRESENTABLE = {"xcr0_accum differs", "EXTENDED for one vCPU only"}
+
+
+@pytest.mark.parametrize("case", REJECTED)
+def test_v2_rejections(v2data: bytes, case: str) -> None:
+    edit, error, where = REJECTED[case]
+    s = split(v2data)
+    edit(s)
+    verdict = verify_stream(io.BytesIO(s.to_bytes()))
+    if case in UNREPRESENTABLE:
+        assert verdict["valid"] and any(f"byte {where(s)}:" in w and "restore refuses" in w
+                                        for w in verdict["warnings"]), verdict
+        return
+    assert not verdict["valid"]
+    assert verdict["error"]["offset"] == where(s)
+    assert verdict["error"]["kind"] == ("malformed" if error is StreamError else "refused")
+
+
+@pytest.mark.parametrize("case", ACCEPTED)
+def test_v2_accepted(v2data: bytes, case: str) -> None:
+    s = split(v2data)
+    ACCEPTED[case](s)
+    assert verify_stream(io.BytesIO(s.to_bytes()))["valid"]
+
+
+def test_msrs_valid_with_a_warning(v2data: bytes) -> None:
+    s = split(v2data)
+    s.records.insert(-2, (VCPU_MSRS, bytes(8) + bytes(16)))
+    verdict = verify_stream(io.BytesIO(s.to_bytes()))
+    assert verdict["valid"] and any("MSR" in w for w in verdict["warnings"])
+
+
+@pytest.mark.parametrize("cut", [0, 5, 24, 40, 100, 5000, -1])
+def test_truncated_is_invalid(v2data: bytes, cut: int) -> None:
+    verdict = verify_stream(io.BytesIO(v2data[:cut]))
+    assert not verdict["valid"] and verdict["error"]["exit_code"] == 3
+
+
+def test_cli(tmp_path: Path, source: DomainDir, v2data: bytes,
+             streams: dict[str, Stream]) -> None:
+    st = tmp_path / "store"
+    good = tmp_path / "good.v2"
+    good.write_bytes(v2data)
+    ok = cli(st, "verify", str(good))
+    assert ok.returncode == 0 and ok.stdout.decode().startswith("valid v2 stream")
+    as_json = cli(st, "verify", "--json", "-", stdin=v2data)
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["valid"] is True
+    data, at = HOSTILE["trailing bytes"][1](streams["native-amd64"])
+    bad = cli(st, "verify", "-", stdin=data)
+    err = bad.stderr.decode().splitlines()
+    assert bad.returncode == 3 and bad.stdout == b"" and len(err) == 1
+    assert err[0].startswith("xsmig: error: invalid stream:") and f"at byte {at}" in err[0]
+    bad_json = cli(st, "verify", "--json", "-", stdin=data)
+    verdict = json.loads(bad_json.stdout)
+    assert bad_json.returncode == 3 and verdict["valid"] is False
+    assert verdict["error"]["offset"] == at
+    refused = cli(st, "verify", "-", stdin=v2data[:12] + b"\0\0\0\x09" + v2data[16:])
+    assert refused.returncode == 4 and "version 9" in refused.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def small_streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    store = Store(tmp_path_factory.mktemp("small"))
+    g = make(store, "g", Guest(pages=64, width=32, vcpus=2, max_vcpu_id=3, seed=8,
+                               shape="standard"))
+    return {f"{e.value}-{s}": save_bytes(g, e, LAYOUTS[s]) for e in ENCODINGS for s in LAYOUTS}
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_verify_agrees_with_restore_on_corrupted_streams(
+        tmp_path_factory: pytest.TempPathFactory, small_streams: dict[str, bytes],
+        data: st.DataObject) -> None:
+    """One byte changed anywhere (or the stream cut): verify says valid exactly when
+    restore succeeds, and otherwise reports restore's very error and offset."""
+    kind = data.draw(st.sampled_from(sorted(small_streams)))
+    stream = bytearray(small_streams[kind])
+    at = data.draw(st.integers(0, len(stream) - 1))
+    if data.draw(st.booleans()):
+        stream[at] ^= data.draw(st.integers(1, 255))
+    else:
+        del stream[at:]
+    verdict = verify_stream(io.BytesIO(bytes(stream)))
+    store = Store(tmp_path_factory.mktemp("r"))
+    try:
+        restore_bytes(store, bytes(stream), "r")
+    except (StreamError, StreamRefused) as e:
+        if verdict["valid"]:  # only what the spec allows and xsmig's domains cannot hold
+            assert isinstance(e, StreamRefused)
+            assert any(f"byte {e.offset}:" in w and "restore refuses" in w
+                       for w in verdict["warnings"]), (str(e), verdict["warnings"])
+            return
+        assert (verdict["error"]["message"], verdict["error"]["offset"]) == (str(e), e.offset)
+    else:
+        assert verdict["valid"], verdict["error"]

@@ -1,0 +1,234 @@
+"""Encoders: turn a domain's state, given piece by piece in stream order, into the bytes
+of one encoding. `save` feeds them from a domain, `convert` from a parser of another
+stream; neither knows the layouts, which live here and in format.py.
+
+Events come in this order: begin, pages*, (vcpu_ids, tsc, toolstack, holes in any
+order), vcpu* in ascending id, shared_info, end."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import struct
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from xsmig import __version__
+from xsmig import pagetypes as pt
+from xsmig.domain import PhysmapEntry, TscInfo
+from xsmig.layout import Layout
+from xsmig.stream import format as fmt
+from xsmig.stream.io import StreamWriter, in_order
+from xsmig.vcpu import EXTENDED_CONTEXT_SIZE, VcpuLayout
+
+
+@dataclass
+class StreamStart:
+    """What the first bytes of every encoding need to say about the domain."""
+
+    p2m_size: int
+    guest: VcpuLayout
+    frame_list: list[int]
+    extended_contexts: bool
+    xsave_size: int  # 0: no vCPU uses xsave
+    vcpu0: bytes | None  # vCPU 0's canonical context; None: not known yet (see LegacyEmitter)
+
+
+class Emitter(Protocol):
+    tail_holes: bool  # True: holes go in a tail list; False: XTAB entries in the batches
+
+    def begin(self, start: StreamStart) -> None: ...
+    def pages(self, pfns: Sequence[int], types: bytes, data: memoryview) -> None: ...
+    def holes(self, pfns: Sequence[int]) -> None: ...
+    def vcpu_ids(self, ids: list[int]) -> None: ...
+    def tsc(self, tsc: TscInfo) -> None: ...
+    def toolstack(self, version: int, physmap: list[PhysmapEntry]) -> None: ...
+    def vcpu(self, vcpu_id: int, ctx: bytes, ext: bytes | None, mask: int,
+             xsave: bytes) -> None: ...
+    def shared_info(self, data: bytes) -> None: ...
+    def end(self) -> None: ...
+
+
+def toolstack_payload(layout: Layout, version: int, physmap: list[PhysmapEntry]) -> bytes:
+    """libxl's toolstack data: {u32 version, u32 count}, then each physmap record."""
+    record = layout.physmap_record_size()
+    order = layout.byte_order
+    parts = [in_order(fmt.TOOLSTACK_HEADER, order).pack(version, len(physmap))]
+    for entry in physmap:
+        fields = in_order(fmt.PHYSMAP_FIELDS, order).pack(
+            entry.phys_offset, entry.start_addr, entry.size, len(entry.name))
+        # libxl copies the name to offset 28 of a sizeof()+namelen buffer: on amd64 the
+        # 4 padding bytes end up after the name.
+        parts.append((fields + entry.name).ljust(record + len(entry.name), b"\0"))
+    return b"".join(parts)
+
+
+def stream_layout(encoding: fmt.Encoding, abi: Layout, word_size: int | None = None) -> Layout:
+    """The ABI a stream's words and records follow, for a writer of ABI `abi`."""
+    if encoding is fmt.Encoding.NATIVE:
+        return abi
+    if encoding is fmt.Encoding.EXTENDED:
+        return Layout.clean(word_size or abi.ulong_size, abi.byte_order)
+    if encoding is fmt.Encoding.ESCAPED:
+        return Layout.clean(8, abi.byte_order)
+    return Layout.clean(8)  # v2 has no ulong; its packed records match clean(8), little-endian
+
+
+class LegacyEmitter:
+    """native, escaped and extended: the legacy PV layout behind an optional prefix.
+
+    The header carries vCPU 0's context and the extended-state flags; when begin() does
+    not know them yet (a v2 source gives them at its end), the body is spooled to an
+    unnamed temporary file and the header written once the first vCPU arrives: memory
+    stays constant, the disk holds one copy of the body."""
+
+    tail_holes = True
+
+    def __init__(self, out: BinaryIO, encoding: fmt.Encoding, abi: Layout, *,
+                 ext_info: bool = True, word_size: int | None = None) -> None:
+        self._final = StreamWriter(out)
+        self.out = self._final
+        self.encoding = encoding
+        self.abi = abi
+        self.layout = stream_layout(encoding, abi, word_size)
+        self.ext_info = ext_info
+        self.start: StreamStart | None = None
+        self._spool: BinaryIO | None = None
+        self._ids: list[int] = [0]
+        self._tsc: TscInfo | None = None
+        self._toolstack: bytes | None = None
+        self._holes: list[int] = []
+        self._body_closed = False
+
+    @property
+    def offset(self) -> int:
+        return self._final.offset + (self.out.offset if self._spool else 0)
+
+    def ulongs(self, values: Sequence[int]) -> bytes:
+        return struct.pack(f"{self.layout.endian}{len(values)}{self.layout.ulong_code}", *values)
+
+    def begin(self, start: StreamStart) -> None:
+        self.start = start
+        if start.vcpu0 is None and self.ext_info:
+            self._spool = tempfile.TemporaryFile(prefix="xsmig-convert-")  # noqa: SIM115
+            self.out = StreamWriter(self._spool)
+            self.out.byte_order = self.layout.byte_order  # the spool holds only the body
+        else:
+            self._header(self._final)
+
+    def _header(self, out: StreamWriter) -> None:
+        start = self.start
+        assert start is not None
+        if self.encoding is not fmt.Encoding.NATIVE:
+            out.pack(fmt.U32, fmt.ESCAPE)
+        if self.encoding is fmt.Encoding.EXTENDED:
+            order = fmt.BYTE_ORDERS.index(self.layout.byte_order)
+            sinf = fmt.SINF_V1.pack(self.layout.ulong_size, order,
+                                    fmt.SINF_VERSION, 0, 0, fmt.GUEST_X86_PV)
+            writer = json.dumps({"xsmig": __version__, "abi": self.abi.name,
+                                 "machine": platform.machine()}).encode()
+            for bid, flags, payload in [(fmt.SINF, 0, sinf),
+                                        (fmt.WRITER, fmt.XBLOCK_OPTIONAL, writer),
+                                        (fmt.XEND, 0, b"")]:
+                out.pack(fmt.XBLOCK, bid, flags, 0, len(payload))
+                out.write(payload)
+        # The extended-info section is little-endian on every ABI (it declares the order);
+        # every integer after it, and all of a native or escaped stream, is in the ABI's.
+        out.byte_order = self.layout.byte_order
+        out.write(self.ulongs([start.p2m_size]))
+        if self.ext_info:
+            assert start.vcpu0 is not None
+            blocks = [(fmt.EXT_VCPU, start.vcpu0)]
+            if start.extended_contexts:
+                blocks.append((fmt.EXT_EXTV, b""))
+            if start.xsave_size:
+                xcnt = in_order(fmt.U32, self.layout.byte_order).pack(start.xsave_size + 16)
+                blocks.append((fmt.EXT_XCNT, xcnt))
+            out.write(self.ulongs([self.layout.ulong_all_ones]))
+            out.pack(fmt.U32, sum(fmt.EXT_BLOCK.size + len(data) for _, data in blocks))
+            for bid, data in blocks:
+                out.pack(fmt.EXT_BLOCK, bid, len(data))
+                out.write(data)
+        out.write(self.ulongs(start.frame_list))
+
+    def pages(self, pfns: Sequence[int], types: bytes, data: memoryview) -> None:
+        if not pfns:
+            return  # a zero count would end the body
+        entries = [pt.BARE_XTAB_ENTRY if t == pt.XTAB else (t << pt.TYPE_SHIFT) | p
+                   for p, t in zip(pfns, types, strict=True)]
+        self.out.pack(fmt.I32, len(entries))
+        self.out.write(self.ulongs(entries))
+        self.out.write(data)
+
+    def holes(self, pfns: Sequence[int]) -> None:
+        self._holes.extend(pfns)
+
+    def vcpu_ids(self, ids: list[int]) -> None:
+        self._ids = ids
+
+    def tsc(self, tsc: TscInfo) -> None:
+        self._tsc = tsc
+
+    def toolstack(self, version: int, physmap: list[PhysmapEntry]) -> None:
+        self._toolstack = toolstack_payload(self.layout, version, physmap)
+
+    def _close_body(self) -> None:
+        if self._body_closed:
+            return
+        self._body_closed = True
+        out, ids = self.out, self._ids
+        words = [0] * (max(ids) // 64 + 1)
+        for vcpu_id in ids:
+            words[vcpu_id // 64] |= 1 << (vcpu_id % 64)
+        out.pack(fmt.I32, fmt.CHUNK_VCPU_INFO)
+        out.pack(fmt.I32, max(ids))
+        out.write(struct.pack(f"{self.layout.endian}{len(words)}Q", *words))
+        if self._tsc is not None:
+            tsc = self._tsc
+            out.pack(fmt.I32, fmt.CHUNK_TSC_INFO)
+            out.pack(fmt.TSC_INFO, tsc.mode, tsc.nsec, tsc.khz, tsc.incarnation)
+        if self._toolstack is not None:
+            out.pack(fmt.I32, fmt.CHUNK_TOOLSTACK)
+            out.pack(fmt.U32, len(self._toolstack))
+            out.write(self._toolstack)
+        out.pack(fmt.I32, fmt.CHUNK_LAST_CHECKPOINT)
+        out.pack(fmt.I32, fmt.BODY_END)
+        holes = sorted(set(self._holes))
+        out.pack(fmt.U32, len(holes))
+        out.write(self.ulongs(holes))
+
+    def _unspool(self, vcpu0: bytes) -> None:
+        """Write the header now that vCPU 0 is known, then the spooled body."""
+        assert self.start is not None and self._spool is not None
+        self.start.vcpu0 = vcpu0
+        self._header(self._final)
+        self._spool.seek(0)
+        shutil.copyfileobj(self._spool, self._final._f, 1 << 20)
+        self._final.offset += self.out.offset
+        self._spool.close()
+        self._spool = None
+        self.out = self._final
+
+    def vcpu(self, vcpu_id: int, ctx: bytes, ext: bytes | None, mask: int,
+             xsave: bytes) -> None:
+        assert self.start is not None
+        self._close_body()
+        if self._spool is not None:
+            self._unspool(ctx)
+        out = self.out
+        out.write(ctx)
+        if self.ext_info and self.start.extended_contexts:
+            out.write(ext or bytes(EXTENDED_CONTEXT_SIZE))
+        if self.ext_info and self.start.xsave_size:
+            out.pack(fmt.XSAVE_HEADER, mask, len(xsave))
+            out.write(xsave)
+
+    def shared_info(self, data: bytes) -> None:
+        self._close_body()
+        self.out.write(data)
+
+    def end(self) -> None:
+        self._final.flush()

@@ -1,0 +1,160 @@
+"""`xsmig verify`: check a stream without restoring it.
+
+The same parser as restore (so every structural check, bound and order rule is the
+one restore applies, in every encoding), feeding a checking sink that repeats what the
+restore sink checks about the domain without writing anything: page-table entries name
+pfns inside the p2m, vCPU frame fields name pages of the right type, the p2m frame list
+names plain pages. Memory: one batch buffer and a byte per pfn, as restore."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from xsmig import pagetable
+from xsmig import pagetypes as pt
+from xsmig.errors import StreamError, StreamRefused
+from xsmig.layout import Layout
+from xsmig.stream import format as fmt
+from xsmig.stream.io import CountingReader
+from xsmig.stream.reader import Batch, StreamHeader, StreamParser
+from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
+
+
+@dataclass
+class VerifySink:
+    header: StreamHeader | None = None
+    types: bytearray = field(default_factory=bytearray)
+    batches: int = 0
+    pages_with_data: int = 0
+    vcpus: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def on_header(self, header: StreamHeader) -> None:
+        self.header = header
+        self.types = bytearray([pt.XTAB]) * header.p2m_size
+
+    def _pfn_in_range(self, pfn: int) -> int | None:
+        assert self.header
+        return pfn if pfn < self.header.p2m_size else None
+
+    def on_batch(self, batch: Batch) -> None:
+        assert self.header
+        self.batches += 1
+        data_pfns = []
+        for pfn, t in zip(batch.pfns, batch.types, strict=True):
+            if t == pt.XTAB:
+                continue
+            self.types[pfn] = t
+            if pt.has_data(t):
+                data_pfns.append(pfn)
+        self.pages_with_data += len(data_pfns)
+        levels = self.header.guest.pt_levels
+        for i, pfn in enumerate(data_pfns):
+            if pt.pt_level(self.types[pfn]):
+                page = batch.data[i * fmt.PAGE_SIZE:(i + 1) * fmt.PAGE_SIZE]
+                try:  # identity rewrite: checks every present entry, changes nothing
+                    pagetable.rewrite(page, levels, self._pfn_in_range)
+                except pagetable.EntryError as e:
+                    raise StreamError(f"page table at pfn {pfn:#x}: entry {e.index} names pfn "
+                                      f"{e.frame:#x}, beyond p2m_size",
+                                      batch.data_offset + i * fmt.PAGE_SIZE + 8 * e.index
+                                      ) from None
+
+    def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
+        if name == fmt.EV_VCPU_MSRS:
+            self.warnings.append(f"byte {offset}: vCPU MSRs (valid; xsmig restore refuses "
+                                 "them, its hosts keep no MSRs)")
+        elif isinstance(value, dict) and "skipped" in value:
+            self.warnings.append(f"byte {offset}: {name} of {value['skipped']} bytes skipped")
+
+    def on_unmapped(self, offset: int, pfns: list[int]) -> None:
+        for pfn in pfns:
+            self.types[pfn] = pt.XTAB
+
+    def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
+                xsave_mask: int, xsave: bytes) -> None:
+        assert self.header
+        self.vcpus.append(vcpu_id)
+        try:
+            rewrite_frames(self.header.guest, bytearray(ctx), vcpu_id, self._frame(vcpu_id))
+        except FrameFieldError as e:
+            raise StreamError(str(e), offset) from None
+
+    def _frame(self, vcpu_id: int) -> Callable[[int, FrameField], int]:
+        assert self.header
+        p2m, vl = self.header.p2m_size, self.header.guest
+
+        def check(pfn: int, f: FrameField) -> int:
+            where = f"vCPU {vcpu_id} {f.name}"
+            if pfn >= p2m:
+                raise FrameFieldError(f"{where} names pfn {pfn:#x}, beyond p2m_size {p2m:#x}")
+            t = self.types[pfn]
+            if f.wants == "plain" and t != pt.NOTAB:
+                raise FrameFieldError(f"{where} names pfn {pfn:#x} of type {pt.type_name(t)}, "
+                                      "not a plain page")
+            if f.wants == "top" and t & ~pt.LPINTAB != vl.top_level_type:
+                raise FrameFieldError(f"{where} names pfn {pfn:#x} of type {pt.type_name(t)}, "
+                                      f"not an L{vl.pt_levels} page table")
+            return pfn
+        return check
+
+    def on_shared_info(self, offset: int, data: bytes) -> None:
+        pass
+
+    def finish(self) -> None:
+        assert self.header
+        for index, pfn in enumerate(self.header.frame_list):
+            if self.types[pfn] != pt.NOTAB:
+                raise StreamError(f"p2m frame list entry {index} names pfn {pfn:#x} of type "
+                                  f"{pt.type_name(self.types[pfn])}, not a plain page")
+
+
+def verify_stream(f: BinaryIO, *, source_width: int | None = None, own: Layout | None = None,
+                  profile: str = "current", source_byte_order: str | None = None
+                  ) -> dict[str, Any]:
+    """A verdict as data: {"valid": bool, ...}; never raises for a bad stream."""
+    counting = CountingReader(f)
+    sink = VerifySink()
+    notes: list[str] = []
+    report: dict[str, Any] = {"valid": False, "warnings": sink.warnings, "notes": notes}
+    try:
+        header = StreamParser(counting, profile=profile, own=own,  # type: ignore[arg-type]
+                              source_width=source_width, note=notes.append,
+                              source_byte_order=source_byte_order,
+                              lenient=sink.warnings.append).parse(sink)
+        sink.finish()
+    except (StreamError, StreamRefused) as e:
+        kind = "malformed" if isinstance(e, StreamError) else "refused"
+        report["error"] = {"kind": kind, "message": str(e), "offset": e.offset,
+                           "exit_code": e.exit_code}
+        if sink.header:
+            report.update(_summary(sink.header, sink))
+        return report
+    report["valid"] = True
+    report.update(_summary(header, sink))
+    report["bytes"] = counting.count
+    return report
+
+
+def _summary(header: StreamHeader, sink: VerifySink) -> dict[str, Any]:
+    return {"encoding": header.encoding.value, "detection": header.detection.rule,
+            "v2": header.v2, "guest_width": header.guest.guest_width,
+            "p2m_size": header.p2m_size, "batches": sink.batches,
+            "pages_with_data": sink.pages_with_data, "vcpus": sink.vcpus,
+            "extended_contexts": header.extended_contexts,
+            "xsave_area": max(header.xsave_limit - 16, 0)}
+
+
+def render(report: dict[str, Any]) -> str:
+    if not report["valid"]:
+        return f"invalid stream: {report['error']['message']}"
+    return (f"valid {report['encoding']} stream ({report['detection']}): "
+            f"{report['guest_width']}-bit guest, {report['p2m_size']} pages "
+            f"({report['pages_with_data']} with data) in {report['batches']} batches, "
+            f"vCPUs {_ids(report['vcpus'])}, {report['bytes']} bytes")
+
+
+def _ids(ids: list[int]) -> str:
+    return ",".join(str(i) for i in ids) if len(ids) <= 8 else f"{len(ids)} (0..{ids[-1]})"
