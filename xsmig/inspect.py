@@ -8,6 +8,7 @@ from typing import Any, BinaryIO
 from xsmig import pagetypes as pt
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
+from xsmig.stream.io import CountingReader
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser
 
 MAX_LISTED = 64
@@ -103,28 +104,10 @@ class InspectSink:
         }
 
 
-class _Counting:
-    """File wrapper counting bytes read, so the report can give the stream's size."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.count += len(data)
-        return data
-
-    def readinto(self, view: memoryview) -> int:
-        n = self.f.readinto(view)  # type: ignore[attr-defined]
-        self.count += n or 0
-        return n or 0
-
-
 def inspect_stream(f: BinaryIO, *, profile: str = "current", source_width: int | None = None,
                    source_byte_order: str | None = None,
                    own: Layout | None = None) -> dict[str, Any]:
-    counting = _Counting(f)
+    counting = CountingReader(f)
     sink = InspectSink()
     StreamParser(counting, profile=profile, own=own,  # type: ignore[arg-type]
                  source_width=source_width, source_byte_order=source_byte_order).parse(sink)

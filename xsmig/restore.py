@@ -29,7 +29,7 @@ from xsmig.stream.format import (
     EV_VCPU_MSRS,
     MAX_P2M_SIZE,
 )
-from xsmig.stream.reader import Batch, StreamHeader, StreamParser
+from xsmig.stream.reader import Batch, StreamHeader, StreamParser, record_types
 from xsmig.validate import Invalid, check_frame_list, check_vcpu_pfn, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
@@ -76,13 +76,7 @@ class RestoreSink:
     def on_batch(self, batch: Batch) -> None:
         assert self.header and self.memory
         levels = self.header.guest.pt_levels
-        data_pfns = []
-        for pfn, t in zip(batch.pfns, batch.types, strict=True):
-            if t == pt.XTAB:
-                continue
-            self.types[pfn] = t
-            if pt.has_data(t):
-                data_pfns.append(pfn)
+        data_pfns = record_types(batch, self.types)
         for i, pfn in enumerate(data_pfns):
             if pt.pt_level(self.types[pfn]):
                 page = batch.data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]

@@ -18,7 +18,7 @@ from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.io import CountingReader
-from xsmig.stream.reader import Batch, StreamHeader, StreamParser
+from xsmig.stream.reader import Batch, StreamHeader, StreamParser, record_types
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
@@ -42,13 +42,7 @@ class VerifySink:
     def on_batch(self, batch: Batch) -> None:
         assert self.header
         self.batches += 1
-        data_pfns = []
-        for pfn, t in zip(batch.pfns, batch.types, strict=True):
-            if t == pt.XTAB:
-                continue
-            self.types[pfn] = t
-            if pt.has_data(t):
-                data_pfns.append(pfn)
+        data_pfns = record_types(batch, self.types)
         self.pages_with_data += len(data_pfns)
         levels = self.header.guest.pt_levels
         for i, pfn in enumerate(data_pfns):

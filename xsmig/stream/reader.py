@@ -72,6 +72,19 @@ class Batch:
     data_offset: int
 
 
+def record_types(batch: Batch, types: bytearray) -> list[int]:
+    """Note each entry's page type in `types` (XTAB entries carry none); return the pfns
+    of the entries whose pages the batch carries, in order: what a sink walks."""
+    data_pfns = []
+    for pfn, t in zip(batch.pfns, batch.types, strict=True):
+        if t == pt.XTAB:
+            continue
+        types[pfn] = t
+        if pt.has_data(t):
+            data_pfns.append(pfn)
+    return data_pfns
+
+
 class StreamSink(Protocol):
     def on_header(self, header: StreamHeader) -> None: ...
     def on_batch(self, batch: Batch) -> None: ...
