@@ -138,10 +138,12 @@ def attempt(
 def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
     hosts = [provider.host(n) for n in cell.hops]
     name = cell.domain_name
+    t0 = time.monotonic()
     made = hosts[0].xsmig(*create_argv(cell), timeout=cell.timeout)
     if not made.ok:
         return f"xsmig create on {hosts[0].name}: exit {made.exit_status}: {made.err.strip()}"
     source_digest = digest(hosts[0], name, cell.timeout, dump=source_dump_path(name))
+    result.setup_seconds = round(time.monotonic() - t0, 3)
     for i in range(len(hosts) - 1):
         hop = _Hop(i + 1, hosts[i], hosts[i + 1])
         actual = attempt(cell, hop, source_digest, None, workdir)
@@ -221,6 +223,10 @@ def run_cell(
     result.seconds = round(time.monotonic() - start, 3)
     result.bytes = sum(h.bytes for h in result.hops)
     moving = sum(h.seconds for h in result.hops)
+    result.transfer_seconds = round(moving, 3)
+    result.check_seconds = round(
+        max(0.0, result.seconds - result.setup_seconds - result.transfer_seconds), 3
+    )
     result.mib_per_s = round(result.bytes / (1 << 20) / moving, 2) if moving else 0.0
     result.verdict = verdict_for(cell, failure)
     result.message = failure or ""

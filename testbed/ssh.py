@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shlex
 import threading
 import time
@@ -28,6 +29,10 @@ AUTH_TIMEOUT = 30.0
 KEEPALIVE_SECONDS = 15
 CHUNK = 1 << 20
 BULK = 16 << 20  # stdin above this goes over a connection of its own (see Host.dedicated)
+# Commands a host's long-lived `xsmig agent` answers in-process (xsmig/agent.py);
+# everything else, save and restore above all, is a command of its own.
+AGENT_COMMANDS = frozenset({"create", "digest", "diff", "list", "destroy", "host-info"})
+AGENT_START_TIMEOUT = 60.0
 
 
 class SSHError(TestbedError):
@@ -145,6 +150,47 @@ def wait_exit(chan: paramiko.Channel, deadline: float) -> int:
     return int(chan.exit_status)
 
 
+class Agent:
+    """One `xsmig agent` process on a host: a JSON request line in, an answer line out."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+        self._buf = b""
+
+    def read_line(self, deadline: float) -> bytes:
+        while b"\n" not in self._buf:
+            self.chan.settimeout(max(0.1, deadline - time.monotonic()))
+            data = self.chan.recv(CHUNK)
+            if not data:
+                err = b""
+                while self.chan.recv_stderr_ready():
+                    err += self.chan.recv_stderr(CHUNK)
+                raise SSHError(f"xsmig agent ended: {err.decode(errors='replace').strip()}")
+            self._buf += data
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
+
+    def call(self, argv: Sequence[str], timeout: float) -> CommandResult:
+        start = time.monotonic()
+        self.chan.settimeout(timeout)
+        self.chan.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n")
+        answer = json.loads(self.read_line(start + timeout))
+        return CommandResult(
+            ("xsmig", *argv),
+            int(answer["status"]),
+            str(answer["stdout"]).encode(),
+            str(answer["stderr"]).encode(),
+            time.monotonic() - start,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return not (self.chan.closed or self.chan.eof_received or self.chan.exit_status_ready())
+
+    def close(self) -> None:
+        self.chan.close()
+
+
 class Host:
     """One test host reached over SSH on a loopback port."""
 
@@ -155,6 +201,8 @@ class Host:
         self._key = key
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
+        self._idle: list[Agent] = []  # started agents not serving anyone right now
+        self.agent_unsupported = False  # its xsmig has no agent (an old --xsmig-ref)
 
     def known_hosts_line(self) -> str:
         return (
@@ -248,10 +296,60 @@ class Host:
         return CommandResult(tuple(argv), status, out, b"".join(err), time.monotonic() - start)
 
     def xsmig(self, *args: str, timeout: float = 300.0) -> CommandResult:
+        """An xsmig command: bookkeeping through an agent when the host has one."""
+        if args and args[0] in AGENT_COMMANDS and not self.agent_unsupported:
+            agent = self._take_agent()
+            if agent is not None:
+                try:
+                    result = agent.call(args, timeout)
+                except (TimeoutError, OSError, ValueError, KeyError, paramiko.SSHException) as e:
+                    agent.close()
+                    raise SSHError(f"{self.name}: xsmig agent: {shlex.join(args)}: {e}") from e
+                except SSHError as e:
+                    agent.close()
+                    raise SSHError(f"{self.name}: {shlex.join(args)}: {e}") from e
+                with self._lock:
+                    self._idle.append(agent)
+                return result
         return self.run(("xsmig", *args), timeout=timeout)
+
+    def _take_agent(self) -> Agent | None:
+        """An idle live agent, or a new one; None when this host's xsmig has none."""
+        with self._lock:
+            while self._idle:
+                agent = self._idle.pop()
+                if agent.alive:
+                    return agent
+                agent.close()
+        return self.start_agent()
+
+    def start_agent(self) -> Agent | None:
+        deadline = time.monotonic() + AGENT_START_TIMEOUT
+        chan = self.open_exec(("xsmig", "agent"), AGENT_START_TIMEOUT)
+        agent = Agent(chan)
+        try:
+            hello = json.loads(agent.read_line(deadline))
+            if not isinstance(hello, dict) or hello.get("agent") != 1:
+                raise ValueError(f"unexpected greeting {hello!r}")
+        except (SSHError, ValueError, OSError, paramiko.SSHException):
+            # An xsmig without the agent answers `agent` with a usage error: plain commands.
+            agent.close()
+            self.agent_unsupported = True
+            return None
+        return agent
+
+    def warm_agents(self, n: int) -> int:
+        """Start n agents ahead of need (each pays its interpreter start once); how many run."""
+        started = [a for a in (self.start_agent() for _ in range(n)) if a is not None]
+        with self._lock:
+            self._idle.extend(started)
+        return len(started)
 
     def close(self) -> None:
         with self._lock:
+            for agent in self._idle:
+                agent.close()
+            self._idle.clear()
             if self._client is not None:
                 self._client.close()
                 self._client = None

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from xsmig import __version__
-from xsmig.canonical import DUMP_FORMAT, CanonicalDomain, diff_dumps
 from xsmig.errors import DomainsDiffer, StateError, UsageError, XsmigError
-from xsmig.inspect import inspect_stream, render_text
 from xsmig.layout import Layout
-from xsmig.restore import restore
 from xsmig.store import Store, check_name, default_store
 from xsmig.stream.format import MAX_P2M_SIZE, Encoding
-from xsmig.stream.writer import SaveOptions, save
 from xsmig.synth import SHAPES, GuestSpec, create
+
+# canonical, inspect, restore and stream.writer are imported where used, not here: under
+# QEMU every module costs start-up time, and a save need not load the restorer, nor a
+# restore the saver (docs/performance.md).
 
 PIPE_BYTES = 1 << 20
 DEFAULT_MAX_PAGES = 1 << 20  # 4 GiB guests; raise with --max-pages or XSMIG_MAX_PAGES
@@ -195,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
             create(spec, domain, _host_id(args))
         print(args.name)
     elif args.command == "save":
+        from xsmig.stream.writer import SaveOptions, save
+
         domain = store.get(args.name)
         opts = SaveOptions(Encoding(args.encoding), _layout(args.toolstack),
                            ext_info=not args.no_ext_info, rounds=args.rounds,
@@ -216,12 +218,16 @@ def run(args: argparse.Namespace) -> int:
         if not 0 < max_pages <= MAX_P2M_SIZE:
             raise UsageError(f"--max-pages must be between 1 and {MAX_P2M_SIZE}")
         name = check_name(args.name) if args.name is not None else store.unique_name("restored")
+        from xsmig.restore import restore
+
         with _open_in(args.input) as source:
             restore(store, source, name=name, host_id=_host_id(args), profile=args.profile,
                     source_width=args.source_width, own=_layout(args.toolstack),
                     max_pages=max_pages)
         print(name)
     elif args.command == "digest":
+        from xsmig.canonical import CanonicalDomain
+
         canonical = CanonicalDomain(store.get(args.name))
         if args.dump:
             dump = canonical.dump()
@@ -234,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(digest)
     elif args.command == "diff":
+        from xsmig.canonical import CanonicalDomain, diff_dumps
+
         mine = CanonicalDomain(store.get(args.name)).dump()
         theirs = _load_other(store, args.other)
         differences = diff_dumps(mine, theirs)
@@ -243,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
             raise DomainsDiffer(f"{len(differences)} differences")
         print("same canonical state")
     elif args.command == "inspect":
+        from xsmig.inspect import inspect_stream, render_text
+
         with _open_in(args.file) as source:
             report = inspect_stream(source, source_width=args.source_width)
         print(json.dumps(report, indent=2) if args.json else render_text(report))
@@ -279,6 +289,8 @@ def host_info() -> dict[str, Any]:
 
 
 def _load_other(store: Store, other: str) -> dict[str, Any]:
+    from xsmig.canonical import DUMP_FORMAT, CanonicalDomain
+
     path = Path(other)
     if path.is_file():
         try:
