@@ -244,13 +244,19 @@ class Host:
         t = client.get_transport()
         return t is not None and t.is_active()
 
-    def open_exec(self, argv: Sequence[str], timeout: float) -> paramiko.Channel:
-        """Start a command on a fresh exec channel (no PTY: binary-clean stdout)."""
+    def open_exec(
+        self, argv: Sequence[str], timeout: float, window: int | None = None
+    ) -> paramiko.Channel:
+        """Start a command on a fresh exec channel (no PTY: binary-clean stdout).
+
+        `window`: how many bytes the host may send ahead of our reads (SSH flow
+        control); a bulk reader gives a large one so the command never waits on us.
+        """
         client = self.connect()
         transport = client.get_transport()
         assert transport is not None
         try:
-            chan = transport.open_session(timeout=CONNECT_TIMEOUT)
+            chan = transport.open_session(window_size=window, timeout=CONNECT_TIMEOUT)
             chan.settimeout(timeout)
             chan.exec_command(shlex.join(argv))
         except (paramiko.SSHException, OSError) as exc:
