@@ -74,6 +74,8 @@ class FakeHost:
 
     def xsmig(self, *args: str, timeout: float = 0) -> CommandResult:
         cmd, rest = args[0], list(args[1:])
+        if cmd == "create" and self.name == "broken":
+            return self._res(args, 5, err="xsmig: error: store is read-only\n")
         if cmd == "create":
             seed = rest[rest.index("--seed") + 1]
             self.store[rest[0]] = hashlib.sha256(seed.encode()).hexdigest()
@@ -103,10 +105,19 @@ class FakeHost:
     def dedicated(self) -> FakeHost:
         return self
 
+    def bulk(self) -> FakeHost:
+        return self
+
+    def connect(self) -> None:
+        pass
+
+    def release_bulk(self, twin: FakeHost, carried: int, reusable: bool) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
-    def open_exec(self, argv: Sequence[str], timeout: float) -> Chan:
+    def open_exec(self, argv: Sequence[str], timeout: float, window: int | None = None) -> Chan:
         name = argv[2] if argv[1] == "save" else argv[argv.index("--name") + 1]
         if argv[1] == "save":
             return Chan(json.dumps({"digest": self.store[name]}).encode())
@@ -217,3 +228,24 @@ def test_pingpong_checks_every_hop(tmp_path: Path) -> None:
     assert r.verdict == FAILED and r.message.startswith("hop 3 i386-b->amd64-b")
     assert len(r.hops) == 3
     assert cell.domain_name in p.hosts["i386-b"].store  # the last good copy stays
+
+
+def test_cost_model_splits_the_cell_and_set_up_overlaps_the_start_up(tmp_path: Path) -> None:
+    cell = CELLS["i386-to-amd64/escaped/guest64/cold"]
+    r = run_cell(cell, Provider(), tmp_path)  # type: ignore[arg-type]
+    assert r.verdict == PASSED, r.message
+    assert r.setup_seconds > 0 and r.transfer_seconds > 0
+    total = r.setup_seconds + r.transfer_seconds + r.check_seconds
+    assert abs(total - r.seconds) < 0.01
+
+
+def test_a_failed_create_fails_the_cell_and_the_early_restore_gets_nothing(
+    tmp_path: Path,
+) -> None:
+    cell = CELLS["i386-to-amd64/escaped/guest64/cold"]
+    p = Provider()
+    p.hosts["i386-a"].name = "broken"
+    r = run_cell(cell, p, tmp_path)  # type: ignore[arg-type]
+    assert r.verdict == FAILED
+    assert r.message.startswith("xsmig create on broken: exit 5: xsmig: error: store is read-only")
+    assert cell.domain_name not in p.hosts["amd64-b"].store  # the restore saw no stream

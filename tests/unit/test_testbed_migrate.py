@@ -103,13 +103,26 @@ class FakeHost:
         self.make = make
         self.channels: list[FakeChannel] = []
 
+        self.released: list[tuple[int, bool]] = []
+
     def dedicated(self) -> FakeHost:
         return self
+
+    def bulk(self) -> FakeHost:
+        return self
+
+    def connect(self) -> None:
+        pass
+
+    def release_bulk(self, twin: FakeHost, carried: int, reusable: bool) -> None:
+        self.released.append((carried, reusable))
 
     def close(self) -> None:
         pass
 
-    def open_exec(self, argv: Sequence[str], timeout: float) -> FakeChannel:
+    def open_exec(
+        self, argv: Sequence[str], timeout: float, window: int | None = None
+    ) -> FakeChannel:
         chan = self.make()
         self.channels.append(chan)
         return chan
@@ -209,3 +222,28 @@ def test_patch_overwrites_bytes_across_chunk_boundaries(tmp_path: Path) -> None:
     assert sent[at + 4 :] == STREAM[at + 4 :]
     assert t.restore_status == 3  # the fake restorer sees a stream that is not the original
     assert migrate.apply_patch(b"xyz", 10, (0, b"AB")) == b"xyz"
+
+
+def test_connections_go_back_to_the_pool_only_after_a_clean_transfer(tmp_path: Path) -> None:
+    src: Any = FakeHost("src", lambda: Save(CHUNKS))
+    dst: Any = FakeHost("dst", lambda: Restore())
+    t = migrate.stream(src, dst, ["xsmig", "save"], ["xsmig", "restore"], timeout=5)
+    assert t.error is None
+    assert src.released == dst.released == [(len(STREAM), True)]
+    stalled: Any = FakeHost("src", lambda: Save(CHUNKS, fail=True))
+    t = migrate.stream(stalled, dst, ["xsmig", "save"], ["xsmig", "restore"], timeout=0.5)
+    assert t.error is not None and stalled.released[-1][1] is False
+
+
+def test_a_used_connection_retires_before_the_rekey_volume() -> None:
+    from testbed.ssh import BULK_REUSE_LIMIT, ClientKey, Host
+
+    key = ClientKey.generate()
+    host = Host("h", 1, key.pkey, key)
+    twin = host.bulk()
+    assert twin is not host
+    host.release_bulk(twin, BULK_REUSE_LIMIT, True)
+    assert host._bulk == []  # carried its share: closed, not pooled
+    fresh = host.bulk()
+    host.release_bulk(fresh, 1 << 20, True)
+    assert host._bulk == [fresh] and fresh.carried == 1 << 20
