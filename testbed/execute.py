@@ -6,6 +6,7 @@ matches it; after any failure it stays on the source for inspection.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import traceback
@@ -64,6 +65,12 @@ def create_argv(cell: Cell) -> list[str]:
     if d.max_vcpu_id is not None:
         argv += ["--max-vcpu-id", str(d.max_vcpu_id)]
     return argv
+
+
+# The source's canonical dump (for `xsmig diff` artifacts) has a line per page: for a
+# 256 MiB guest it costs more than the migration under QEMU. Above this size it is
+# taken only when needed: on failure, from the source the failed cell keeps.
+EARLY_DUMP_PAGES = 16384
 
 
 def source_dump_path(name: str) -> str:
@@ -154,7 +161,9 @@ def attempt(
     )
 
 
-def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
+def _run(
+    cell: Cell, provider: HostProvider, workdir: Path, result: CellResult, early_dump: bool = True
+) -> str | None:
     hosts = [provider.host(n) for n in cell.hops]
     name = cell.domain_name
     t0 = time.monotonic()
@@ -171,7 +180,8 @@ def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) 
             )
 
     def take_source_digest() -> None:
-        source.append(digest(hosts[0], name, cell.timeout, dump=source_dump_path(name)))
+        dump = source_dump_path(name) if early_dump else None
+        source.append(digest(hosts[0], name, cell.timeout, dump=dump))
         result.setup_seconds = round(time.monotonic() - t0, 3)
 
     def known_source_digest() -> str:
@@ -259,8 +269,9 @@ def run_cell(
         repro=repro_command(cell.id, cell.seed, refs),
     )
     failure: str | None
+    early_dump = keep_artifacts or cell.domain.pages <= EARLY_DUMP_PAGES
     try:
-        failure = _run(cell, provider, workdir, result)
+        failure = _run(cell, provider, workdir, result, early_dump)
     except TestbedError as exc:
         failure = f"could not run: {exc}"
     except Exception as exc:  # a testbed bug must fail the cell, never pass it
@@ -278,6 +289,8 @@ def run_cell(
     result.actual = "; ".join(f"hop {i + 1}: {h.actual}" for i, h in enumerate(result.hops)) or (
         failure or ""
     )
+    if failure is not None and not early_dump:
+        _late_dump(cell, provider)
     if failure is not None or keep_artifacts:
         from testbed.artifacts import collect
 
@@ -285,6 +298,16 @@ def run_cell(
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _late_dump(cell: Cell, provider: HostProvider) -> None:
+    """The source dump a large cell skipped at set-up, from the source it kept (best effort:
+    without it the artifacts say there is no dump)."""
+    name = cell.domain_name
+    with contextlib.suppress(TestbedError):
+        provider.host(cell.hops[0]).xsmig(
+            "digest", name, "--dump", source_dump_path(name), timeout=cell.timeout
+        )
 
 
 def _expected_text(cell: Cell) -> str:

@@ -249,3 +249,20 @@ def test_a_failed_create_fails_the_cell_and_the_early_restore_gets_nothing(
     assert r.verdict == FAILED
     assert r.message.startswith("xsmig create on broken: exit 5: xsmig: error: store is read-only")
     assert cell.domain_name not in p.hosts["amd64-b"].store  # the restore saw no stream
+
+
+def test_a_large_cell_dumps_its_source_only_when_it_fails(tmp_path: Path) -> None:
+    from testbed.execute import source_dump_path
+
+    cell = CELLS["i386-to-amd64/extended/guest64/large"]
+    path = source_dump_path(cell.domain_name)
+    p = Provider()
+    assert run_cell(cell, p, tmp_path).verdict == PASSED  # type: ignore[arg-type]
+    assert path not in p.hosts["i386-a"].files
+    p = Provider(lambda s, a: (0, "", "0" * 64))
+    r = run_cell(cell, p, tmp_path)  # type: ignore[arg-type]
+    assert r.verdict == FAILED and path in p.hosts["i386-a"].files
+    small = CELLS["i386-to-amd64/escaped/guest64/cold"]
+    p = Provider()
+    run_cell(small, p, tmp_path)  # type: ignore[arg-type]
+    assert source_dump_path(small.domain_name) in p.hosts["i386-a"].files
