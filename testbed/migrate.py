@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import paramiko
 
-from testbed.ssh import CHUNK, Host, SSHError, drain_stderr, wait_exit
+from testbed.ssh import CHUNK, Host, SSHError, drain_stderr, send_all, wait_exit
 
 WINDOW = 16 << 20  # SSH receive window of the save's channel
 
@@ -161,7 +161,7 @@ def stream(
             if forward:
                 try:
                     d_chan.settimeout(max(0.1, deadline - time.monotonic()))
-                    d_chan.sendall(data)
+                    send_all(d_chan, data)
                     total += len(data)
                 except OSError:
                     # The restorer refused the stream: a result, not an error. The rest is

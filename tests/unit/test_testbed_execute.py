@@ -55,6 +55,12 @@ class Chan:
     def sendall(self, data: bytes) -> None:
         self.received += data
 
+    def send(self, data: bytes | memoryview) -> int:
+        """As paramiko's: at most one 32 KiB packet per call."""
+        n = min(len(data), 32768)
+        self.sendall(bytes(data[:n]))
+        return n
+
     def shutdown_write(self) -> None:
         if self.on_eof is not None and not self.status_event.is_set():
             self._finish(*self.on_eof(bytes(self.received)))
