@@ -90,17 +90,16 @@ def main() -> int:
             print(f"matrix ({select or 'all cells'}, jobs={m['jobs']}): {m['cells']} cells in "
                   f"{m['seconds']:.1f}s = {m['cells_per_minute']:.1f} cells/min (target >= 40); "
                   f"hosts {m['host_setup_seconds']:.1f}s; cells' own time "
-                  f"{m['cell_seconds_sum']:.1f}s: {split}")
+                  f"{m['cell_seconds_sum']:.1f}s: {split}", flush=True)
             if m["fault_cells"]:
                 print(f"  fault cells: {m['fault_cells']}, own time "
                       f"{m['fault_cell_seconds_sum']:.1f}s (not counted above)")
         if not args.no_repro:
-            report["repro"] = r = {SMALL: repro(args.repo, SMALL, Path(tmp))}
-            if not args.quick:
-                r[LARGE] = repro(args.repo, LARGE, Path(tmp))
-            for cell, seconds in r.items():
+            report["repro"] = r = {}
+            for cell in (SMALL,) if args.quick else (SMALL, LARGE):
+                r[cell] = seconds = repro(args.repo, cell, Path(tmp))
                 target = "10 s" if cell == SMALL else "120 s"
-                print(f"repro {cell}: {seconds:.1f}s (target < {target})")
+                print(f"repro {cell}: {seconds:.1f}s (target < {target})", flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
