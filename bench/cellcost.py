@@ -80,6 +80,8 @@ def main() -> int:
         rows = []
         with tempfile.TemporaryDirectory(prefix="xsmig-cellcost-") as tmp:
             for c in cells:
+                # A bare start beside every cell too: the baseline sees the same load.
+                bare += timed_runs(src, ["python3", "-c", "pass"], 1)
                 r = run_cell(c, f, Path(tmp))
                 if not r.ok:
                     raise SystemExit(f"{c.id}: {r.verdict}: {r.message}")
@@ -98,7 +100,8 @@ def main() -> int:
     }
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"hosts up in {setup:.1f}s ({args.mode}); medians over {samples} samples:")
+    print(f"hosts up in {setup:.1f}s ({args.mode}); medians over {samples} samples "
+          f"({len(bare)} of the bare start, one beside each cell):")
     print(f"  ssh exec `true`          {med['exec_true']:.3f}s")
     print(f"  bare `python3 -c pass`   {med['bare']:.3f}s")
     print(f"  `xsmig list --json`      {med['xsmig_list']:.3f}s "
