@@ -297,7 +297,8 @@ class Host:
 
         A stream of hundreds of MiB on the shared connection makes paramiko re-key it
         mid-transfer, which under load can time out for every cell using that host;
-        a connection per migration stays below the re-key volume and isolates cells.
+        connections of their own (pooled by bulk(), retired before the re-key volume)
+        stay below it and isolate cells.
         """
         return Host(self.name, self.port, self.host_key, self._key)
 
