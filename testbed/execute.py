@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,20 @@ def domain_exists(host: Host, name: str, timeout: float) -> bool:
 
 
 def attempt(
-    cell: Cell, hop: _Hop, source_digest: str, source_width: int | None, workdir: Path
+    cell: Cell,
+    hop: _Hop,
+    source_digest: str | Callable[[], str],
+    source_width: int | None,
+    workdir: Path,
+    *,
+    before_save: Callable[[], None] | None = None,
+    beside_save: Callable[[], None] | None = None,
 ) -> Actual:
-    """One save | restore over the hop, observed and classified."""
+    """One save | restore over the hop, observed and classified.
+
+    before_save/beside_save: the cell's set-up, overlapped with the commands' start-up
+    (see migrate.stream); source_digest may then be known only once they ran.
+    """
     name = cell.domain_name
     n = len(hop.transfers) + 1
     t = migrate.stream(
@@ -107,7 +119,14 @@ def attempt(
         tee=workdir / f"hop{hop.index}-try{n}.stream",
         limit=cell.truncate_at,
         patch=cell.patch,
+        before_save=before_save,
+        beside_save=beside_save,
     )
+    if callable(source_digest):
+        try:
+            source_digest = source_digest()
+        except CellError as exc:
+            raise CellError(f"{exc}: {t.error}") from exc
     hop.transfers.append(t)
     (workdir / f"hop{hop.index}-try{n}-save.stderr").write_text(t.save_stderr)
     (workdir / f"hop{hop.index}-try{n}-restore.stderr").write_text(t.restore_stderr)
@@ -147,15 +166,43 @@ def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) 
         return run_faults(cell, provider, workdir, result)
     hosts = [provider.host(n) for n in cell.hops]
     name = cell.domain_name
-    made = hosts[0].xsmig(*create_argv(cell), timeout=cell.timeout)
-    if not made.ok:
-        return f"xsmig create on {hosts[0].name}: exit {made.exit_status}: {made.err.strip()}"
+    t0 = time.monotonic()
+    source: list[str] = []
+
+    # The set-up overlaps the first hop's start-up: the destination's restore starts
+    # (an emulated interpreter start) while the source domain is created, and the save
+    # starts while the source's digest is taken. Neither command reads its input first.
     # No canonical dump here: it costs a per-page pass under QEMU on every cell, and a
     # failure keeps the domain on its source, where artifacts.collect dumps it.
-    source_digest = digest(hosts[0], name, cell.timeout)
+    def create() -> None:
+        made = hosts[0].xsmig(*create_argv(cell), timeout=cell.timeout)
+        if not made.ok:
+            raise CellError(
+                f"xsmig create on {hosts[0].name}: exit {made.exit_status}: {made.err.strip()}"
+            )
+
+    def take_source_digest() -> None:
+        source.append(digest(hosts[0], name, cell.timeout))
+        result.setup_seconds = round(time.monotonic() - t0, 3)
+
+    def known_source_digest() -> str:
+        if not source:
+            raise CellError("the first migration failed before the source domain was set up")
+        return source[0]
+
     for i in range(len(hosts) - 1):
         hop = _Hop(i + 1, hosts[i], hosts[i + 1])
-        actual = attempt(cell, hop, source_digest, None, workdir)
+        if i == 0:
+            try:
+                actual = attempt(
+                    cell, hop, known_source_digest, None, workdir,
+                    before_save=create, beside_save=take_source_digest,
+                )
+            except CellError as exc:
+                return str(exc)
+        else:
+            actual = attempt(cell, hop, source[0], None, workdir)
+        source_digest = source[0]
         failure = judge(cell.expect, actual)
         text = actual.describe()
         retried = None
@@ -232,6 +279,10 @@ def run_cell(
     result.seconds = round(time.monotonic() - start, 3)
     result.bytes = sum(h.bytes for h in result.hops)
     moving = sum(h.seconds for h in result.hops)
+    result.transfer_seconds = round(moving, 3)
+    result.check_seconds = round(
+        max(0.0, result.seconds - result.setup_seconds - result.transfer_seconds), 3
+    )
     result.mib_per_s = round(result.bytes / (1 << 20) / moving, 2) if moving else 0.0
     result.verdict = verdict_for(cell, failure)
     result.message = failure or ""

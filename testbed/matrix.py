@@ -32,9 +32,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=2,
+        default=None,
         metavar="N",
-        help="cells run at once over the shared hosts (default 2)",
+        help="cells run at once over the shared hosts (default: one per usable core, "
+        "as the run's first line says)",
     )
     parser.add_argument(
         "--report-dir",
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     import scenarios
     from testbed import report
     from testbed.selection import select
-    from testbed.session import DEFAULT_REPORT_DIR, Settings
+    from testbed.session import DEFAULT_REPORT_DIR, Settings, default_jobs
     from testbed.shard import parse_shard, shard
     from testbed.sources import check_refs, parse_refs
 
@@ -117,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{c.id}  seed={c.seed}  expect: {c.expect.describe()}")
         print(f"{len(cells)} cells")
         return 0
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise TestbedError("--jobs must be at least 1")
     check_refs(parse_refs(args.xsmig_ref))  # fail early on a bad spec or ref
     settings = Settings(
-        jobs=args.jobs,
+        jobs=args.jobs or default_jobs(),
         report_dir=(args.report_dir or DEFAULT_REPORT_DIR).resolve(),
         keep_hosts=args.keep_hosts,
         ref_specs=list(args.xsmig_ref),

@@ -14,13 +14,16 @@ import contextlib
 import shlex
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import paramiko
 
-from testbed.ssh import CHUNK, Host, SSHError, drain_stderr, wait_exit
+from testbed.ssh import CHUNK, Host, SSHError, drain_stderr, send_all, wait_exit
+
+WINDOW = 16 << 20  # SSH receive window of the save's channel
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,21 @@ def apply_patch(data: bytes, pos: int, patch: tuple[int, bytes]) -> bytes:
     buf = bytearray(data)
     buf[lo - pos : hi - pos] = new[lo - at : hi - at]
     return bytes(buf)
+
+
+class _StepFailed(Exception):
+    """Carries an exception of the caller's step out of the transport's error handling."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.step_error = error
+
+
+def _step(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception as exc:
+        raise _StepFailed(exc) from exc
 
 
 def save_argv(
@@ -93,8 +111,18 @@ def stream(
     limit: int | None = None,
     patch: tuple[int, bytes] | None = None,
     tap: Callable[[int, paramiko.Channel, paramiko.Channel], None] | None = None,
+    before_save: Callable[[], None] | None = None,
+    beside_save: Callable[[], None] | None = None,
 ) -> Transfer:
-    """Run save | restore across two hosts. Never raises for remote failures: reports them."""
+    """Run save | restore across two hosts. Never raises for remote failures: reports them.
+
+    The caller's own steps can overlap the two commands' start-up (each an emulated
+    interpreter start): `before_save` runs once the restore is started (e.g. creating
+    the source domain), `beside_save` once the save is started too (e.g. the source's
+    digest). An exception from either ends the transfer, closes both commands' channels
+    (the restore sees a cut stream and keeps nothing) and propagates. The transfer's
+    seconds count from the end of those steps.
+    """
     start = time.monotonic()
     deadline = start + timeout
     total = 0
@@ -108,11 +136,24 @@ def stream(
     s_status: int | None = None
     d_status: int | None = None
     sink: BinaryIO | None = None
-    # One connection per side and per migration: see Host.dedicated.
-    src, dst = src.dedicated(), dst.dedicated()
+    failed: BaseException | None = None  # the caller's own step raised this
+    # A connection per side that no other migration uses meanwhile: see Host.bulk.
+    src_host, dst_host = src, dst
+    src, dst = src_host.bulk(), dst_host.bulk()
     try:
+        with ThreadPoolExecutor(max_workers=1) as pool:  # two logins at once, when new
+            connecting = pool.submit(src.connect)
+            dst.connect()
+            connecting.result()
         d_chan = dst.open_exec(restore, timeout)
-        s_chan = src.open_exec(save, timeout)
+        if before_save is not None:
+            _step(before_save)
+        # A large window lets the save run ahead of the destination (up to WINDOW bytes
+        # wait in this process) instead of moving in lock-step with the restore.
+        s_chan = src.open_exec(save, timeout, window=WINDOW)
+        if beside_save is not None:
+            _step(beside_save)
+        start = time.monotonic()
         d_thread, d_err = drain_stderr(d_chan, deadline)
         s_thread, s_err = drain_stderr(s_chan, deadline)
         s_chan.shutdown_write()  # save reads nothing from stdin
@@ -136,7 +177,7 @@ def stream(
             if forward:
                 try:
                     d_chan.settimeout(max(0.1, deadline - time.monotonic()))
-                    d_chan.sendall(data)
+                    send_all(d_chan, data)
                     total += len(data)
                     if tap is not None:  # fault injection (testbed.faults): bytes delivered so far
                         tap(total, s_chan, d_chan)
@@ -161,6 +202,9 @@ def stream(
             s_status = wait_exit(s_chan, deadline)
         for t in (d_thread, s_thread):
             t.join(max(0.0, deadline - time.monotonic()))
+    except _StepFailed as exc:
+        failed = exc.step_error
+        error = f"stopped before streaming: {failed}"
     except TimeoutError:
         error = f"timed out after {timeout:.0f}s ({total} bytes streamed)"
     except (SSHError, OSError, paramiko.SSHException) as exc:
@@ -171,8 +215,10 @@ def stream(
         for chan in (s_chan, d_chan):
             if chan is not None:
                 chan.close()
-        src.close()
-        dst.close()
+        src_host.release_bulk(src, total, error is None)
+        dst_host.release_bulk(dst, total, error is None)
+    if failed is not None:
+        raise failed
     return Transfer(
         tuple(save),
         tuple(restore),

@@ -131,6 +131,59 @@ def print_grid(results: Sequence[CellResult], console: Any = None) -> None:
             console.print(f"  repro: {r.repro}", markup=False, highlight=False)
 
 
+# -- cost model -------------------------------------------------------------------
+PHASES = ("setup", "transfer", "checks")
+
+
+@dataclass
+class Cost:
+    """Seconds spent by a group of cells, split as CellResult.phases splits them."""
+
+    label: str
+    cells: int = 0
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+    def add(self, r: CellResult) -> None:
+        self.cells += 1
+        self.seconds += r.seconds
+        for k, v in r.phases.items():
+            self.phases[k] += v
+
+    def share(self, phase: str) -> float:
+        return self.phases[phase] / self.seconds if self.seconds else 0.0
+
+
+def cost_model(results: Sequence[CellResult]) -> list[Cost]:
+    """Per scenario, then all cells: where the cells' time went (set-up, transfer, checks)."""
+    by: dict[str, Cost] = {}
+    total = Cost("all cells")
+    for r in results:
+        by.setdefault(r.scenario, Cost(r.scenario)).add(r)
+        total.add(r)
+    return [*sorted(by.values(), key=lambda c: -c.seconds), total]
+
+
+def _cost_cells(c: Cost) -> list[str]:
+    mean = c.seconds / c.cells if c.cells else 0.0
+    return [
+        c.label,
+        str(c.cells),
+        f"{c.seconds:.1f}",
+        f"{mean:.2f}",
+        *(f"{c.phases[p]:.1f} ({c.share(p):.0%})" for p in PHASES),
+    ]
+
+
+COST_HEAD = ["scenario", "cells", "cell s", "mean s", "setup s", "transfer s", "checks s"]
+
+
+def markdown_cost(results: Sequence[CellResult]) -> str:
+    lines = ["| " + " | ".join(COST_HEAD) + " |", "|---|" + "--:|" * (len(COST_HEAD) - 1)]
+    lines += ["| " + " | ".join(_cost_cells(c)) + " |" for c in cost_model(results)]
+    return "\n".join(lines)
+
+
 # -- files ------------------------------------------------------------------------
 def write_json(results: Sequence[CellResult], path: Path, meta: dict[str, Any]) -> None:
     t = totals(results)
@@ -172,6 +225,7 @@ def write_junit(results: Sequence[CellResult], path: Path, seconds: float) -> No
             ("verdict", r.verdict),
             ("bytes", r.bytes),
             ("mib_per_s", r.mib_per_s),
+            *((f"{k}_seconds", v) for k, v in r.phases.items()),
             ("repro", r.repro),
         ):
             ET.SubElement(props, "property", name=k, value=str(v))
@@ -224,6 +278,18 @@ def write_summary(results: Sequence[CellResult], path: Path, seconds: float) -> 
                 f"  - repro: `{r.repro}`",
             ]
         parts.append("")
+    if results:
+        parts += [
+            "## Where the time went",
+            "",
+            "Each cell's seconds split into set-up (create the source domain, its digest), "
+            "transfer (the save | restore streams) and checks (digests and lists that judge "
+            "each hop, destroying the source). Cells run concurrently, so their sum exceeds "
+            "the wall time.",
+            "",
+            markdown_cost(results),
+            "",
+        ]
     big = [r for r in results if r.bytes]
     if big:
         parts += ["## Throughput", "", "| cell | bytes | seconds | MiB/s |", "|---|--:|--:|--:|"]
@@ -271,13 +337,20 @@ def write_html(results: Sequence[CellResult], path: Path, seconds: float) -> Non
             label = f"<a href='#{e(r.id)}'>{e(SYMBOL[r.verdict])}</a>"
             out.append(f"<td class={HTML_CLASS[r.verdict]} title='{tip}'>{label}</td>")
         out.append("</tr>")
+    out.append("</table><h2>Where the time went</h2><table><tr>")
+    out += [f"<th>{e(h)}</th>" for h in COST_HEAD]
+    out.append("</tr>")
+    for c in cost_model(results):
+        out.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in _cost_cells(c)) + "</tr>")
     out.append("</table><h2>Cells</h2>")
     for r in results:
         links = " ".join(f"<a href='{e(a)}'>{e(Path(a).name)}</a>" for a in r.artifacts)
         out.append(
             f"<h3 id='{e(r.id)}'>{e(SYMBOL[r.verdict])} {e(r.id)}</h3><pre>"
             f"hosts: {e(' -> '.join(r.hosts))}   seed: {r.seed}   {r.seconds:.1f} s   "
-            f"{r.bytes} bytes   {r.mib_per_s:.2f} MiB/s\nexpected: {e(r.expected)}\n"
+            f"{r.bytes} bytes   {r.mib_per_s:.2f} MiB/s\n"
+            f"time: setup {r.setup_seconds:.1f} s, transfer {r.transfer_seconds:.1f} s, "
+            f"checks {r.check_seconds:.1f} s\nexpected: {e(r.expected)}\n"
             f"actual:   {e(r.actual)}\n{e(r.message)}\nrepro: {e(r.repro)}</pre>"
             + (f"<p>artifacts: {links}</p>" if links else "")
         )

@@ -42,8 +42,22 @@ class CellResult:
     bytes: int = 0
     mib_per_s: float = 0.0
     hops: list[HopRecord] = field(default_factory=list)
+    # Cost model: where the cell's seconds went. setup: creating the source domain and
+    # its digest; transfer: the save | restore streams (all hops, all tries); checks:
+    # the rest (digests and lists that judge each hop, destroying the source).
+    setup_seconds: float = 0.0
+    transfer_seconds: float = 0.0
+    check_seconds: float = 0.0
     artifacts: list[str] = field(default_factory=list)  # relative to the report dir
     repro: str = ""
+
+    @property
+    def phases(self) -> dict[str, float]:
+        return {
+            "setup": self.setup_seconds,
+            "transfer": self.transfer_seconds,
+            "checks": self.check_seconds,
+        }
 
     @property
     def ok(self) -> bool:

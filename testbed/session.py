@@ -6,6 +6,7 @@ each cell uses its own domain name, so concurrent cells never collide.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 
 from scenarios.model import Cell
 from testbed import report
+from testbed.errors import TestbedError
 from testbed.execute import run_cell
 from testbed.hosts import Fleet, fleet, new_run_id
 from testbed.results import FAILED, CellResult
@@ -33,9 +35,34 @@ ENV_MODE = "XSMIG_MATRIX_MODE"  # qemu (default) | native
 DEFAULT_REPORT_DIR = REPO / "reports" / "matrix"
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_jobs(cores: int | None = None) -> int:
+    """Cells at once that this machine carries: one per usable core.
+
+    A cell keeps about one core busy: its emulated save and restore overlap each other
+    and the runner's SSH pump, while its bookkeeping runs in the hosts' agents. More
+    jobs than cores only queue on the CPU (measured: docs/performance.md).
+    """
+    return max(1, cores if cores is not None else usable_cores())
+
+
+def jobs_note(jobs: int) -> str:
+    """How the run chose its jobs, for the run's first line."""
+    cores = usable_cores()
+    if jobs == default_jobs(cores):
+        return f"jobs={jobs} (default: one per usable core, {cores})"
+    return f"jobs={jobs} (set; the default here would be {default_jobs(cores)})"
+
+
 @dataclass
 class Settings:
-    jobs: int = 2
+    jobs: int = field(default_factory=default_jobs)
     report_dir: Path = DEFAULT_REPORT_DIR
     keep_hosts: bool = False
     ref_specs: list[str] = field(default_factory=list)
@@ -46,7 +73,7 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         return cls(
-            jobs=max(1, int(env.get(ENV_JOBS, "2"))),
+            jobs=max(1, int(env.get(ENV_JOBS) or default_jobs())),
             report_dir=Path(env.get(ENV_REPORT_DIR, str(DEFAULT_REPORT_DIR))),
             keep_hosts=env.get(ENV_KEEP, "") not in ("", "0"),
             ref_specs=shlex.split(env.get(ENV_REFS, "")),
@@ -70,6 +97,20 @@ class Settings:
 def _cost(cell: Cell) -> int:
     """Rough run time, to start the longest cells first (shorter tail on 2 cores)."""
     return cell.domain.pages * (len(cell.hops) - 1) * (cell.rounds or 1) + cell.domain.vcpus * 64
+
+
+def warm_agents(f: Fleet, names: Sequence[str], jobs: int) -> None:
+    """Start each host's bookkeeping agents at once, while nothing else runs: a cell
+    then finds them warm. Best effort: a host that cannot is left to plain commands."""
+    hosts = []
+    for n in names:
+        with contextlib.suppress(TestbedError):
+            hosts.append(f.host(n))
+    per_host = max(1, min(jobs, 2))
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        for fut in [pool.submit(h.warm_agents, per_host) for h in hosts]:
+            with contextlib.suppress(TestbedError, OSError):
+                fut.result()
 
 
 def run_cells(
@@ -135,7 +176,7 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     exports = Path(tempfile.mkdtemp(prefix="xsmig-refs-"))
     mounts, labels = resolve_sources(refs, names, exports)
     console.print(
-        f"run {run_id}: {len(cells)} cells on {len(names)} hosts, jobs={settings.jobs}, "
+        f"run {run_id}: {len(cells)} cells on {len(names)} hosts, {jobs_note(settings.jobs)}, "
         f"reports in {settings.report_dir}",
         highlight=False,
     )
@@ -151,6 +192,7 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         mode=settings.mode,
         progress=lambda m: console.print(m, markup=False, highlight=False),
     ) as f:
+        warm_agents(f, names, settings.jobs)
         setup = time.monotonic() - start
         results = run_cells(cells, f, settings, refs, console)
         if settings.keep_hosts:
@@ -161,6 +203,7 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     meta = {
         "run_id": run_id,
         "jobs": settings.jobs,
+        "usable_cores": usable_cores(),
         "mode": settings.mode,
         "hosts": {n: labels[n] for n in names},
         "host_setup_seconds": round(setup, 3),
@@ -170,6 +213,13 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     report.print_grid(results, console)
     console.print("reports: " + ", ".join(str(p) for p in paths), highlight=False)
     console.print(report.totals(results).line() + f" in {seconds:.1f}s", highlight=False)
+    total = report.cost_model(results)[-1]
+    console.print(
+        f"cells' own time {total.seconds:.1f}s: "
+        + ", ".join(f"{p} {total.phases[p]:.1f}s ({total.share(p):.0%})" for p in report.PHASES)
+        + f"; {len(results) / seconds * 60:.1f} cells/min",
+        highlight=False,
+    )
     return results
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shlex
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +30,24 @@ AUTH_TIMEOUT = 30.0
 KEEPALIVE_SECONDS = 15
 CHUNK = 1 << 20
 BULK = 16 << 20  # stdin above this goes over a connection of its own (see Host.dedicated)
+# Commands a host's long-lived `xsmig agent` answers in-process (xsmig/agent.py);
+# everything else, save and restore above all, is a command of its own.
+AGENT_COMMANDS = frozenset({"create", "digest", "diff", "list", "destroy", "host-info"})
+AGENT_START_TIMEOUT = 60.0
+# A bulk connection goes back to its host's pool for the next migration only while it
+# has carried less than this: with the largest cell (~270 MB) on top it stays below
+# paramiko's re-key volume (512 MiB), so no migration ever re-keys mid-stream.
+BULK_REUSE_LIMIT = 192 << 20
+
+
+def _transport(sock: Any, /, **kwargs: Any) -> paramiko.Transport:
+    """paramiko's transport, preferring AES-GCM: one AEAD pass per packet instead of
+    AES-CTR plus a separate HMAC, so the runner spends ~40 % less CPU per MiB pumped
+    (docs/performance.md). Every other cipher stays as a fallback."""
+    t = paramiko.Transport(sock, **kwargs)  # as SSHClient.connect would make it
+    opts = t.get_security_options()
+    opts.ciphers = sorted(opts.ciphers, key=lambda c: "-gcm@" not in c)  # stable: keeps order
+    return t
 
 
 class SSHError(TestbedError):
@@ -139,10 +159,62 @@ def drain_stderr(chan: paramiko.Channel, deadline: float) -> tuple[threading.Thr
     return t, sink
 
 
+def send_all(chan: paramiko.Channel, data: bytes) -> None:
+    """chan.sendall(data) without its copies: paramiko's sendall re-slices what is left
+    after each packet (at most 32 KiB), which for bytes copies the whole rest every
+    time: quadratic in the size (a 256 MiB stdin took minutes). A memoryview slices
+    for free, and paramiko's packet writer takes any buffer."""
+    view = memoryview(data)
+    while view:
+        sent = chan.send(view)  # type: ignore[arg-type]  # any buffer works, see above
+        view = view[sent:]
+
+
 def wait_exit(chan: paramiko.Channel, deadline: float) -> int:
     if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
         raise SSHError("timed out waiting for the command's exit status")
     return int(chan.exit_status)
+
+
+class Agent:
+    """One `xsmig agent` process on a host: a JSON request line in, an answer line out."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+        self._buf = b""
+
+    def read_line(self, deadline: float) -> bytes:
+        while b"\n" not in self._buf:
+            self.chan.settimeout(max(0.1, deadline - time.monotonic()))
+            data = self.chan.recv(CHUNK)
+            if not data:
+                err = b""
+                while self.chan.recv_stderr_ready():
+                    err += self.chan.recv_stderr(CHUNK)
+                raise SSHError(f"xsmig agent ended: {err.decode(errors='replace').strip()}")
+            self._buf += data
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
+
+    def call(self, argv: Sequence[str], timeout: float) -> CommandResult:
+        start = time.monotonic()
+        self.chan.settimeout(timeout)
+        self.chan.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n")
+        answer = json.loads(self.read_line(start + timeout))
+        return CommandResult(
+            ("xsmig", *argv),
+            int(answer["status"]),
+            str(answer["stdout"]).encode(),
+            str(answer["stderr"]).encode(),
+            time.monotonic() - start,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return not (self.chan.closed or self.chan.eof_received or self.chan.exit_status_ready())
+
+    def close(self) -> None:
+        self.chan.close()
 
 
 class Host:
@@ -155,6 +227,10 @@ class Host:
         self._key = key
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
+        self._idle: list[Agent] = []  # started agents not serving anyone right now
+        self._bulk: list[Host] = []  # idle connections for migrations (see bulk())
+        self.carried = 0  # bytes streamed over this connection (a bulk twin's)
+        self.agent_unsupported = False  # its xsmig has no agent (an old --xsmig-ref)
 
     def known_hosts_line(self) -> str:
         return (
@@ -181,6 +257,7 @@ class Host:
                     banner_timeout=BANNER_TIMEOUT,
                     auth_timeout=AUTH_TIMEOUT,
                     channel_timeout=CONNECT_TIMEOUT,
+                    transport_factory=_transport,
                 )
             except (TimeoutError, paramiko.SSHException, OSError) as exc:
                 client.close()
@@ -196,13 +273,19 @@ class Host:
         t = client.get_transport()
         return t is not None and t.is_active()
 
-    def open_exec(self, argv: Sequence[str], timeout: float) -> paramiko.Channel:
-        """Start a command on a fresh exec channel (no PTY: binary-clean stdout)."""
+    def open_exec(
+        self, argv: Sequence[str], timeout: float, window: int | None = None
+    ) -> paramiko.Channel:
+        """Start a command on a fresh exec channel (no PTY: binary-clean stdout).
+
+        `window`: how many bytes the host may send ahead of our reads (SSH flow
+        control); a bulk reader gives a large one so the command never waits on us.
+        """
         client = self.connect()
         transport = client.get_transport()
         assert transport is not None
         try:
-            chan = transport.open_session(timeout=CONNECT_TIMEOUT)
+            chan = transport.open_session(window_size=window, timeout=CONNECT_TIMEOUT)
             chan.settimeout(timeout)
             chan.exec_command(shlex.join(argv))
         except (paramiko.SSHException, OSError) as exc:
@@ -214,9 +297,32 @@ class Host:
 
         A stream of hundreds of MiB on the shared connection makes paramiko re-key it
         mid-transfer, which under load can time out for every cell using that host;
-        a connection per migration stays below the re-key volume and isolates cells.
+        connections of their own (pooled by bulk(), retired before the re-key volume)
+        stay below it and isolate cells.
         """
         return Host(self.name, self.port, self.host_key, self._key)
+
+    def bulk(self) -> Host:
+        """A connection of its own for one migration: an idle pooled one, or a new twin.
+
+        Give it back with release_bulk(). Pooling saves a key exchange and login per
+        hop; BULK_REUSE_LIMIT keeps every stream clear of a re-key (see dedicated()).
+        """
+        with self._lock:
+            while self._bulk:
+                twin = self._bulk.pop()
+                if twin._client is not None and self._transport_alive(twin._client):
+                    return twin
+                twin.close()
+        return self.dedicated()
+
+    def release_bulk(self, twin: Host, carried: int, reusable: bool) -> None:
+        twin.carried += carried
+        if reusable and twin.carried < BULK_REUSE_LIMIT:
+            with self._lock:
+                self._bulk.append(twin)
+        else:
+            twin.close()
 
     def run(self, argv: Sequence[str], timeout: float = 120.0, stdin: bytes = b"") -> CommandResult:
         if len(stdin) > BULK:
@@ -234,7 +340,7 @@ class Host:
         try:
             err_thread, err = drain_stderr(chan, deadline)
             if stdin:
-                chan.sendall(stdin)
+                send_all(chan, stdin)
             chan.shutdown_write()
             out = _read_all(chan, deadline, stderr=False)
             status = wait_exit(chan, deadline)
@@ -248,9 +354,63 @@ class Host:
         return CommandResult(tuple(argv), status, out, b"".join(err), time.monotonic() - start)
 
     def xsmig(self, *args: str, timeout: float = 300.0) -> CommandResult:
+        """An xsmig command: bookkeeping through an agent when the host has one."""
+        if args and args[0] in AGENT_COMMANDS and not self.agent_unsupported:
+            agent = self._take_agent()
+            if agent is not None:
+                try:
+                    result = agent.call(args, timeout)
+                except (TimeoutError, OSError, ValueError, KeyError, paramiko.SSHException) as e:
+                    agent.close()
+                    raise SSHError(f"{self.name}: xsmig agent: {shlex.join(args)}: {e}") from e
+                except SSHError as e:
+                    agent.close()
+                    raise SSHError(f"{self.name}: {shlex.join(args)}: {e}") from e
+                with self._lock:
+                    self._idle.append(agent)
+                return result
         return self.run(("xsmig", *args), timeout=timeout)
 
+    def _take_agent(self) -> Agent | None:
+        """An idle live agent, or a new one; None when this host's xsmig has none."""
+        with self._lock:
+            while self._idle:
+                agent = self._idle.pop()
+                if agent.alive:
+                    return agent
+                agent.close()
+        return self.start_agent()
+
+    def start_agent(self) -> Agent | None:
+        deadline = time.monotonic() + AGENT_START_TIMEOUT
+        chan = self.open_exec(("xsmig", "agent"), AGENT_START_TIMEOUT)
+        agent = Agent(chan)
+        try:
+            hello = json.loads(agent.read_line(deadline))
+            if not isinstance(hello, dict) or hello.get("agent") != 1:
+                raise ValueError(f"unexpected greeting {hello!r}")
+        except (SSHError, ValueError, OSError, paramiko.SSHException):
+            # An xsmig without the agent answers `agent` with a usage error: plain commands.
+            agent.close()
+            self.agent_unsupported = True
+            return None
+        return agent
+
+    def warm_agents(self, n: int) -> int:
+        """Start n agents ahead of need (each pays its interpreter start once); how many run."""
+        started = [a for a in (self.start_agent() for _ in range(n)) if a is not None]
+        with self._lock:
+            self._idle.extend(started)
+        return len(started)
+
     def close(self) -> None:
+        with self._lock:
+            for agent in self._idle:
+                agent.close()
+            self._idle.clear()
+            bulk, self._bulk = self._bulk, []
+        for twin in bulk:
+            twin.close()
         with self._lock:
             if self._client is not None:
                 self._client.close()

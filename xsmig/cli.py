@@ -19,20 +19,17 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 from xsmig import __version__
-from xsmig.canonical import DUMP_FORMAT, CanonicalDomain, diff_dumps
-from xsmig.convert import convert
 from xsmig.errors import DomainsDiffer, StateError, UsageError, XsmigError
-from xsmig.inspect import inspect_stream, render_text
 from xsmig.layout import ABIS, BYTE_ORDERS, Layout, abi
-from xsmig.restore import restore
 from xsmig.store import Store, check_name, default_store, pid_alive
 from xsmig.stream.format import MAX_P2M_SIZE, Encoding
 from xsmig.stream.io import PolledInput
-from xsmig.stream.writer import SaveOptions, save
 from xsmig.synth import SHAPES, GuestSpec, create
 from xsmig.validate import Invalid, load_meta
-from xsmig.verify import render as render_verdict
-from xsmig.verify import verify_stream
+
+# canonical, inspect, restore and stream.writer are imported where used, not here: under
+# QEMU every module costs start-up time, and a save need not load the restorer, nor a
+# restore the saver (docs/performance.md).
 
 PIPE_BYTES = 1 << 20
 TOOLSTACKS = ("native", *ABIS)
@@ -394,6 +391,8 @@ def run(args: argparse.Namespace) -> int:
             create(spec, domain, _host_id(args))
         print(args.name)
     elif args.command == "save":
+        from xsmig.stream.writer import SaveOptions, save
+
         domain = store.get(args.name)
         opts = SaveOptions(Encoding(args.encoding), _layout(args.toolstack),
                            ext_info=not args.no_ext_info, rounds=args.rounds,
@@ -421,12 +420,16 @@ def run(args: argparse.Namespace) -> int:
             check_name(args.name)
         _check_idle(args.idle_timeout)
         _std_fd(1, "stdout")  # the new name goes there: fail now, not after the stream
+        from xsmig.restore import restore
+
         with _open_in(args.input, args.idle_timeout or None) as source:
             restore(store, source, name=args.name, host_id=_host_id(args),
                     profile=args.profile, source_width=args.source_width,
                     own=_layout(args.toolstack), max_pages=max_pages, announce=_announce,
                     source_byte_order=args.source_byte_order)
     elif args.command == "digest":
+        from xsmig.canonical import CanonicalDomain
+
         canonical = CanonicalDomain(store.get(args.name))
         if args.dump:
             dump = canonical.dump()
@@ -440,6 +443,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(digest)
     elif args.command == "diff":
+        from xsmig.canonical import CanonicalDomain, diff_dumps
+
         mine = CanonicalDomain(store.get(args.name)).dump()
         theirs = _load_other(store, args.other)
         try:
@@ -453,6 +458,8 @@ def run(args: argparse.Namespace) -> int:
             raise DomainsDiffer(f"{len(differences)} differences")
         print("same canonical state")
     elif args.command == "inspect":
+        from xsmig.inspect import inspect_stream, render_text
+
         _check_idle(args.idle_timeout)
         with _open_in(args.file, args.idle_timeout or None) as source:
             report = inspect_stream(source, source_width=args.source_width,
@@ -461,6 +468,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "convert":
         return _convert(args)
     elif args.command == "verify":
+        from xsmig.verify import render as render_verdict
+        from xsmig.verify import verify_stream
+
         with _open_in(args.file) as source:
             verdict = verify_stream(source, source_width=args.source_width,
                                     own=_layout(args.toolstack),
@@ -507,6 +517,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from xsmig.convert import convert
+
     target = Encoding(args.to)
     if args.word_size and target is not Encoding.EXTENDED:
         raise UsageError("--word-size 4|8 goes with --to extended only")
@@ -533,6 +545,8 @@ def host_info() -> dict[str, Any]:
 
 
 def _load_other(store: Store, other: str) -> dict[str, Any]:
+    from xsmig.canonical import DUMP_FORMAT, CanonicalDomain
+
     path = Path(other)
     if path.is_file():
         try:

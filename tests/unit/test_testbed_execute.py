@@ -56,6 +56,12 @@ class Chan:
     def sendall(self, data: bytes) -> None:
         self.received += data
 
+    def send(self, data: bytes | memoryview) -> int:
+        """As paramiko's: at most one 32 KiB packet per call."""
+        n = min(len(data), 32768)
+        self.sendall(bytes(data[:n]))
+        return n
+
     def shutdown_write(self) -> None:
         if self.on_eof is not None and not self.status_event.is_set():
             self._finish(*self.on_eof(bytes(self.received)))
@@ -77,6 +83,8 @@ class FakeHost:
 
     def xsmig(self, *args: str, timeout: float = 0) -> CommandResult:
         cmd, rest = args[0], list(args[1:])
+        if cmd == "create" and self.name == "broken":
+            return self._res(args, 5, err="xsmig: error: store is read-only\n")
         if cmd == "create":
             seed = rest[rest.index("--seed") + 1]
             self.store[rest[0]] = hashlib.sha256(seed.encode()).hexdigest()
@@ -107,10 +115,19 @@ class FakeHost:
     def dedicated(self) -> FakeHost:
         return self
 
+    def bulk(self) -> FakeHost:
+        return self
+
+    def connect(self) -> None:
+        pass
+
+    def release_bulk(self, twin: FakeHost, carried: int, reusable: bool) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
-    def open_exec(self, argv: Sequence[str], timeout: float) -> Chan:
+    def open_exec(self, argv: Sequence[str], timeout: float, window: int | None = None) -> Chan:
         if argv[0] == "sh":  # a teed restore: `tee -p COPY 2>/dev/null | xsmig restore ...`
             self.teed = argv[2]
             argv = shlex.split(argv[2].split("|", 1)[1])
@@ -239,3 +256,34 @@ def test_teed_restore_keeps_its_argv_status_and_stderr() -> None:
     # -p: keep copying after the restore stopped reading; tee's own words never reach stderr
     assert tee == "tee -p '/tmp/a b.stream' 2>/dev/null"
     assert shlex.split(restore) == ["xsmig", "restore", "-i", "-", "--name", "it's"]
+
+
+def test_cost_model_splits_the_cell_and_set_up_overlaps_the_start_up(tmp_path: Path) -> None:
+    cell = CELLS["i386-to-amd64/escaped/guest64/cold"]
+    r = run_cell(cell, Provider(), tmp_path)  # type: ignore[arg-type]
+    assert r.verdict == PASSED, r.message
+    assert min(r.setup_seconds, r.transfer_seconds, r.check_seconds) >= 0
+    total = r.setup_seconds + r.transfer_seconds + r.check_seconds
+    assert abs(total - r.seconds) < 0.01
+
+
+def test_a_failed_create_fails_the_cell_and_the_early_restore_gets_nothing(
+    tmp_path: Path,
+) -> None:
+    cell = CELLS["i386-to-amd64/escaped/guest64/cold"]
+    p = Provider()
+    p.hosts["i386-a"].name = "broken"
+    r = run_cell(cell, p, tmp_path)  # type: ignore[arg-type]
+    assert r.verdict == FAILED
+    assert r.message.startswith("xsmig create on broken: exit 5: xsmig: error: store is read-only")
+    assert cell.domain_name not in p.hosts["amd64-b"].store  # the restore saw no stream
+
+
+def test_no_cell_dumps_its_source_at_set_up(tmp_path: Path) -> None:
+    from testbed.artifacts import source_dump_path
+
+    for cell_id in ("i386-to-amd64/extended/guest64/large", "i386-to-amd64/escaped/guest64/cold"):
+        cell = CELLS[cell_id]
+        p = Provider()
+        assert run_cell(cell, p, tmp_path).verdict == PASSED  # type: ignore[arg-type]
+        assert source_dump_path(cell.domain_name) not in p.hosts["i386-a"].files

@@ -25,7 +25,7 @@ from xsmig.errors import StreamRefused, UsageError, XsmigError
 from xsmig.layout import ABIS, AMD64, ARMHF, I386, S390X, Layout
 from xsmig.restore import restore
 from xsmig.store import Store
-from xsmig.stream import emit, writer
+from xsmig.stream import emit
 from xsmig.stream.detect import detect
 from xsmig.stream.format import Encoding
 
