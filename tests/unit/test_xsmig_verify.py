@@ -156,6 +156,8 @@ def test_verify_agrees_with_restore_on_corrupted_streams(
     try:
         restore_bytes(store, bytes(stream), "r")
     except (StreamError, StreamRefused) as e:
+        if isinstance(e, StreamRefused) and "(--max-pages)" in str(e):
+            return  # this host's cap, checked first: not a property of the stream
         if verdict["valid"]:  # only what the spec allows and xsmig's domains cannot hold
             assert isinstance(e, StreamRefused)
             assert any(f"byte {e.offset}:" in w and "restore refuses" in w
