@@ -50,7 +50,7 @@ STORE = "/var/lib/xsmig"  # the hosts' own store (images/overlay: xsmig-entrypoi
 FIND_RESTORE = r"""
 for d in /proc/[0-9]*; do
   p=${d#/proc/}; [ "$p" = $$ ] && continue
-  c=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) || continue
+  c=$( { tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null) || continue  # it may have exited
   case "$c" in *"xsmig restore "*"--name $1 "*) echo "$p";; esac
 done
 """
@@ -73,10 +73,12 @@ def exclusive(names: tuple[str, ...]) -> Iterator[None]:
 
 def restore_pids(fleet: Fleet, host: str, name: str) -> list[int]:
     """Restores of `name` running on a host, seen through the engine (works off-network)."""
-    code, out = fleet.container(host).exec_run(["sh", "-c", FIND_RESTORE, "sh", name])
+    code, out = fleet.container(host).exec_run(
+        ["sh", "-c", FIND_RESTORE, "sh", name], stderr=False
+    )
     if code != 0:
         raise TestbedError(f"cannot list processes on {host}: {out.decode(errors='replace')}")
-    return [int(p) for p in out.decode().split()]
+    return [int(p) for p in out.decode().split() if p.isdigit()]
 
 
 def signal_restore(fleet: Fleet, host: str, name: str, sig: str) -> list[int]:
