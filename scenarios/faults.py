@@ -20,7 +20,8 @@ from scenarios.model import IDENTICAL, Cell, Domain
 
 NAME = "faults"
 DESCRIPTION = "inject a fault mid-stream, check nothing was lost, heal, retry"
-PAGES = 1024  # 4 MiB: the stream outgrows the SSH window, so every fault lands mid-stream
+PAGES = 1024  # 4 MiB: the stream outgrows the faulted save's SSH window and the pipes, so
+# every fault lands mid-stream (testbed.faults.FAULT_WINDOW)
 TRIGGER = 1 << 20  # inject once this many stream bytes have reached the destination
 
 

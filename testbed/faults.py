@@ -55,6 +55,7 @@ for d in /proc/[0-9]*; do
 done
 """
 
+FAULT_WINDOW = 256 << 10  # SSH window of the faulted save's channel (see phase)
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 _idle_support: dict[tuple[int, str], bool] = {}
@@ -230,6 +231,10 @@ def phase(
         restore_argv(name, store, idle),
         timeout=deadline,
         tap=None if kind == "store-full" else inj.tap,
+        # The save may run only this far ahead of the destination: with the matrix's
+        # 16 MiB window the whole 4 MiB stream was at the runner before the 1 MiB trigger,
+        # and killing the source then hit nothing.
+        save_window=FAULT_WINDOW,
     )
     marks = [time.monotonic()]
     (workdir / f"{k}-{kind}-save.stderr").write_text(t.save_stderr)

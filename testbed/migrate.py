@@ -113,6 +113,7 @@ def stream(
     tap: Callable[[int, paramiko.Channel, paramiko.Channel], None] | None = None,
     before_save: Callable[[], None] | None = None,
     beside_save: Callable[[], None] | None = None,
+    save_window: int = WINDOW,
 ) -> Transfer:
     """Run save | restore across two hosts. Never raises for remote failures: reports them.
 
@@ -121,7 +122,8 @@ def stream(
     the source domain), `beside_save` once the save is started too (e.g. the source's
     digest). An exception from either ends the transfer, closes both commands' channels
     (the restore sees a cut stream and keeps nothing) and propagates. The transfer's
-    seconds count from the end of those steps.
+    seconds count from the end of those steps. `save_window`: how far the save may run
+    ahead of the destination (fault cells keep it small, so a fault lands mid-stream).
     """
     start = time.monotonic()
     deadline = start + timeout
@@ -150,7 +152,7 @@ def stream(
             _step(before_save)
         # A large window lets the save run ahead of the destination (up to WINDOW bytes
         # wait in this process) instead of moving in lock-step with the restore.
-        s_chan = src.open_exec(save, timeout, window=WINDOW)
+        s_chan = src.open_exec(save, timeout, window=save_window)
         if beside_save is not None:
             _step(beside_save)
         start = time.monotonic()
