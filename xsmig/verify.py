@@ -19,6 +19,7 @@ from xsmig.layout import Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.io import CountingReader
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser, record_types
+from xsmig.validate import check_vcpu_pfn
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
@@ -81,17 +82,10 @@ class VerifySink:
         p2m, vl = self.header.p2m_size, self.header.guest
 
         def check(pfn: int, f: FrameField) -> int:
-            where = f"vCPU {vcpu_id} {f.name}"
-            if pfn >= p2m:
-                raise FrameFieldError(f"{where} names pfn {pfn:#x}, beyond p2m_size {p2m:#x}")
-            t = self.types[pfn]
-            if f.wants == "plain" and t != pt.NOTAB:
-                raise FrameFieldError(f"{where} names pfn {pfn:#x} of type {pt.type_name(t)}, "
-                                      "not a plain page")
-            if f.wants == "top" and t & ~pt.LPINTAB != vl.top_level_type:
-                raise FrameFieldError(f"{where} names pfn {pfn:#x} of type {pt.type_name(t)}, "
-                                      f"not an L{vl.pt_levels} page table")
-            return pfn
+            if pfn >= p2m:  # restore's own words and rule (xsmig.validate)
+                raise FrameFieldError(f"vCPU {vcpu_id} {f.name} names pfn {pfn:#x}, "
+                                      f"beyond p2m_size {p2m:#x}")
+            return check_vcpu_pfn(vl, self.types, vcpu_id, pfn, f, pfn)
         return check
 
     def on_shared_info(self, offset: int, data: bytes) -> None:
