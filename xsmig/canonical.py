@@ -20,7 +20,7 @@ from xsmig import p2mtable, pagetable
 from xsmig import pagetypes as pt
 from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir
 from xsmig.errors import StateError
-from xsmig.validate import Invalid, pt_target, validate, vcpu_target
+from xsmig.validate import Invalid, pt_targets, validate, vcpu_target
 from xsmig.vcpu import FrameFieldError, rewrite_frames, summary
 
 CANONICAL_VERSION = "xsmig-canonical-1"
@@ -43,7 +43,7 @@ class CanonicalDomain:
             raise StateError(f"domain at {domain.path} is corrupt: {e}") from None
         self.frames = self.meta.frame_map()
         self.p2m_index = {pfn: i for i, pfn in enumerate(self.meta.p2m_frames)}
-        self._to_pfn = pt_target(self.frames, self.types)
+        self._to_pfns = pt_targets(self.frames, self.types)
 
     def metadata(self) -> dict[str, Any]:
         m = self.meta
@@ -86,7 +86,7 @@ class CanonicalDomain:
         if level:
             pagetable.normalise(page, level, levels)
             try:
-                pagetable.rewrite(page, levels, self._to_pfn)
+                pagetable.rewrite(page, levels, self._to_pfns)
             except pagetable.EntryError as e:
                 raise StateError(f"domain {self.meta.name!r}: page table at pfn {pfn:#x}: "
                                  f"{e}, not the domain's") from None

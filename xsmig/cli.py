@@ -9,7 +9,6 @@ import errno
 import fcntl
 import json
 import os
-import platform
 import stat
 import struct
 import sys
@@ -20,7 +19,7 @@ from typing import Any, BinaryIO, NoReturn
 
 from xsmig import __version__
 from xsmig.errors import DomainsDiffer, StateError, UsageError, XsmigError
-from xsmig.layout import ABIS, BYTE_ORDERS, Layout, abi
+from xsmig.layout import ABIS, BYTE_ORDERS, Layout, abi, machine
 from xsmig.store import Store, check_name, default_store, pid_alive
 from xsmig.stream.format import MAX_P2M_SIZE, Encoding
 from xsmig.stream.io import PolledInput
@@ -537,8 +536,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 def host_info() -> dict[str, Any]:
     native = Layout.native()
-    return {"xsmig": __version__, "machine": platform.machine(),
-            "python": platform.python_version(), "ulong_size": struct.calcsize("@L"),
+    return {"xsmig": __version__, "machine": machine(),
+            "python": ".".join(map(str, sys.version_info[:3])), "ulong_size": struct.calcsize("@L"),
             "u64_align": native.u64_align, "abi": native.name,
             "pointer_size": struct.calcsize("@P"),
             "byteorder": sys.byteorder}

@@ -9,8 +9,14 @@ below 2^31 so they fit PAE's 32-bit frame fields.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
+
+# CPython's own SHA-256: `hashlib` would load OpenSSL's libcrypto, which costs every
+# emulated command about 0.1 s (docs/performance.md); the digest is the same.
+try:
+    from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]  # 3.12+
+except ImportError:
+    from _sha256 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 
 class FrameMap:
@@ -21,7 +27,7 @@ class FrameMap:
         self.salt = salt
         self.p2m_size = p2m_size
         span = 1 << max(p2m_size - 1, 1).bit_length()
-        digest = hashlib.sha256(f"xsmig-frames:{host_id}:{salt}".encode()).digest()
+        digest = sha256(f"xsmig-frames:{host_id}:{salt}".encode()).digest()
         self._mask = span - 1
         self._mult = (int.from_bytes(digest[0:8], "little") | 1) & self._mask or 1
         self._offset = int.from_bytes(digest[8:16], "little") & self._mask
@@ -30,6 +36,13 @@ class FrameMap:
 
     def mfn(self, pfn: int) -> int:
         return self._base + ((pfn * self._mult + self._offset) & self._mask)
+
+    def mfns(self, pfns: Iterable[int]) -> list[int]:
+        """mfn() of many pfns at once, -1 for those beyond p2m_size: one comprehension,
+        no call per frame (restoring page tables and p2m tables)."""
+        base, mask, off, mult, size = (self._base, self._mask, self._offset, self._mult,
+                                       self.p2m_size)
+        return [base + ((p * mult + off) & mask) if 0 <= p < size else -1 for p in pfns]
 
     def pfn(self, mfn: int) -> int | None:
         """The pfn an mfn backs, or None when the frame is not this domain's."""

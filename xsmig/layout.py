@@ -20,7 +20,7 @@ little-endian (docs/stream-format.md, "Byte order").
 
 from __future__ import annotations
 
-import platform
+import os
 import struct
 import sys
 from dataclasses import dataclass, field, replace
@@ -28,6 +28,12 @@ from dataclasses import dataclass, field, replace
 LITTLE = "little"
 BIG = "big"
 BYTE_ORDERS = (LITTLE, BIG)
+
+
+def machine() -> str:
+    """The interpreter's machine name, as platform.machine() gives it, without importing
+    platform (a cost every emulated command would pay)."""
+    return os.uname().machine
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,10 @@ class Layout:
         ulong = struct.calcsize("@L")
         align = struct.calcsize("@IQ") - 8
         found = Layout("", ulong, align, sys.byteorder)
-        name = MACHINES.get(platform.machine(), "")
+        name = MACHINES.get(machine(), "")
         if not name or ABIS[name] != found:  # an ABI this table does not name
             name = next((n for n, abi in ABIS.items() if abi == found),
-                        f"native-{platform.machine() or 'unknown'}")
+                        f"native-{machine() or 'unknown'}")
         return replace(found, name=name)
 
     @staticmethod
@@ -117,7 +123,7 @@ AMD64 = Layout("amd64", 8, 8, LITTLE)
 ARM64 = Layout("arm64", 8, 8, LITTLE)
 S390X = Layout("s390x", 8, 8, BIG)
 ABIS: dict[str, Layout] = {a.name: a for a in (I386, AMD64, ARMHF, ARM64, S390X)}
-# platform.machine() of each ABI's interpreter (under QEMU user emulation too).
+# machine() of each ABI's interpreter (under QEMU user emulation too).
 MACHINES = {"i686": "i386", "i386": "i386", "x86_64": "amd64", "armv7l": "armhf",
             "armv8l": "armhf", "aarch64": "arm64", "s390x": "s390x"}
 

@@ -14,27 +14,32 @@ from typing import BinaryIO
 from xsmig import pagetypes as pt
 from xsmig.domain import PAGE_SIZE, DomainMeta
 
+# pfns -> the frames their entries hold, in order (a whole page's worth at once).
+FramesOf = Callable[[list[int]], list[int]]
 
-def identity(pfn: int) -> int:
-    return pfn
+
+def identity(pfns: list[int]) -> list[int]:
+    return pfns
 
 
 def page_content(meta: DomainMeta, types: bytes | bytearray, index: int,
-                 frame_of: Callable[[int], int]) -> bytes:
+                 frames_of: FramesOf) -> bytes:
     vl = meta.vcpu_layout
     fpp = vl.frames_per_page()
     invalid = (1 << (8 * vl.word_size)) - 1
     first = index * fpp
     last = min(first + fpp, meta.p2m_size)
-    entries = array(vl.word, [frame_of(p) if types[p] != pt.XTAB else invalid
-                              for p in range(first, last)])
+    entries = array(vl.word, frames_of(list(range(first, last))))
+    for hole in pt.HOLE_RUN.finditer(types, first, last):  # C-level scan for the holes
+        start, end = hole.start() - first, hole.end() - first
+        entries[start:end] = array(vl.word, [invalid]) * (end - start)
     if sys.byteorder == "big":  # the guest's p2m is x86 memory: little-endian on any host
         entries.byteswap()
     return entries.tobytes().ljust(PAGE_SIZE, b"\xff")
 
 
 def write_table(mem: BinaryIO, meta: DomainMeta, types: bytes | bytearray,
-                frame_of: Callable[[int], int]) -> None:
+                frames_of: FramesOf) -> None:
     for index, frame_pfn in enumerate(meta.p2m_frames):
         mem.seek(frame_pfn * PAGE_SIZE)
-        mem.write(page_content(meta, types, index, frame_of))
+        mem.write(page_content(meta, types, index, frames_of))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 NOTAB = 0x0  # plain page
 L1TAB, L2TAB, L3TAB, L4TAB = 0x1, 0x2, 0x3, 0x4
@@ -37,6 +38,37 @@ DATA_RUN = re.compile(b"[\x00-\x04\x09-\x0c]+")
 PLAIN_RUN = re.compile(b"\x00+")
 PAGETABLE = re.compile(b"[\x01-\x04\x09-\x0c]")
 HOLE_RUN = re.compile(b"\x0f+")
+
+# bytes.translate tables (256 entries; only 0..15 occur), for C-level masks over a
+# batch's types that itertools.compress then applies to its pfns.
+VALID_NIBBLE = bytes(1 if t in VALID_TYPES else 0 for t in range(256))
+HAS_DATA = bytes(1 if t in VALID_TYPES and t not in NO_DATA_TYPES else 0 for t in range(256))
+MAPPED = bytes(0 if t == XTAB else 1 for t in range(256))
+
+
+def pagetable_indices(types: bytes | bytearray, pfns: list[int]) -> list[int]:
+    """Indices i of `pfns` whose type is a page table: one C-level gather and scan."""
+    return [m.start() for m in PAGETABLE.finditer(bytes(map(types.__getitem__, pfns)))]
+
+
+def is_run(pfns: list[int]) -> bool:
+    """pfns are consecutive: a C-level list comparison, no Python loop."""
+    n = len(pfns)
+    return n > 0 and pfns[-1] - pfns[0] == n - 1 and pfns == list(range(pfns[0], pfns[0] + n))
+
+
+def pfn_runs(pfns: list[int]) -> Iterator[tuple[int, int]]:
+    """(i, j) with pfns[i:j] consecutive, covering pfns in order: one I/O call per run.
+    A batch is usually one run."""
+    n = len(pfns)
+    if is_run(pfns):
+        yield 0, n
+        return
+    start = 0
+    for i in range(1, n + 1):
+        if i == n or pfns[i] != pfns[i - 1] + 1:
+            yield start, i
+            start = i
 
 
 def type_name(t: int) -> str:

@@ -67,32 +67,24 @@ class RestoreSink:
         self.types = bytearray([pt.XTAB]) * header.p2m_size
         self.frames = FrameMap(self.host_id, zlib.crc32(self.name.encode()), header.p2m_size)
 
-    def _to_mfn(self, pfn: int) -> int | None:
-        """A page-table entry's pfn on this host; None refuses a pfn beyond p2m_size.
-        Whether the pfn is a page of the domain is known only at the end: validate()."""
-        assert self.header and self.frames
-        return self.frames.mfn(pfn) if pfn < self.header.p2m_size else None
-
     def on_batch(self, batch: Batch) -> None:
-        assert self.header and self.memory
+        assert self.header and self.memory and self.frames
         levels = self.header.guest.pt_levels
         data_pfns = record_types(batch, self.types)
-        for i, pfn in enumerate(data_pfns):
-            if pt.pt_level(self.types[pfn]):
-                page = batch.data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
-                self.pt_offsets[pfn] = batch.data_offset + i * PAGE_SIZE
-                try:
-                    pagetable.rewrite(page, levels, self._to_mfn)
-                except pagetable.EntryError as e:
-                    raise StreamError(f"page table at pfn {pfn:#x}: entry {e.index} names pfn "
-                                      f"{e.frame:#x}, beyond p2m_size",
-                                      batch.data_offset + i * PAGE_SIZE + 8 * e.index) from None
-        start = 0
-        for i in range(1, len(data_pfns) + 1):
-            if i == len(data_pfns) or data_pfns[i] != data_pfns[i - 1] + 1:
-                self.memory.seek(data_pfns[start] * PAGE_SIZE)
-                self.memory.write(batch.data[start * PAGE_SIZE:i * PAGE_SIZE])
-                start = i
+        for i in pt.pagetable_indices(self.types, data_pfns):
+            pfn = data_pfns[i]
+            page = batch.data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+            self.pt_offsets[pfn] = batch.data_offset + i * PAGE_SIZE
+            try:  # mfns refuses a pfn beyond p2m_size; whether the pfn is a page of the
+                # domain is known only at the end: validate()
+                pagetable.rewrite(page, levels, self.frames.mfns)
+            except pagetable.EntryError as e:
+                raise StreamError(f"page table at pfn {pfn:#x}: entry {e.index} names pfn "
+                                  f"{e.frame:#x}, beyond p2m_size",
+                                  batch.data_offset + i * PAGE_SIZE + 8 * e.index) from None
+        for start, end in pt.pfn_runs(data_pfns):
+            self.memory.seek(data_pfns[start] * PAGE_SIZE)
+            self.memory.write(batch.data[start * PAGE_SIZE:end * PAGE_SIZE])
 
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
         # Dispatch on the event's name: the same in every encoding (format.EV_*).
@@ -159,7 +151,7 @@ class RestoreSink:
             p2m_frames=header.frame_list, extended_contexts=header.extended_contexts,
             xsave_size=max(header.xsave_limit - 16, 0), tsc=self.tsc,
             toolstack_version=version, physmap=physmap)
-        p2mtable.write_table(memory, meta, self.types, frames.mfn)
+        p2mtable.write_table(memory, meta, self.types, frames.mfns)
         memory.flush()
         shared = bytearray(self.shared_info)
         offset = SHARED_INFO_FLL_OFFSET[meta.guest_width]

@@ -12,8 +12,6 @@ import contextlib
 import fcntl
 import os
 import re
-import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,7 +86,7 @@ class Store:
             if parts is None or pid_alive(parts[1]):
                 continue
             if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
+                _rmtree(entry, ignore_errors=True)
             else:
                 with contextlib.suppress(OSError):
                     entry.unlink()
@@ -161,7 +159,7 @@ class Store:
             elif name in self._reserved():
                 raise StateError(f"a domain named {name!r} is being written in store "
                                  f"{self.root} by another process")
-            aside = self.incoming / f"{name}.{os.getpid()}.{secrets.token_hex(4)}"
+            aside = self.incoming / f"{name}.{os.getpid()}.{os.urandom(4).hex()}"
             aside.mkdir()
         try:
             yield name, DomainDir(aside)
@@ -175,7 +173,7 @@ class Store:
                     raise StateError(f"cannot publish domain {name!r}: {e.strerror}") from None
         finally:
             if aside.exists():
-                shutil.rmtree(aside, ignore_errors=True)
+                _rmtree(aside, ignore_errors=True)
 
     def destroy(self, name: str) -> None:
         domain = self.get(name)
@@ -183,4 +181,11 @@ class Store:
         # Rename first so the domain disappears at once, then delete at leisure.
         doomed = self.incoming / f"{name}.{os.getpid()}.destroy"
         os.rename(domain.path, doomed)
-        shutil.rmtree(doomed)
+        _rmtree(doomed)
+
+
+def _rmtree(path: os.PathLike[str] | str, ignore_errors: bool = False) -> None:
+    # shutil, imported where it is used: at import time it pulls in bz2 and lzma,
+    # which every emulated command would pay for (docs/performance.md)
+    import shutil
+    shutil.rmtree(path, ignore_errors=ignore_errors)

@@ -3,12 +3,12 @@ any host. Page contents come from a seeded pool, stamped per page, a batch at a 
 
 from __future__ import annotations
 
-import random
 import struct
 import sys
 import zlib
 from array import array
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from xsmig import p2mtable, pagetable
 from xsmig import pagetypes as pt
@@ -24,6 +24,9 @@ from xsmig.domain import (
 from xsmig.errors import UsageError
 from xsmig.frames import FrameMap
 from xsmig.vcpu import BY_WIDTH, GDT_ENTS_PER_FRAME, MAX_VCPU_ID, VcpuLayout, rewrite_frames
+
+if TYPE_CHECKING:
+    import random
 
 SHAPES = ("standard", "sparse", "pt-heavy")
 MIN_PAGES = 64
@@ -131,6 +134,7 @@ def _capacity(levels: int, fanout: int) -> int:
 def create(spec: GuestSpec, domain: DomainDir, host_id: int) -> DomainMeta:
     spec.check()
     vl = BY_WIDTH[spec.guest_width]
+    import random  # here, not at import: every command imports this module (the CLI)
     rng = random.Random(f"xsmig-synth:{spec.seed}:{spec.pages}:{spec.guest_width}:"
                         f"{spec.vcpus}:{spec.max_vcpu_id}:{spec.shape}")
     pages = spec.pages
@@ -268,7 +272,7 @@ def _write_memory(domain: DomainDir, meta: DomainMeta, types: bytearray,
                 entries = array("Q", entries)
                 entries.byteswap()
             page = memoryview(bytearray(entries.tobytes()))
-            pagetable.rewrite(page, meta.vcpu_layout.pt_levels, fm.mfn)
+            pagetable.rewrite(page, meta.vcpu_layout.pt_levels, fm.mfns)
             mem.seek(pfn * PAGE_SIZE)
             mem.write(page)
-        p2mtable.write_table(mem, meta, types, fm.mfn)
+        p2mtable.write_table(mem, meta, types, fm.mfns)

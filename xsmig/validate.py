@@ -15,8 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +38,6 @@ MAX_XSAVE = (1 << 20) - 16  # xcnt's bound, less the 16-byte xsave header
 MAX_META_BYTES = 16 << 20  # meta.json holds at most ~2 MiB of frame list for the largest guest
 _VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
-_PRESENT = bytes(i & pagetable.PRESENT for i in range(256))  # low byte -> present bit
 
 
 @dataclass
@@ -154,6 +151,13 @@ def pt_target(frames: FrameMap, types: bytes | bytearray) -> Callable[[int], int
     return to_pfn
 
 
+def pt_targets(frames: FrameMap, types: bytes | bytearray) -> pagetable.Translate:
+    """pt_target over a page's frames at once (-1 for refused): what rewrite takes."""
+    def to_pfns(mfns: list[int]) -> list[int]:
+        return [p if p >= 0 and types[p] != pt.XTAB else -1 for p in frames.pfns(mfns)]
+    return to_pfns
+
+
 def check_vcpu_pfn(vl: VcpuLayout, types: bytes | bytearray, vcpu_id: int, pfn: int | None,
                    field: FrameField, raw: int) -> int:
     """The rule for a vCPU frame field: a pfn of this domain, of the type the field needs
@@ -225,26 +229,21 @@ def check_page_tables(domain: DomainDir, meta: DomainMeta, types: bytes | bytear
             if mem.readinto(page) != PAGE_SIZE:  # type: ignore[attr-defined]
                 raise Invalid("memory.bin is short", "memory", pfn=pfn)
             pagetable.normalise(page, pt.pt_level(types[pfn]), vl.pt_levels)
-            entries = array("Q")
-            entries.frombytes(buf)
-            if sys.byteorder == "big":  # the store is little-endian
-                entries.byteswap()
-            present = buf[0::8].translate(_PRESENT)
-            targets = frames.pfns([(e >> 12) & fmask
-                                   for e in itertools.compress(entries, present)])
+            index, values = pagetable.present_entries(page)
+            targets = frames.pfns([(e >> 12) & fmask for e in values])
             if targets and (min(targets) < 0
                             or pt.XTAB in bytes(map(types.__getitem__, targets))):
-                _blame_entry(pfn, entries, present, fmask, pt_target(frames, types))
+                _blame_entry(pfn, index, values, fmask, pt_target(frames, types))
 
 
-def _blame_entry(pfn: int, entries: array[int], present: bytes | bytearray, fmask: int,
+def _blame_entry(pfn: int, index: list[int], values: list[int], fmask: int,
                  to_pfn: Callable[[int], int | None]) -> None:
-    for index in itertools.compress(range(len(entries)), present):
-        frame = (entries[index] >> 12) & fmask
+    for i, entry in zip(index, values, strict=True):
+        frame = (entry >> 12) & fmask
         if to_pfn(frame) is None:
-            raise Invalid(f"page table at pfn {pfn:#x}: entry {index} maps frame {frame:#x}, "
+            raise Invalid(f"page table at pfn {pfn:#x}: entry {i} maps frame {frame:#x}, "
                           "which is no page of the domain (a pfn never sent, unmapped, or "
-                          "beyond p2m_size)", "page_table", pfn=pfn, entry=index)
+                          "beyond p2m_size)", "page_table", pfn=pfn, entry=i)
     raise Invalid(f"page table at pfn {pfn:#x} maps a frame that is no page of the domain",
                   "page_table", pfn=pfn)
 

@@ -36,9 +36,10 @@ class VerifySink:
         self.header = header
         self.types = bytearray([pt.XTAB]) * header.p2m_size
 
-    def _pfn_in_range(self, pfn: int) -> int | None:
+    def _pfns_in_range(self, pfns: list[int]) -> list[int]:
         assert self.header
-        return pfn if pfn < self.header.p2m_size else None
+        size = self.header.p2m_size
+        return [p if p < size else -1 for p in pfns]
 
     def on_batch(self, batch: Batch) -> None:
         assert self.header
@@ -46,16 +47,16 @@ class VerifySink:
         data_pfns = record_types(batch, self.types)
         self.pages_with_data += len(data_pfns)
         levels = self.header.guest.pt_levels
-        for i, pfn in enumerate(data_pfns):
-            if pt.pt_level(self.types[pfn]):
-                page = batch.data[i * fmt.PAGE_SIZE:(i + 1) * fmt.PAGE_SIZE]
-                try:  # identity rewrite: checks every present entry, changes nothing
-                    pagetable.rewrite(page, levels, self._pfn_in_range)
-                except pagetable.EntryError as e:
-                    raise StreamError(f"page table at pfn {pfn:#x}: entry {e.index} names pfn "
-                                      f"{e.frame:#x}, beyond p2m_size",
-                                      batch.data_offset + i * fmt.PAGE_SIZE + 8 * e.index
-                                      ) from None
+        for i in pt.pagetable_indices(self.types, data_pfns):
+            pfn = data_pfns[i]
+            page = batch.data[i * fmt.PAGE_SIZE:(i + 1) * fmt.PAGE_SIZE]
+            try:  # identity rewrite: checks every present entry, changes nothing
+                pagetable.rewrite(page, levels, self._pfns_in_range)
+            except pagetable.EntryError as e:
+                raise StreamError(f"page table at pfn {pfn:#x}: entry {e.index} names pfn "
+                                  f"{e.frame:#x}, beyond p2m_size",
+                                  batch.data_offset + i * fmt.PAGE_SIZE + 8 * e.index
+                                  ) from None
 
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
         if name == fmt.EV_VCPU_MSRS:

@@ -20,6 +20,7 @@ from xsmig_helpers import Guest, digest, make, save_bytes
 
 from scenarios.abi import expect
 from scenarios.model import Outcome
+from xsmig import layout
 from xsmig.domain import DomainDir
 from xsmig.errors import StreamRefused, UsageError, XsmigError
 from xsmig.layout import ABIS, AMD64, ARMHF, I386, S390X, Layout
@@ -44,7 +45,7 @@ PAGES = 64
 @pytest.fixture(autouse=True)
 def fixed_writer_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(emit, "__version__", "golden")
-    monkeypatch.setattr(platform, "machine", lambda: "golden")
+    monkeypatch.setattr(layout, "machine", lambda: "golden")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from xsmig_helpers import Guest, make, page, save_bytes
 
+from xsmig import layout
 from xsmig.domain import DomainDir
 from xsmig.layout import AMD64, I386, Layout
 from xsmig.store import Store
@@ -48,7 +48,7 @@ def fixed_writer_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     """The optional wrtr block names the xsmig version and machine: pin both, so the
     golden hashes hold on every host and release."""
     monkeypatch.setattr(emit, "__version__", "golden")
-    monkeypatch.setattr(platform, "machine", lambda: "golden")  # writer calls platform.machine
+    monkeypatch.setattr(layout, "machine", lambda: "golden")  # the writer block names it
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,12 @@ order), vcpu* in ascending id, shared_info, end."""
 from __future__ import annotations
 
 import json
-import platform
-import shutil
 import struct
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from xsmig import __version__
+from xsmig import __version__, layout
 from xsmig import pagetypes as pt
 from xsmig.domain import PhysmapEntry, TscInfo
 from xsmig.layout import Layout
@@ -113,6 +110,9 @@ class LegacyEmitter:
     def begin(self, start: StreamStart) -> None:
         self.start = start
         if start.vcpu0 is None and self.ext_info:
+            # imported here: tempfile (and shutil below) cost every command's start-up
+            # under QEMU, and only a conversion to a legacy encoding spools
+            import tempfile
             self._spool = tempfile.TemporaryFile(prefix="xsmig-convert-")  # noqa: SIM115
             self.out = StreamWriter(self._spool)
             self.out.byte_order = self.layout.byte_order  # the spool holds only the body
@@ -129,7 +129,7 @@ class LegacyEmitter:
             sinf = fmt.SINF_V1.pack(self.layout.ulong_size, order,
                                     fmt.SINF_VERSION, 0, 0, fmt.GUEST_X86_PV)
             writer = json.dumps({"xsmig": __version__, "abi": self.abi.name,
-                                 "machine": platform.machine()}).encode()
+                                 "machine": layout.machine()}).encode()
             for bid, flags, payload in [(fmt.SINF, 0, sinf),
                                         (fmt.WRITER, fmt.XBLOCK_OPTIONAL, writer),
                                         (fmt.XEND, 0, b"")]:
@@ -206,6 +206,7 @@ class LegacyEmitter:
         self.start.vcpu0 = vcpu0
         self._header(self._final)
         self._spool.seek(0)
+        import shutil
         shutil.copyfileobj(self._spool, self._final._f, 1 << 20)
         self._final.offset += self.out.offset
         self._spool.close()

@@ -27,9 +27,6 @@ from xsmig.vcpu import BY_SIZE, BY_WIDTH, EXTENDED_CONTEXT_SIZE, MAX_VCPU_ID, Vc
 # blocks from costing a Block object per 8 bytes (docs/cli.md, "Caps").
 MAX_EXT_BLOCKS = 1024
 _BITS = [bytes((byte >> i) & 1 for i in range(8)) for byte in range(256)]
-# bytes.translate tables (256 entries; only 0..15 occur): 1 where the nibble is valid / has data
-_VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
-_HAS_DATA = bytes(1 if t in pt.VALID_TYPES and pt.has_data(t) else 0 for t in range(256))
 
 
 @dataclass
@@ -75,14 +72,14 @@ class Batch:
 def record_types(batch: Batch, types: bytearray) -> list[int]:
     """Note each entry's page type in `types` (XTAB entries carry none); return the pfns
     of the entries whose pages the batch carries, in order: what a sink walks."""
-    data_pfns = []
-    for pfn, t in zip(batch.pfns, batch.types, strict=True):
-        if t == pt.XTAB:
-            continue
-        types[pfn] = t
-        if pt.has_data(t):
-            data_pfns.append(pfn)
-    return data_pfns
+    pfns, entry_types = batch.pfns, batch.types
+    mapped = entry_types.translate(pt.MAPPED)
+    if mapped.count(0) == 0 and pt.is_run(pfns):
+        types[pfns[0]:pfns[0] + len(pfns)] = entry_types  # the usual batch: one slice
+    else:
+        for pfn, t in itertools.compress(zip(pfns, entry_types, strict=True), mapped):
+            types[pfn] = t
+    return list(itertools.compress(pfns, entry_types.translate(pt.HAS_DATA)))
 
 
 class StreamSink(Protocol):
@@ -362,8 +359,8 @@ class StreamParser:
             words = words[0::2] if layout.byte_order == LITTLE else words[1::2]
         types = bytes(w >> pt.TYPE_SHIFT for w in words)
         pfns = [w & pt.PFN_MASK for w in words]
-        if 0 in types.translate(_VALID_NIBBLE):
-            bad = types.translate(_VALID_NIBBLE).index(0)
+        if 0 in types.translate(pt.VALID_NIBBLE):
+            bad = types.translate(pt.VALID_NIBBLE).index(0)
             raise StreamError(f"batch entry {bad} has unused page type {types[bad]:#x}",
                               at + 4 + bad * layout.ulong_size)
         checked = [p for p, t in zip(pfns, types, strict=True) if t != pt.XTAB]
@@ -372,7 +369,7 @@ class StreamParser:
                        if t != pt.XTAB and p >= header.p2m_size)
             raise StreamError(f"batch entry {bad}: pfn {pfns[bad]:#x} beyond p2m_size "
                               f"{header.p2m_size:#x}", at + 4 + bad * layout.ulong_size)
-        n_data = types.translate(_HAS_DATA).count(1)
+        n_data = types.translate(pt.HAS_DATA).count(1)
         data = self._scratch[:n_data * fmt.PAGE_SIZE]
         data_offset = r.offset
         r.readinto(data, "batch page data")

@@ -25,8 +25,6 @@ from xsmig.stream.io import StreamReader
 from xsmig.stream.reader import Batch, StreamHeader, StreamSink, parse_toolstack
 from xsmig.vcpu import BY_WIDTH, EXTENDED_CONTEXT_SIZE, MAX_VCPU_ID, VcpuLayout
 
-_VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
-_HAS_DATA = bytes(1 if t in pt.VALID_TYPES and pt.has_data(t) else 0 for t in range(256))
 _CPUID_LEAF = 24  # xen_cpuid_leaf_t: leaf, subleaf, a, b, c, d
 _MSR_ENTRY = 16  # xen_msr_entry_t: idx, flags, val
 
@@ -284,7 +282,7 @@ class V2Parser:
             raise StreamError(f"PAGE_DATA pfn[{bad}] has reserved bits 59-52 set",
                               base + 8 * bad)
         types = bytes(w >> fmt.V2_TYPE_SHIFT for w in words)
-        valid = types.translate(_VALID_NIBBLE)
+        valid = types.translate(pt.VALID_NIBBLE)
         if 0 in valid:
             bad = valid.index(0)
             raise StreamError(f"PAGE_DATA pfn[{bad}] has unused page type {types[bad]:#x}",
@@ -294,7 +292,7 @@ class V2Parser:
             bad = next(i for i, p in enumerate(pfns) if p >= header.p2m_size)
             raise StreamError(f"PAGE_DATA pfn[{bad}] is {pfns[bad]:#x}, beyond p2m_end_pfn "
                               f"{header.p2m_size - 1:#x}", base + 8 * bad)
-        has_data = types.translate(_HAS_DATA)
+        has_data = types.translate(pt.HAS_DATA)
         n_data = has_data.count(1)
         expected = 8 + 8 * count + fmt.PAGE_SIZE * n_data
         if length != expected:

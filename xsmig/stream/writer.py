@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import compress
 from typing import BinaryIO
 
 from xsmig import p2mtable, pagetable
@@ -19,7 +20,7 @@ from xsmig.stream import format as fmt
 from xsmig.stream.emit import Emitter, LegacyEmitter, StreamStart
 from xsmig.stream.emit import stream_layout as _stream_layout
 from xsmig.stream.v2writer import V2Emitter
-from xsmig.validate import Invalid, validate
+from xsmig.validate import Invalid, pt_target, pt_targets, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
@@ -61,6 +62,8 @@ class _Saver:
         self.opts = opts
         self.types = domain.read_types()
         self.frames = meta.frame_map()
+        self.to_pfn = pt_target(self.frames, self.types)
+        self.to_pfns = pt_targets(self.frames, self.types)
         self.vl = meta.vcpu_layout
         self.p2m_index = {pfn: i for i, pfn in enumerate(meta.p2m_frames)}
         self.buf = bytearray(fmt.MAX_BATCH * PAGE_SIZE)
@@ -68,9 +71,6 @@ class _Saver:
         self.pages_sent = 0
         self.batches = 0
 
-    def to_pfn(self, mfn: int) -> int | None:
-        pfn = self.frames.pfn(mfn)
-        return pfn if pfn is not None and self.types[pfn] != pt.XTAB else None
 
     # -- sections --
 
@@ -87,8 +87,8 @@ class _Saver:
         for round_no in range(1, self.opts.rounds):
             # Later rounds resend a seeded share of the pages ("dirtied" while sending).
             stride = 3 + round_no
-            again = [p for p in range(round_no % stride, p2m, stride)
-                     if pt.has_data(self.types[p])]
+            again = list(compress(range(round_no % stride, p2m, stride),
+                                  self.types[round_no % stride::stride].translate(pt.HAS_DATA)))
             for i in range(0, len(again), fmt.MAX_BATCH):
                 self.batch(again[i:i + fmt.MAX_BATCH])
         self.out.vcpu_ids(self.meta.vcpu_ids)
@@ -97,22 +97,21 @@ class _Saver:
             self.out.toolstack(self.meta.toolstack_version, self.meta.physmap)
 
     def batch(self, pfns: range | list[int]) -> None:
-        types = (self.types[pfns.start:pfns.stop] if isinstance(pfns, range)
-                 else bytes(self.types[p] for p in pfns))
-        data_pfns = [p for p, t in zip(pfns, types, strict=True) if pt.has_data(t)]
+        types = (bytes(self.types[pfns.start:pfns.stop]) if isinstance(pfns, range)
+                 else bytes(map(self.types.__getitem__, pfns)))
+        data_pfns = list(compress(pfns, types.translate(pt.HAS_DATA)))
         view, mem = self.view, self.memory
         # Read runs of consecutive pfns with one call each, straight into the buffer.
-        start = 0
-        for i in range(1, len(data_pfns) + 1):
-            if i == len(data_pfns) or data_pfns[i] != data_pfns[i - 1] + 1:
-                mem.seek(data_pfns[start] * PAGE_SIZE)
-                mem.readinto(view[start * PAGE_SIZE:i * PAGE_SIZE])  # type: ignore[attr-defined]
-                start = i
-        for i, pfn in enumerate(data_pfns):
-            t = self.types[pfn]
-            if t != pt.NOTAB or pfn in self.p2m_index:
-                self.canonicalise_page(pfn, t, view[i * PAGE_SIZE:(i + 1) * PAGE_SIZE])
-        self.out.pages(pfns, bytes(types), view[:len(data_pfns) * PAGE_SIZE])
+        for start, end in pt.pfn_runs(data_pfns):
+            mem.seek(data_pfns[start] * PAGE_SIZE)
+            mem.readinto(view[start * PAGE_SIZE:end * PAGE_SIZE])  # type: ignore[attr-defined]
+        # Only page tables and the guest's p2m pages change: found by C-level scans.
+        special = set(pt.pagetable_indices(self.types, data_pfns))
+        special.update(map(data_pfns.index, self.p2m_index.keys() & set(data_pfns)))
+        for i in special:
+            pfn = data_pfns[i]
+            self.canonicalise_page(pfn, self.types[pfn], view[i * PAGE_SIZE:(i + 1) * PAGE_SIZE])
+        self.out.pages(pfns, types, view[:len(data_pfns) * PAGE_SIZE])
         self.pages_sent += len(data_pfns)
         self.batches += 1
 
@@ -121,7 +120,7 @@ class _Saver:
         if level:
             pagetable.normalise(page, level, self.vl.pt_levels)
             try:
-                pagetable.rewrite(page, self.vl.pt_levels, self.to_pfn)
+                pagetable.rewrite(page, self.vl.pt_levels, self.to_pfns)
             except pagetable.EntryError as e:
                 raise StateError(f"domain {self.meta.name!r} is corrupt: page table at pfn "
                                  f"{pfn:#x}: {e}") from None

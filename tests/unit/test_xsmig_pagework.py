@@ -1,0 +1,103 @@
+"""The batch helpers behind per-page work agree with the entry-by-entry definitions."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xsmig import pagetable
+from xsmig import pagetypes as pt
+from xsmig.frames import FrameMap
+from xsmig.stream.reader import Batch, record_types
+
+ENTRY = st.integers(min_value=0, max_value=2**64 - 1)
+# Tables as guests have them: mostly absent entries, or mostly present ones.
+PAGE = st.one_of(
+    st.lists(ENTRY, min_size=512, max_size=512),
+    st.dictionaries(st.integers(0, 511), ENTRY, max_size=40).map(
+        lambda d: [d.get(i, 0) for i in range(512)]),
+)
+
+
+def _page(entries: list[int]) -> bytearray:
+    return bytearray(struct.pack("<512Q", *entries))
+
+
+def _rewrite_one_by_one(entries: list[int], levels: int, translate: dict[int, int]) -> list[int]:
+    mask = pagetable.frame_mask(levels)
+    out = []
+    for e in entries:
+        if e & 1:
+            e = (e & ~(mask << 12) & 2**64 - 1) | (translate[(e >> 12) & mask] << 12)
+        out.append(e)
+    return out
+
+
+@given(PAGE, st.sampled_from([3, 4]), st.integers(0, 2**20))
+def test_rewrite_matches_the_entry_by_entry_definition(entries: list[int], levels: int,
+                                                       shift: int) -> None:
+    mask = pagetable.frame_mask(levels)
+    table = {(e >> 12) & mask: (((e >> 12) & mask) + shift) & mask for e in entries}
+    page = _page(entries)
+    pagetable.rewrite(memoryview(page), levels, lambda fs: [table[f] for f in fs])
+    assert list(struct.unpack("<512Q", page)) == _rewrite_one_by_one(entries, levels, table)
+
+
+@given(PAGE)
+def test_present_entries_are_those_with_bit_0(entries: list[int]) -> None:
+    index, values = pagetable.present_entries(_page(entries))
+    assert index == [i for i, e in enumerate(entries) if e & 1]
+    assert values == [e for e in entries if e & 1]
+
+
+def test_rewrite_names_the_first_refused_entry_and_changes_nothing() -> None:
+    entries = [0] * 512
+    entries[7] = (5 << 12) | 1
+    entries[300] = (9 << 12) | 1
+    entries[400] = (11 << 12) | 1
+    page = _page(entries)
+    before = bytes(page)
+    with pytest.raises(pagetable.EntryError) as e:
+        pagetable.rewrite(memoryview(page), 4, lambda fs: [-1 if f == 9 else f for f in fs])
+    assert (e.value.index, e.value.frame) == (300, 9)
+    assert bytes(page) == before
+
+
+@given(st.lists(st.integers(0, 60), max_size=80))
+def test_pfn_runs_cover_the_list_in_consecutive_runs(pfns: list[int]) -> None:
+    runs = list(pt.pfn_runs(pfns))
+    assert [p for i, j in runs for p in pfns[i:j]] == pfns
+    for i, j in runs:
+        assert pfns[i:j] == list(range(pfns[i], pfns[i] + j - i))
+    for (_, j), (k, _) in itertools.pairwise(runs):
+        assert pfns[k] != pfns[j - 1] + 1  # runs are maximal
+    assert pt.is_run(pfns) == (len(runs) == 1)
+
+
+@given(st.lists(st.tuples(st.integers(0, 63), st.sampled_from(sorted(pt.VALID_TYPES))),
+                max_size=100))
+def test_record_types_matches_the_entry_by_entry_definition(
+        entries: list[tuple[int, int]]) -> None:
+    pfns = [p for p, _ in entries]
+    types = bytes(t for _, t in entries)
+    got = bytearray([pt.XTAB]) * 64
+    data = record_types(Batch(0, pfns, types, memoryview(b""), 0), got)
+    want = bytearray([pt.XTAB]) * 64
+    for p, t in entries:
+        if t != pt.XTAB:
+            want[p] = t
+    assert got == want
+    assert data == [p for p, t in entries if pt.has_data(t)]
+
+
+@given(st.integers(1, 5000), st.integers(0, 2**31), st.lists(st.integers(0, 6000)))
+def test_frame_maps_batch_calls_match_the_single_ones(size: int, salt: int,
+                                                      pfns: list[int]) -> None:
+    fm = FrameMap(3, salt, size)
+    assert fm.mfns(pfns) == [fm.mfn(p) if p < size else -1 for p in pfns]
+    mfns = [fm.mfn(p) for p in pfns if p < size] + pfns
+    assert fm.pfns(mfns) == [-1 if (p := fm.pfn(m)) is None else p for m in mfns]
