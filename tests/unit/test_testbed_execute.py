@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fake_hosts import OneConnection
+
 import scenarios
 from testbed.execute import run_cell
 from testbed.hosts import HostStartError
@@ -70,7 +72,7 @@ class Chan:
         self.closed = True
 
 
-class FakeHost:
+class FakeHost(OneConnection):
     def __init__(self, name: str, behaviour: Behaviour) -> None:
         self.name, self.behaviour = name, behaviour
         self.store: dict[str, str] = {}
@@ -111,21 +113,6 @@ class FakeHost:
         if argv[0] == "cat":
             return self._res(argv, 0, self.files.get(argv[1], b"").decode())
         return self._res(argv, 0)
-
-    def dedicated(self) -> FakeHost:
-        return self
-
-    def bulk(self) -> FakeHost:
-        return self
-
-    def connect(self) -> None:
-        pass
-
-    def release_bulk(self, twin: FakeHost, carried: int, reusable: bool) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     def open_exec(self, argv: Sequence[str], timeout: float, window: int | None = None) -> Chan:
         if argv[0] == "sh":  # a teed restore: `tee -p COPY 2>/dev/null | xsmig restore ...`

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fake_hosts import OneConnection
+
 from testbed import migrate
 
 STREAM = bytes(range(256)) * 4096  # 1 MiB, arrives in 3 uneven chunks
@@ -103,7 +105,7 @@ class Restore(FakeChannel):
         self.finish(0 if ok else 3, b"dom\n" if ok else b"", b"" if ok else b"xsmig: error: x\n")
 
 
-class FakeHost:
+class FakeHost(OneConnection):
     def __init__(self, name: str, make: Callable[[], FakeChannel]) -> None:
         self.name = name
         self.make = make
@@ -111,20 +113,8 @@ class FakeHost:
 
         self.released: list[tuple[int, bool]] = []
 
-    def dedicated(self) -> FakeHost:
-        return self
-
-    def bulk(self) -> FakeHost:
-        return self
-
-    def connect(self) -> None:
-        pass
-
     def release_bulk(self, twin: FakeHost, carried: int, reusable: bool) -> None:
         self.released.append((carried, reusable))
-
-    def close(self) -> None:
-        pass
 
     def open_exec(
         self, argv: Sequence[str], timeout: float, window: int | None = None
