@@ -1,5 +1,5 @@
-"""What the fake hosts of the testbed unit tests share: the connection surface of
-testbed.ssh.Host that they do not exercise."""
+"""What the fake hosts and channels of the testbed unit tests share: the connection
+surface of testbed.ssh.Host that they do not exercise, and paramiko's partial send."""
 
 from __future__ import annotations
 
@@ -24,3 +24,16 @@ class OneConnection:
 
     def close(self) -> None:
         pass
+
+
+class PartialSend:
+    """paramiko.Channel.send over the fake's sendall: at most one 32 KiB packet per
+    call, so the callers' loops over partial sends are exercised."""
+
+    def sendall(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def send(self, data: bytes | memoryview) -> int:
+        n = min(len(data), 32768)
+        self.sendall(bytes(data[:n]))
+        return n

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fake_hosts import OneConnection
+from fake_hosts import OneConnection, PartialSend
 
 import scenarios
 from testbed.execute import run_cell
@@ -26,7 +26,7 @@ def faithful(stream: bytes, argv: Sequence[str]) -> tuple[int, str, str | None]:
     return 0, "", json.loads(stream)["digest"]
 
 
-class Chan:
+class Chan(PartialSend):
     def __init__(
         self, out: bytes = b"", on_eof: Callable[[bytes], tuple[int, bytes, bytes]] | None = None
     ) -> None:
@@ -57,12 +57,6 @@ class Chan:
 
     def sendall(self, data: bytes) -> None:
         self.received += data
-
-    def send(self, data: bytes | memoryview) -> int:
-        """As paramiko's: at most one 32 KiB packet per call."""
-        n = min(len(data), 32768)
-        self.sendall(bytes(data[:n]))
-        return n
 
     def shutdown_write(self) -> None:
         if self.on_eof is not None and not self.status_event.is_set():

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fake_hosts import OneConnection
+from fake_hosts import OneConnection, PartialSend
 
 from testbed import migrate
 
@@ -15,7 +15,7 @@ STREAM = bytes(range(256)) * 4096  # 1 MiB, arrives in 3 uneven chunks
 CHUNKS = [STREAM[:300_000], STREAM[300_000:900_000], STREAM[900_000:]]
 
 
-class FakeChannel:
+class FakeChannel(PartialSend):
     def __init__(self) -> None:
         self.status_event = threading.Event()
         self.exit_status = -1
@@ -54,12 +54,6 @@ class FakeChannel:
         if self.closed:
             raise OSError("Socket is closed")
         self.received += data
-
-    def send(self, data: bytes | memoryview) -> int:
-        """As paramiko's: at most one 32 KiB packet per call."""
-        n = min(len(data), 32768)
-        self.sendall(bytes(data[:n]))
-        return n
 
     def shutdown_write(self) -> None:
         self.write_shut = True
