@@ -14,6 +14,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,43 +97,52 @@ def new_run_id(tag: str) -> str:
     return f"test-cleanup-{tag}-{uuid.uuid4().hex[:6]}"
 
 
-def test_sigint_removes_the_containers_before_exiting(client: Any) -> None:
-    run_id = new_run_id("int")
-    proc = start_child(run_id)
+@contextmanager
+def removed_afterwards(client: Any, run_id: str) -> Iterator[None]:
+    """Whatever the test asserts, the run's containers go afterwards: a failing test
+    must not leak hosts into the next one."""
     try:
+        yield
+    finally:
+        for c in containers_of(client, run_id):
+            c.remove(force=True)
+
+
+@contextmanager
+def child_run(client: Any, tag: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A child run with its host up; afterwards the child is killed if still alive
+    and the run's containers are removed."""
+    run_id = new_run_id(tag)
+    with removed_afterwards(client, run_id):
+        proc = start_child(run_id)
+        try:
+            yield run_id, proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_sigint_removes_the_containers_before_exiting(client: Any) -> None:
+    with child_run(client, "int") as (run_id, proc):
         assert len(containers_of(client, run_id)) == 1
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         assert proc.returncode != 0  # interrupted, not finished
         assert containers_of(client, run_id) == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for c in containers_of(client, run_id):
-            c.remove(force=True)
 
 
 def test_sigterm_removes_the_containers_before_exiting(client: Any) -> None:
-    run_id = new_run_id("term")
-    proc = start_child(run_id)
-    try:
+    with child_run(client, "term") as (run_id, proc):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         assert proc.returncode == 128 + signal.SIGTERM
         assert containers_of(client, run_id) == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for c in containers_of(client, run_id):
-            c.remove(force=True)
 
 
 def test_after_sigkill_the_next_run_reaps_them(client: Any) -> None:
     from testbed import reaper
 
-    run_id = new_run_id("kill")
-    proc = start_child(run_id)
-    try:
+    with child_run(client, "kill") as (run_id, proc):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         left = containers_of(client, run_id)
@@ -141,9 +151,6 @@ def test_after_sigkill_the_next_run_reaps_them(client: Any) -> None:
         # What every run does first (testbed.hosts.fleet), limited to this run.
         assert reaper.reap(client, run_id=run_id) == [left[0].name]
         assert containers_of(client, run_id) == []
-    finally:
-        for c in containers_of(client, run_id):
-            c.remove(force=True)
 
 
 def test_a_test_that_fails_mid_way_leaves_nothing(client: Any, tmp_path: Path) -> None:
@@ -152,18 +159,15 @@ def test_a_test_that_fails_mid_way_leaves_nothing(client: Any, tmp_path: Path) -
     test_file.write_text(FAILING_TEST)
     env = dict(os.environ, XSMIG_TEST_RUN=run_id, XSMIG_TEST_REPO=str(REPO))
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    try:
+    with removed_afterwards(client, run_id):
+        r = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
         assert "fails on purpose, mid-way" in r.stdout
         assert containers_of(client, run_id) == []
-    finally:
-        for c in containers_of(client, run_id):
-            c.remove(force=True)

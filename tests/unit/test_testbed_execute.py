@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fake_hosts import OneConnection, PartialSend
+
 import scenarios
 from testbed.execute import run_cell
 from testbed.hosts import HostStartError
@@ -24,7 +26,7 @@ def faithful(stream: bytes, argv: Sequence[str]) -> tuple[int, str, str | None]:
     return 0, "", json.loads(stream)["digest"]
 
 
-class Chan:
+class Chan(PartialSend):
     def __init__(
         self, out: bytes = b"", on_eof: Callable[[bytes], tuple[int, bytes, bytes]] | None = None
     ) -> None:
@@ -56,12 +58,6 @@ class Chan:
     def sendall(self, data: bytes) -> None:
         self.received += data
 
-    def send(self, data: bytes | memoryview) -> int:
-        """As paramiko's: at most one 32 KiB packet per call."""
-        n = min(len(data), 32768)
-        self.sendall(bytes(data[:n]))
-        return n
-
     def shutdown_write(self) -> None:
         if self.on_eof is not None and not self.status_event.is_set():
             self._finish(*self.on_eof(bytes(self.received)))
@@ -70,7 +66,7 @@ class Chan:
         self.closed = True
 
 
-class FakeHost:
+class FakeHost(OneConnection):
     def __init__(self, name: str, behaviour: Behaviour) -> None:
         self.name, self.behaviour = name, behaviour
         self.store: dict[str, str] = {}
@@ -111,21 +107,6 @@ class FakeHost:
         if argv[0] == "cat":
             return self._res(argv, 0, self.files.get(argv[1], b"").decode())
         return self._res(argv, 0)
-
-    def dedicated(self) -> FakeHost:
-        return self
-
-    def bulk(self) -> FakeHost:
-        return self
-
-    def connect(self) -> None:
-        pass
-
-    def release_bulk(self, twin: FakeHost, carried: int, reusable: bool) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     def open_exec(self, argv: Sequence[str], timeout: float, window: int | None = None) -> Chan:
         if argv[0] == "sh":  # a teed restore: `tee -p COPY 2>/dev/null | xsmig restore ...`

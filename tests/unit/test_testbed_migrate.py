@@ -7,13 +7,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fake_hosts import OneConnection, PartialSend
+
 from testbed import migrate
 
 STREAM = bytes(range(256)) * 4096  # 1 MiB, arrives in 3 uneven chunks
 CHUNKS = [STREAM[:300_000], STREAM[300_000:900_000], STREAM[900_000:]]
 
 
-class FakeChannel:
+class FakeChannel(PartialSend):
     def __init__(self) -> None:
         self.status_event = threading.Event()
         self.exit_status = -1
@@ -52,12 +54,6 @@ class FakeChannel:
         if self.closed:
             raise OSError("Socket is closed")
         self.received += data
-
-    def send(self, data: bytes | memoryview) -> int:
-        """As paramiko's: at most one 32 KiB packet per call."""
-        n = min(len(data), 32768)
-        self.sendall(bytes(data[:n]))
-        return n
 
     def shutdown_write(self) -> None:
         self.write_shut = True
@@ -103,7 +99,7 @@ class Restore(FakeChannel):
         self.finish(0 if ok else 3, b"dom\n" if ok else b"", b"" if ok else b"xsmig: error: x\n")
 
 
-class FakeHost:
+class FakeHost(OneConnection):
     def __init__(self, name: str, make: Callable[[], FakeChannel]) -> None:
         self.name = name
         self.make = make
@@ -111,20 +107,8 @@ class FakeHost:
 
         self.released: list[tuple[int, bool]] = []
 
-    def dedicated(self) -> FakeHost:
-        return self
-
-    def bulk(self) -> FakeHost:
-        return self
-
-    def connect(self) -> None:
-        pass
-
     def release_bulk(self, twin: FakeHost, carried: int, reusable: bool) -> None:
         self.released.append((carried, reusable))
-
-    def close(self) -> None:
-        pass
 
     def open_exec(
         self, argv: Sequence[str], timeout: float, window: int | None = None

@@ -3,81 +3,27 @@ documented exit status, no half-restored domain, and the source domain untouched
 
 from __future__ import annotations
 
-import io
 import random
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from stream_parts import KINDS, Stream
 from xsmig_helpers import (
     ENCODINGS,
-    Guest,
     assert_cli_error,
     cli,
     digest,
     expect_error,
-    make,
     snapshot,
 )
 from xsmig_helpers import save_bytes as save_stream
 
 from xsmig.domain import DomainDir
 from xsmig.errors import StreamError, StreamRefused
-from xsmig.inspect import inspect_stream
 from xsmig.layout import AMD64, I386
 from xsmig.store import Store
-from xsmig.stream.format import Encoding
-
-KINDS = {
-    "native-amd64": (Encoding.NATIVE, AMD64),
-    "native-i386": (Encoding.NATIVE, I386),
-    "escaped": (Encoding.ESCAPED, I386),
-    "extended-i386": (Encoding.EXTENDED, I386),
-    "extended-amd64": (Encoding.EXTENDED, AMD64),
-}
-
-
-class Stream:
-    """A saved stream and where its parts are, as `inspect` reports them."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.report: dict[str, Any] = inspect_stream(io.BytesIO(data))
-        self.word: int = self.report["word_size"]
-
-    def chunk(self, kind: str) -> int:
-        return int(next(c["offset"] for c in self.report["chunks"] if c["kind"] == kind))
-
-    @property
-    def p2m_at(self) -> int:
-        """Offset of p2m_size: after the escape and the extended-info section, if any."""
-        return int(self.report["ext_blocks"][0]["offset"]) - self.word - 4 - self.word
-
-    @property
-    def batch_data(self) -> int:
-        first = self.report["chunks"][0]
-        return int(first["offset"]) + 4 + int(first["count"]) * self.word
-
-    def vcpu0(self) -> int:
-        return int(self.report["tail"]["vcpus"][0]["offset"])
-
-    def patched(self, at: int, fmt: str, value: int) -> bytes:
-        out = bytearray(self.data)
-        struct.pack_into(fmt, out, at, value)
-        return bytes(out)
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> DomainDir:
-    store = Store(tmp_path_factory.mktemp("src"))
-    return make(store, "src", Guest(pages=96, width=64, vcpus=2, seed=3))
-
-
-@pytest.fixture(scope="module")
-def streams(source: DomainDir) -> dict[str, Stream]:
-    return {k: Stream(save_stream(source, enc, lay)) for k, (enc, lay) in KINDS.items()}
 
 
 def boundaries(s: Stream) -> set[int]:

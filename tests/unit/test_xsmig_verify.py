@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_xsmig_badinput import HOSTILE, KINDS, Stream
+from stream_parts import Stream
+from test_xsmig_badinput import HOSTILE
 from test_xsmig_v2 import ACCEPTED, REJECTED
 from v2_spec import VCPU_MSRS, split
 from xsmig_helpers import ENCODINGS, Guest, cli, make, restore_bytes, save_bytes
@@ -24,17 +25,6 @@ from xsmig.stream.format import Encoding
 from xsmig.verify import verify_stream
 
 LAYOUTS = {"i386": I386, "amd64": AMD64}
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> DomainDir:
-    store = Store(tmp_path_factory.mktemp("src"))
-    return make(store, "src", Guest(pages=96, width=64, vcpus=2, seed=3))
-
-
-@pytest.fixture(scope="module")
-def streams(source: DomainDir) -> dict[str, Stream]:
-    return {k: Stream(save_bytes(source, enc, lay)) for k, (enc, lay) in KINDS.items()}
 
 
 @pytest.mark.parametrize("saver", LAYOUTS)
