@@ -58,11 +58,6 @@ class Layout:
         return "<" if self.byte_order == LITTLE else ">"
 
     @property
-    def swaps(self) -> bool:
-        """True when arrays of this ABI's words need byteswap() on the running host."""
-        return self.byte_order != sys.byteorder
-
-    @property
     def ulong_all_ones(self) -> int:
         return (1 << self.bits) - 1
 

@@ -6,12 +6,12 @@ host's frames, and canonical state expresses it as pfns again."""
 
 from __future__ import annotations
 
-import sys
 from array import array
 from collections.abc import Callable
 from typing import BinaryIO
 
 from xsmig import pagetypes as pt
+from xsmig import words
 from xsmig.domain import PAGE_SIZE, DomainMeta
 
 # pfns -> the frames their entries hold, in order (a whole page's worth at once).
@@ -29,13 +29,12 @@ def page_content(meta: DomainMeta, types: bytes | bytearray, index: int,
     invalid = (1 << (8 * vl.word_size)) - 1
     first = index * fpp
     last = min(first + fpp, meta.p2m_size)
-    entries = array(vl.word, frames_of(list(range(first, last))))
+    entries = array(vl.word, frames_of(list(range(first, last))))  # host order
     for hole in pt.HOLE_RUN.finditer(types, first, last):  # C-level scan for the holes
         start, end = hole.start() - first, hole.end() - first
         entries[start:end] = array(vl.word, [invalid]) * (end - start)
-    if sys.byteorder == "big":  # the guest's p2m is x86 memory: little-endian on any host
-        entries.byteswap()
-    return entries.tobytes().ljust(PAGE_SIZE, b"\xff")
+    # the guest's p2m is x86 memory: little-endian on any host
+    return words.dump(entries, vl.word).ljust(PAGE_SIZE, b"\xff")
 
 
 def write_table(mem: BinaryIO, meta: DomainMeta, types: bytes | bytearray,

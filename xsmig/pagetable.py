@@ -15,6 +15,8 @@ from array import array
 from collections.abc import Callable
 from itertools import compress
 
+from xsmig import words
+
 ENTRIES = 512
 PRESENT = 0x1
 RW = 0x2
@@ -48,17 +50,11 @@ class EntryError(ValueError):
 
 
 def _entries(page: memoryview) -> array[int]:
-    entries = array("Q")
-    entries.frombytes(page)  # array("Q", view) would iterate the view byte by byte
-    if sys.byteorder == "big":  # streams and the store are little-endian
-        entries.byteswap()
-    return entries
+    return words.load("Q", page)  # streams and the store are little-endian
 
 
 def _store(page: memoryview, entries: array[int]) -> None:
-    if sys.byteorder == "big":
-        entries.byteswap()
-    page[:] = entries.tobytes()
+    page[:] = words.dump(entries, "Q")
 
 
 def normalise(page: memoryview, level: int, pt_levels: int) -> None:

@@ -44,6 +44,7 @@ HOLE_RUN = re.compile(b"\x0f+")
 VALID_NIBBLE = bytes(1 if t in VALID_TYPES else 0 for t in range(256))
 HAS_DATA = bytes(1 if t in VALID_TYPES and t not in NO_DATA_TYPES else 0 for t in range(256))
 MAPPED = bytes(0 if t == XTAB else 1 for t in range(256))
+UNMAPPED = bytes(1 if t == XTAB else 0 for t in range(256))
 
 
 def pagetable_indices(types: bytes | bytearray, pfns: list[int]) -> list[int]:

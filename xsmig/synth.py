@@ -4,13 +4,12 @@ any host. Page contents come from a seeded pool, stamped per page, a batch at a 
 from __future__ import annotations
 
 import struct
-import sys
 import zlib
 from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from xsmig import p2mtable, pagetable
+from xsmig import p2mtable, pagetable, words
 from xsmig import pagetypes as pt
 from xsmig.domain import (
     PAGE_SIZE,
@@ -260,18 +259,13 @@ def _write_memory(domain: DomainDir, meta: DomainMeta, types: bytearray,
                 start = ((first * 2654435761) % (POOL_BYTES // 2 // 8)) * 8
                 view[:n * PAGE_SIZE] = pool[start:start + n * PAGE_SIZE]
                 # A per-page stamp keeps every page distinct: misplaced pages change the digest.
-                stamps = array("Q", [(key ^ (p * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF
-                                     for p in range(first, first + n)])
-                if sys.byteorder == "big":  # guest memory is x86: the same on every host
-                    stamps.byteswap()
-                view[:n * PAGE_SIZE].cast("Q")[::512] = stamps
+                stamps = words.dump([(key ^ (p * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF
+                                     for p in range(first, first + n)], "Q")  # x86: LE
+                view[:n * PAGE_SIZE].cast("Q")[::512] = memoryview(stamps).cast("Q")
                 mem.seek(first * PAGE_SIZE)
                 mem.write(view[:n * PAGE_SIZE])
         for pfn, (_level, entries) in tables.items():
-            if sys.byteorder == "big":  # the store keeps guest memory little-endian
-                entries = array("Q", entries)
-                entries.byteswap()
-            page = memoryview(bytearray(entries.tobytes()))
+            page = memoryview(bytearray(words.dump(entries, "Q")))  # little-endian
             pagetable.rewrite(page, meta.vcpu_layout.pt_levels, fm.mfns)
             mem.seek(pfn * PAGE_SIZE)
             mem.write(page)

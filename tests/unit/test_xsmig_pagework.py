@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from xsmig import pagetable
 from xsmig import pagetypes as pt
 from xsmig.frames import FrameMap
+from xsmig.stream import format as fmt
 from xsmig.stream.reader import Batch, record_types
+from xsmig.stream.v2reader import split_pfn_words
 
 ENTRY = st.integers(min_value=0, max_value=2**64 - 1)
 # Tables as guests have them: mostly absent entries, or mostly present ones.
@@ -101,3 +103,11 @@ def test_frame_maps_batch_calls_match_the_single_ones(size: int, salt: int,
     assert fm.mfns(pfns) == [fm.mfn(p) if p < size else -1 for p in pfns]
     mfns = [fm.mfn(p) for p in pfns if p < size] + pfns
     assert fm.pfns(mfns) == [-1 if (p := fm.pfn(m)) is None else p for m in mfns]
+
+
+@given(st.lists(ENTRY, min_size=1, max_size=300))
+def test_v2_pfn_words_split_as_the_spec_defines(values: list[int]) -> None:
+    types, pfns, bad = split_pfn_words(struct.pack(f"<{len(values)}Q", *values))
+    assert types == bytes(w >> fmt.V2_TYPE_SHIFT for w in values)
+    assert pfns == [w & fmt.V2_PFN_MASK for w in values]
+    assert bad == next((i for i, w in enumerate(values) if w & fmt.V2_PFN_RESERVED), None)

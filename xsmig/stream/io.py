@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import select
 import struct
-import sys
 from array import array
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any, BinaryIO
 
+from xsmig import words
 from xsmig.errors import StateError, StreamError
 
 LIST_CHUNK = 1 << 16  # entries per read of a list a stream declares: memory follows bytes read
@@ -70,10 +70,7 @@ class StreamReader:
                 at = e.offset if e.offset is not None else self.offset
                 raise StreamError(f"stream truncated: {what} needs {total} bytes, got "
                                   f"{at - start}", at) from None
-            values = array(code, chunk)
-            if self.byte_order != sys.byteorder:
-                values.byteswap()
-            yield values
+            yield words.load(code, chunk, self.byte_order)
             count -= k
 
     def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:

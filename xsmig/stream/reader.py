@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from xsmig import pagetypes as pt
+from xsmig import words
 from xsmig.domain import PhysmapEntry, TscInfo
 from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import LITTLE, Layout
@@ -381,9 +382,7 @@ class StreamParser:
             raise StreamError(f"max_vcpu_id {max_id} out of range 0..{MAX_VCPU_ID}", at + 4)
         raw = r.read((max_id // 64 + 1) * 8, "vcpu_info map")
         if layout.byte_order != LITTLE:  # the bit decoding below reads little-endian words
-            swapped = array("Q", raw)
-            swapped.byteswap()
-            raw = swapped.tobytes()
+            raw = words.dump(words.load("Q", raw, layout.byte_order), "Q", LITTLE)
         # One 0/1 byte per bit (little-endian bit order), then the set positions: C loops
         # only, as a stream may repeat a 4096-vCPU map thousands of times.
         if raw != self._last_map[0]:  # a repeated map (hostile or not) is decoded once
@@ -476,10 +475,7 @@ def parse_toolstack(data: bytes, layout: Layout, base: int) -> tuple[int, list[P
 
 def _words(code: str, raw: bytes, layout: Layout) -> array[int]:
     """An array of the stream's integers, in the running host's order."""
-    words = array(code, raw)
-    if layout.swaps:
-        words.byteswap()
-    return words
+    return words.load(code, raw, layout.byte_order)
 
 
 def _physmap(data: bytes, count: int, record: int, order: str, base: int

@@ -10,12 +10,13 @@ in total, as Xen's restorer keeps them) because the spec lets them come in any o
 
 from __future__ import annotations
 
-import sys
-from array import array
+import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xsmig import pagetypes as pt
+from xsmig import words
 from xsmig.domain import TscInfo
 from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import Layout
@@ -24,6 +25,26 @@ from xsmig.stream.detect import Detection
 from xsmig.stream.io import StreamReader
 from xsmig.stream.reader import Batch, StreamHeader, StreamSink, parse_toolstack
 from xsmig.vcpu import BY_WIDTH, EXTENDED_CONTEXT_SIZE, MAX_VCPU_ID, VcpuLayout
+
+_LOW_NIBBLE = bytes(b & 0x0F for b in range(256))  # bytes.translate tables
+_HIGH_NIBBLE = bytes(b >> 4 for b in range(256))
+_NONZERO = re.compile(b"[^\x00]")
+
+
+def split_pfn_words(raw: bytes | bytearray | memoryview) -> tuple[bytes, list[int], int | None]:
+    """PAGE_DATA's little-endian pfn words -> (type of each, pfn of each, index of the
+    first word with reserved bits 59-52 set or None). Bits 63-60 are byte 7's high
+    nibble, bits 59-52 byte 7's low and byte 6's high nibble: byte slices and
+    translate tables split them in C, with no Python loop over the words."""
+    count = len(raw) // 8
+    top, next_top = bytes(raw[7::8]), bytes(raw[6::8])
+    hits = [m.start() for half in (top.translate(_LOW_NIBBLE), next_top.translate(_HIGH_NIBBLE))
+            if (m := _NONZERO.search(half))]
+    masked = bytearray(raw)
+    masked[7::8] = bytes(count)
+    masked[6::8] = next_top.translate(_LOW_NIBBLE)
+    return top.translate(_HIGH_NIBBLE), words.load("Q", masked).tolist(), min(hits, default=None)
+
 
 _CPUID_LEAF = 24  # xen_cpuid_leaf_t: leaf, subleaf, a, b, c, d
 _MSR_ENTRY = 16  # xen_msr_entry_t: idx, flags, val
@@ -239,10 +260,7 @@ class V2Parser:
             raise StreamError(f"X86_PV_P2M_FRAMES carries {(length - 8) // 8} frames; pfns "
                               f"{start:#x}..{end:#x} need {n}", at + 4)
         base = r.offset
-        words = array("Q", r.read(8 * n, "p2m frame pfns"))
-        if sys.byteorder == "big":
-            words.byteswap()
-        frames = list(words)
+        frames = list(words.load("Q", r.read(8 * n, "p2m frame pfns")))
         if max(frames) >= p2m_size:
             bad = next(i for i, p in enumerate(frames) if p >= p2m_size)
             raise StreamError(f"p2m frame {bad} is pfn {frames[bad]:#x}, beyond p2m_end_pfn "
@@ -273,21 +291,15 @@ class V2Parser:
         raw = (self.pfn_buf[:8 * count] if count <= fmt.MAX_BATCH
                else memoryview(bytearray(8 * count)))
         r.readinto(raw, "PAGE_DATA pfns")
-        words = array("Q")
-        words.frombytes(raw)
-        if sys.byteorder == "big":
-            words.byteswap()
-        bad = next((i for i, w in enumerate(words) if w & fmt.V2_PFN_RESERVED), None)
+        types, pfns, bad = split_pfn_words(raw)
         if bad is not None:
             raise StreamError(f"PAGE_DATA pfn[{bad}] has reserved bits 59-52 set",
                               base + 8 * bad)
-        types = bytes(w >> fmt.V2_TYPE_SHIFT for w in words)
         valid = types.translate(pt.VALID_NIBBLE)
         if 0 in valid:
             bad = valid.index(0)
             raise StreamError(f"PAGE_DATA pfn[{bad}] has unused page type {types[bad]:#x}",
                               base + 8 * bad)
-        pfns = [w & fmt.V2_PFN_MASK for w in words]
         if max(pfns) >= header.p2m_size:
             bad = next(i for i, p in enumerate(pfns) if p >= header.p2m_size)
             raise StreamError(f"PAGE_DATA pfn[{bad}] is {pfns[bad]:#x}, beyond p2m_end_pfn "
@@ -305,10 +317,9 @@ class V2Parser:
             data_offset = r.offset
             r.readinto(data, "PAGE_DATA pages")
             sink.on_batch(Batch(at, pfns[first:last], types[first:last], data, data_offset))
-            invalid = [p for p, t in zip(pfns[first:last], types[first:last], strict=True)
-                       if t == pt.XTAB]
-            if invalid:
-                sink.on_unmapped(at, invalid)
+            if pt.XTAB in types[first:last]:
+                sink.on_unmapped(at, list(itertools.compress(
+                    pfns[first:last], types[first:last].translate(pt.UNMAPPED))))
 
     def _vcpu(self, rec: fmt.Record, at: int, length: int, sink: StreamSink) -> None:
         r, guest = self.r, self.guest

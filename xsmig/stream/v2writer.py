@@ -7,12 +7,11 @@ vCPU BASIC [EXTENDED] [XSAVE], SHARED_INFO, END. Every record is padded to 8 byt
 from __future__ import annotations
 
 import struct
-import sys
-from array import array
 from collections.abc import Sequence
 from typing import BinaryIO
 
 from xsmig import pagetypes as pt
+from xsmig import words
 from xsmig.domain import PhysmapEntry, TscInfo
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
@@ -61,12 +60,9 @@ class V2Emitter:
     def pages(self, pfns: Sequence[int], types: bytes, data: memoryview) -> None:
         if not pfns:
             return  # count is strictly > 0
-        words = array("Q", [(t << fmt.V2_TYPE_SHIFT) | p
-                            for p, t in zip(pfns, types, strict=True)])
-        if sys.byteorder == "big":
-            words.byteswap()
+        entries = [(t << fmt.V2_TYPE_SHIFT) | p for p, t in zip(pfns, types, strict=True)]
         self.record(fmt.REC_PAGE_DATA, fmt.V2_PAGE_DATA_HDR.pack(len(pfns), 0),
-                    words.tobytes(), data)
+                    words.dump(entries, "Q"), data)
 
     def holes(self, pfns: Sequence[int]) -> None:
         for i in range(0, len(pfns), fmt.MAX_BATCH):
