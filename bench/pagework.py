@@ -52,13 +52,14 @@ from xsmig.stream.format import Encoding
 from xsmig.stream.writer import SaveOptions, save
 from xsmig.synth import GuestSpec, create
 
-phase, pages, shape, work = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+phase, pages, shape, work, encoding = (sys.argv[1], int(sys.argv[2]), sys.argv[3],
+                                       Path(sys.argv[4]), sys.argv[5])
 store = Store(work / "store")
 if not store.exists("src"):
     with store.writing("src") as d:
         create(GuestSpec("src", pages, 64, 2, None, 1, shape, True), d, 1)
 src = store.get("src")
-opts = SaveOptions(Encoding("native"), Layout.native())
+opts = SaveOptions(Encoding(encoding), Layout.native())
 stream = work / "src.stream"
 if not stream.exists():
     with open(stream, "wb") as f:
@@ -106,12 +107,13 @@ def start_cost(python: str, tree: Path, work: Path) -> float:
     return cost[0] - cost[1]
 
 
-def run_phase(python: str, tree: Path, phase: str, pages: int, shape: str, work: Path) -> float:
+def run_phase(python: str, tree: Path, phase: str, pages: int, shape: str, work: Path,
+              encoding: str) -> float:
     if phase == "start":
         return start_cost(python, tree, work)
     env = _env(tree, work)
     # cwd: `python -c` puts the working directory ahead of PYTHONPATH on sys.path
-    out = subprocess.run([python, "-c", CHILD, phase, str(pages), shape, str(work)],
+    out = subprocess.run([python, "-c", CHILD, phase, str(pages), shape, str(work), encoding],
                          env=env, cwd=work, check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -129,7 +131,7 @@ def export_ref(ref: str, dest: Path) -> Path:
 
 
 def measure(python: str, trees: dict[str, Path], shapes: list[str], pages: int,
-            repeat: int, tmp: Path) -> dict[str, Any]:
+            repeat: int, tmp: Path, encoding: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for shape in shapes:
         out[shape] = {}
@@ -137,13 +139,13 @@ def measure(python: str, trees: dict[str, Path], shapes: list[str], pages: int,
         for name, tree in trees.items():
             works[name] = tmp / f"{name}-{shape}"
             works[name].mkdir()
-            run_phase(python, tree, "digest", pages, shape, works[name])  # create, warm up
+            run_phase(python, tree, "digest", pages, shape, works[name], encoding)  # warm up
         for phase in PHASES:
             samples: dict[str, list[float]] = {name: [] for name in trees}
             for _ in range(repeat):
                 for name, tree in trees.items():  # alternate the trees
                     samples[name].append(run_phase(python, tree, phase, pages, shape,
-                                                   works[name]))
+                                                   works[name], encoding))
             med = {name: statistics.median(s) for name, s in samples.items()}
             out[shape][phase] = {"cpu_s": med, "ratio_baseline_over_this": med["baseline"]
                                  / med["this"]}
@@ -158,6 +160,7 @@ def main() -> int:
     p.add_argument("--shapes", default="standard,pt-heavy")
     p.add_argument("--pages", type=int, default=16384, help="guest size (default 64 MiB)")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--encoding", default="native", help="native, escaped, extended or v2")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -166,7 +169,7 @@ def main() -> int:
         base = args.baseline_tree or export_ref(args.baseline_ref, tmp / "base-tree")
         trees = {"baseline": base.resolve(), "this": HERE}
         results = measure(args.python, trees, args.shapes.split(","), args.pages,
-                          args.repeat, tmp)
+                          args.repeat, tmp, args.encoding)
     print(f"{'shape':10} {'phase':8} {'baseline cpu s':>15} {'this cpu s':>11} {'ratio':>6}")
     for shape, phases in results.items():
         for phase, r in phases.items():
@@ -174,8 +177,8 @@ def main() -> int:
                   f"{r['cpu_s']['this']:11.3f} {r['ratio_baseline_over_this']:6.2f}")
     if args.json:
         args.json.write_text(json.dumps({"pages": args.pages, "repeat": args.repeat,
-                                         "python": args.python, "results": results},
-                                        indent=2))
+                                         "encoding": args.encoding, "python": args.python,
+                                         "results": results}, indent=2))
     return 0
 
 

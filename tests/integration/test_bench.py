@@ -55,3 +55,14 @@ def test_throughput_quick(tmp_path: Path) -> None:
     doc = run_bench("throughput.py", tmp_path / "t.json", "--sizes", "256", "--repeat", "1")
     results = doc["results"]
     assert isinstance(results, list) and results[0]["pages"] == 256
+
+
+def test_pagework_quick(tmp_path: Path) -> None:
+    # against the checkout's own HEAD: both trees must run every phase
+    doc = run_bench("pagework.py", tmp_path / "p.json", "--baseline-ref", "HEAD",
+                    "--pages", "256", "--repeat", "1", "--shapes", "pt-heavy")
+    results = doc["results"]
+    assert isinstance(results, dict)
+    assert set(results["pt-heavy"]) == {"save", "restore", "digest", "start"}
+    phases = results["pt-heavy"]
+    assert all(phases[p]["cpu_s"]["this"] > 0 for p in ("save", "restore", "digest"))
