@@ -13,7 +13,6 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
 from xsmig import p2mtable, pagetable
@@ -55,7 +54,7 @@ class CanonicalDomain:
             "p2m_frames": m.p2m_frames,
             "extended_contexts": m.extended_contexts,
             "xsave_size": m.xsave_size,
-            "tsc": asdict(m.tsc),
+            "tsc": m.tsc._asdict(),
             "toolstack_version": m.toolstack_version,
             "physmap": [p.to_json() for p in m.physmap],
         }

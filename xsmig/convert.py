@@ -11,8 +11,7 @@ CPU policies, unknown optional records) are not carried over."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from xsmig import pagetypes as pt
 from xsmig.domain import TscInfo
@@ -26,8 +25,7 @@ from xsmig.stream.v2writer import V2Emitter
 from xsmig.stream.writer import make_emitter
 
 
-@dataclass
-class ConvertStats:
+class ConvertStats(NamedTuple):
     source: fmt.Encoding
     target: fmt.Encoding
     bytes_in: int

@@ -12,9 +12,9 @@ Machine frames come from a FrameMap(host_id, frame_salt, p2m_size).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from xsmig.frames import FrameMap
 from xsmig.vcpu import BY_WIDTH, VcpuLayout
@@ -26,8 +26,7 @@ META_FORMAT = 1
 SHARED_INFO_FLL_OFFSET = {32: 2320, 64: 3096}
 
 
-@dataclass
-class PhysmapEntry:
+class PhysmapEntry(NamedTuple):
     """libxl's physmap record, carried in the toolstack chunk (-18)."""
 
     phys_offset: int
@@ -44,16 +43,14 @@ class PhysmapEntry:
         return PhysmapEntry(d["phys_offset"], d["start_addr"], d["size"], bytes.fromhex(d["name"]))
 
 
-@dataclass
-class TscInfo:
+class TscInfo(NamedTuple):
     mode: int = 0
     nsec: int = 0
     khz: int = 0
     incarnation: int = 0
 
 
-@dataclass
-class DomainMeta:
+class DomainMeta(NamedTuple):
     name: str
     guest_width: int
     p2m_size: int
@@ -63,9 +60,9 @@ class DomainMeta:
     p2m_frames: list[int]  # pfns of the pages holding the guest's own p2m table
     extended_contexts: bool = True
     xsave_size: int = 0  # 0: no vCPU uses xsave (no xcnt block)
-    tsc: TscInfo = field(default_factory=TscInfo)
+    tsc: TscInfo = TscInfo()
     toolstack_version: int | None = None  # None: no toolstack chunk
-    physmap: list[PhysmapEntry] = field(default_factory=list)
+    physmap: Sequence[PhysmapEntry] = ()
     format: int = META_FORMAT
 
     @property
@@ -76,7 +73,8 @@ class DomainMeta:
         return FrameMap(self.host_id, self.frame_salt, self.p2m_size)
 
     def to_json(self) -> str:
-        d = asdict(self)
+        d = self._asdict()
+        d["tsc"] = self.tsc._asdict()
         d["physmap"] = [p.to_json() for p in self.physmap]
         return json.dumps(d, indent=1, sort_keys=True)
 
@@ -90,8 +88,7 @@ class DomainMeta:
         return DomainMeta(**d)
 
 
-@dataclass
-class VcpuState:
+class VcpuState(NamedTuple):
     context: bytes
     extended: bytes | None = None
     xsave_mask: int = 0

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any, BinaryIO
 
 from xsmig import pagetypes as pt
+from xsmig.domain import TscInfo
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.io import CountingReader
@@ -50,7 +51,8 @@ class InspectSink:
             entry["vcpus"] = len(value)
             entry["vcpu_ids"] = value[:MAX_LISTED]  # a report stays small whatever the map
         elif name == fmt.EV_TSC_INFO:
-            entry["tsc"] = vars(value)
+            assert isinstance(value, TscInfo)
+            entry["tsc"] = value._asdict()
         elif name == fmt.EV_TOOLSTACK:
             assert isinstance(value, tuple)
             entry["toolstack_version"] = value[0]
@@ -86,11 +88,11 @@ class InspectSink:
             "stream_info": h.stream_info,
             "v2": h.v2,
             "writer": h.writer,
-            "extended_info_section": [vars(b) for b in h.xblocks],
+            "extended_info_section": [b._asdict() for b in h.xblocks],
             "p2m_size": h.p2m_size,
             "guest_width": h.guest.guest_width,
             "ext_info": h.ext_info,
-            "ext_blocks": [vars(b) for b in h.ext_blocks],
+            "ext_blocks": [b._asdict() for b in h.ext_blocks],
             "extended_contexts": h.extended_contexts,
             "xsave_limit": h.xsave_limit,
             "p2m_frame_list": len(h.frame_list),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 LITTLE = "little"
 BIG = "big"
@@ -36,12 +36,20 @@ def machine() -> str:
     return os.uname().machine
 
 
-@dataclass(frozen=True)
-class Layout:
-    name: str = field(compare=False)
+class Layout(NamedTuple):
+    name: str  # a label: layouts compare by the three facts below (__eq__)
     ulong_size: int  # sizeof(unsigned long): 4 or 8
     u64_align: int  # alignof(uint64_t) inside a struct: 4 or 8
     byte_order: str = LITTLE  # of the integers the toolstack writes
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and self[1:] == other[1:]
+
+    def __ne__(self, other: object) -> bool:  # tuple's own __ne__ would compare names
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self[1:])
 
     @property
     def bits(self) -> int:
@@ -67,7 +75,7 @@ class Layout:
         return -(-unpadded // self.u64_align) * self.u64_align
 
     def with_order(self, byte_order: str) -> Layout:
-        return replace(self, byte_order=byte_order)
+        return self._replace(byte_order=byte_order)
 
     def describe(self) -> str:
         return (f"{self.name} ({self.bits}-bit, uint64 aligned to {self.u64_align}, "
@@ -82,7 +90,7 @@ class Layout:
         if not name or ABIS[name] != found:  # an ABI this table does not name
             name = next((n for n, abi in ABIS.items() if abi == found),
                         f"native-{machine() or 'unknown'}")
-        return replace(found, name=name)
+        return found._replace(name=name)
 
     @staticmethod
     def for_width(bits: int, byte_order: str = LITTLE) -> Layout:

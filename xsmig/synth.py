@@ -6,8 +6,7 @@ from __future__ import annotations
 import struct
 import zlib
 from array import array
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from xsmig import p2mtable, pagetable, words
 from xsmig import pagetypes as pt
@@ -40,8 +39,7 @@ NX = 1 << 63
 L4_USABLE = [*range(0, 256), *range(272, 512)]
 
 
-@dataclass(frozen=True)
-class GuestSpec:
+class GuestSpec(NamedTuple):
     name: str
     pages: int = 2048
     guest_width: int = 64

@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from xsmig import pagetable
@@ -40,15 +39,17 @@ _VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
 
 
-@dataclass
 class Invalid(Exception):
     """Why a domain is not valid, and which part of it is to blame."""
 
-    message: str
-    part: str = "meta"  # meta | types | frame_list | memory | page_table | vcpu | shared_info
-    pfn: int | None = None
-    entry: int | None = None  # page-table entry index, or frame-list index
-    vcpu: int | None = None
+    def __init__(self, message: str, part: str = "meta", pfn: int | None = None,
+                 entry: int | None = None, vcpu: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.part = part  # meta | types | frame_list | memory | page_table | vcpu | shared_info
+        self.pfn = pfn
+        self.entry = entry  # page-table entry index, or frame-list index
+        self.vcpu = vcpu
 
     def __str__(self) -> str:
         return self.message

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from xsmig import pagetypes as pt
 
@@ -16,8 +16,7 @@ GDT_FRAMES = 16
 MAX_VCPU_ID = 4095  # the legacy vcpu_info chunk allows ids below 4096
 
 
-@dataclass(frozen=True)
-class VcpuLayout:
+class VcpuLayout(NamedTuple):
     guest_width: int  # 32 (PAE) or 64
     size: int
     word: str  # struct code of the guest's register width
@@ -73,8 +72,7 @@ class FrameFieldError(ValueError):
     """A frame field points where it must not; the message names the field."""
 
 
-@dataclass(frozen=True)
-class FrameField:
+class FrameField(NamedTuple):
     name: str
     offset: int
     kind: str  # "plain": word holds a frame; "cr3": encoded cr3; "cr1": cr3-like with bit 0 valid

@@ -9,7 +9,6 @@ names plain pages. Memory: one batch buffer and a byte per pfn, as restore."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from xsmig import pagetable
@@ -23,14 +22,16 @@ from xsmig.validate import check_vcpu_pfn
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
-@dataclass
 class VerifySink:
-    header: StreamHeader | None = None
-    types: bytearray = field(default_factory=bytearray)
-    batches: int = 0
-    pages_with_data: int = 0
-    vcpus: list[int] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    """restore's parser with a sink that checks and counts, and writes nothing."""
+
+    def __init__(self) -> None:
+        self.header: StreamHeader | None = None
+        self.types = bytearray()
+        self.batches = 0
+        self.pages_with_data = 0
+        self.vcpus: list[int] = []
+        self.warnings: list[str] = []
 
     def on_header(self, header: StreamHeader) -> None:
         self.header = header

@@ -6,7 +6,7 @@ says why it cannot misread a stream that a real saver wrote."""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from xsmig.errors import StreamError, StreamRefused, UsageError
 from xsmig.layout import BIG, BYTE_ORDERS, LITTLE, Layout
@@ -17,8 +17,7 @@ HEAD_BYTES = 24
 PROFILES = ("current", "legacy")
 
 
-@dataclass(frozen=True)
-class Detection:
+class Detection(NamedTuple):
     encoding: Encoding
     width: int | None  # bits of the stream's unsigned long; None: the sinf block says
     rule: str  # the row of the detection table that decided

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from xsmig import __version__, layout
@@ -22,16 +21,19 @@ from xsmig.stream.io import StreamWriter, in_order
 from xsmig.vcpu import EXTENDED_CONTEXT_SIZE, VcpuLayout
 
 
-@dataclass
 class StreamStart:
     """What the first bytes of every encoding need to say about the domain."""
 
-    p2m_size: int
-    guest: VcpuLayout
-    frame_list: list[int]
-    extended_contexts: bool
-    xsave_size: int  # 0: no vCPU uses xsave
-    vcpu0: bytes | None  # vCPU 0's canonical context; None: not known yet (see LegacyEmitter)
+    __slots__ = ("extended_contexts", "frame_list", "guest", "p2m_size", "vcpu0", "xsave_size")
+
+    def __init__(self, p2m_size: int, guest: VcpuLayout, frame_list: list[int],
+                 extended_contexts: bool, xsave_size: int, vcpu0: bytes | None) -> None:
+        self.p2m_size = p2m_size
+        self.guest = guest
+        self.frame_list = frame_list
+        self.extended_contexts = extended_contexts
+        self.xsave_size = xsave_size  # 0: no vCPU uses xsave
+        self.vcpu0 = vcpu0  # vCPU 0's canonical context; None: not known yet (LegacyEmitter)
 
 
 class Emitter(Protocol):
@@ -42,14 +44,14 @@ class Emitter(Protocol):
     def holes(self, pfns: Sequence[int]) -> None: ...
     def vcpu_ids(self, ids: list[int]) -> None: ...
     def tsc(self, tsc: TscInfo) -> None: ...
-    def toolstack(self, version: int, physmap: list[PhysmapEntry]) -> None: ...
+    def toolstack(self, version: int, physmap: Sequence[PhysmapEntry]) -> None: ...
     def vcpu(self, vcpu_id: int, ctx: bytes, ext: bytes | None, mask: int,
              xsave: bytes) -> None: ...
     def shared_info(self, data: bytes) -> None: ...
     def end(self) -> None: ...
 
 
-def toolstack_payload(layout: Layout, version: int, physmap: list[PhysmapEntry]) -> bytes:
+def toolstack_payload(layout: Layout, version: int, physmap: Sequence[PhysmapEntry]) -> bytes:
     """libxl's toolstack data: {u32 version, u32 count}, then each physmap record."""
     record = layout.physmap_record_size()
     order = layout.byte_order
@@ -172,7 +174,7 @@ class LegacyEmitter:
     def tsc(self, tsc: TscInfo) -> None:
         self._tsc = tsc
 
-    def toolstack(self, version: int, physmap: list[PhysmapEntry]) -> None:
+    def toolstack(self, version: int, physmap: Sequence[PhysmapEntry]) -> None:
         self._toolstack = toolstack_payload(self.layout, version, physmap)
 
     def _close_body(self) -> None:

@@ -9,8 +9,8 @@ writers, inspect, verify, the golden tests and the scenarios use these tables.""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import Enum, StrEnum
+from typing import NamedTuple
 
 ESCAPE = 0xFFFFFFFF  # first 4 bytes of escaped and extended streams
 MAX_P2M_SIZE = 0x0FFFFFFF  # Xen's saver refuses more: why an escape can never be a p2m_size
@@ -53,8 +53,7 @@ class Payload(Enum):
     COMPRESSED = "ulong length, then compressed pages (Remus)"
 
 
-@dataclass(frozen=True)
-class Chunk:
+class Chunk(NamedTuple):
     id: int
     name: str
     payload: Payload
@@ -211,8 +210,7 @@ class Role(Enum):
     DEPRECATED = "deprecated"
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     type: int
     name: str
     role: Role

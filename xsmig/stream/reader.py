@@ -11,8 +11,7 @@ import json
 import sys
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 from xsmig import pagetypes as pt
 from xsmig import words
@@ -30,39 +29,40 @@ MAX_EXT_BLOCKS = 1024
 _BITS = [bytes((byte >> i) & 1 for i in range(8)) for byte in range(256)]
 
 
-@dataclass
-class Block:
+class Block(NamedTuple):
     id: str
     offset: int
     size: int
     flags: int = 0
 
 
-@dataclass
 class StreamHeader:
-    detection: Detection
-    layout: Layout  # ABI the stream's words and records follow
-    p2m_size: int
-    guest: VcpuLayout
-    ext_info: bool
-    ext_blocks: list[Block] = field(default_factory=list)
-    xblocks: list[Block] = field(default_factory=list)  # extended-info section blocks
-    stream_info: dict[str, int] | None = None
-    writer: dict[str, object] | None = None
-    vcpu0_block: bytes | None = None
-    extended_contexts: bool = False
-    xsave_limit: int = 0  # xcnt value: xsave area size + 16; 0: no xsave in the tail
-    frame_list: list[int] = field(default_factory=list)
-    frame_list_offset: int = 0  # of the p2m frame list's first entry
-    v2: dict[str, int] | None = None  # v2 only: the image and domain headers' fields
+    """What a stream's head said; filled in as the parser reads it."""
+
+    def __init__(self, detection: Detection, layout: Layout, p2m_size: int, guest: VcpuLayout,
+                 ext_info: bool) -> None:
+        self.detection = detection
+        self.layout = layout  # ABI the stream's words and records follow
+        self.p2m_size = p2m_size
+        self.guest = guest
+        self.ext_info = ext_info
+        self.ext_blocks: list[Block] = []
+        self.xblocks: list[Block] = []  # extended-info section blocks
+        self.stream_info: dict[str, int] | None = None
+        self.writer: dict[str, object] | None = None
+        self.vcpu0_block: bytes | None = None
+        self.extended_contexts = False
+        self.xsave_limit = 0  # xcnt value: xsave area size + 16; 0: no xsave in the tail
+        self.frame_list: list[int] = []
+        self.frame_list_offset = 0  # of the p2m frame list's first entry
+        self.v2: dict[str, int] | None = None  # v2 only: the image and domain headers' fields
 
     @property
     def encoding(self) -> fmt.Encoding:
         return self.detection.encoding
 
 
-@dataclass
-class Batch:
+class Batch(NamedTuple):
     offset: int  # of the count
     pfns: list[int]  # pfn of each entry (XTAB entries: their raw pfn bits)
     types: bytes  # type nibble of each entry
@@ -193,8 +193,8 @@ class StreamParser:
             raise StreamRefused(f"p2m_size {p2m_size} pages exceeds this host's cap of "
                                 f"{self._max_pages} pages (--max-pages)", at)
 
-        header = StreamHeader(detection, layout, p2m_size, BY_WIDTH[layout.bits], False,
-                              xblocks=xblocks, stream_info=stream_info, writer=writer)
+        header = StreamHeader(detection, layout, p2m_size, BY_WIDTH[layout.bits], False)
+        header.xblocks, header.stream_info, header.writer = xblocks, stream_info, writer
         at = r.offset
         first = self._ulong(r, layout, "ext-info signature or p2m frame list")
         if first == layout.ulong_all_ones:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from xsmig import pagetypes as pt
 from xsmig import words
@@ -50,14 +49,16 @@ _CPUID_LEAF = 24  # xen_cpuid_leaf_t: leaf, subleaf, a, b, c, d
 _MSR_ENTRY = 16  # xen_msr_entry_t: idx, flags, val
 
 
-@dataclass
 class _Vcpu:
-    basic: bytes | None = None
-    basic_at: int = 0
-    ext: bytes | None = None
-    mask: int = 0
-    xsave: bytes | None = None
-    others: list[str] = field(default_factory=list)  # names of records seen, for messages
+    __slots__ = ("basic", "basic_at", "ext", "mask", "others", "xsave")
+
+    def __init__(self) -> None:
+        self.basic: bytes | None = None
+        self.basic_at = 0
+        self.ext: bytes | None = None
+        self.mask = 0
+        self.xsave: bytes | None = None
+        self.others: list[str] = []  # names of records seen, for messages
 
 
 class V2Parser:
@@ -265,8 +266,8 @@ class V2Parser:
             bad = next(i for i, p in enumerate(frames) if p >= p2m_size)
             raise StreamError(f"p2m frame {bad} is pfn {frames[bad]:#x}, beyond p2m_end_pfn "
                               f"{end:#x}", base + 8 * bad)
-        self.header = StreamHeader(self.detection, Layout.clean(8), p2m_size, self.guest,
-                                   False, frame_list=frames, v2=self.info)
+        self.header = StreamHeader(self.detection, Layout.clean(8), p2m_size, self.guest, False)
+        self.header.frame_list, self.header.v2 = frames, self.info
         sink.on_header(self.header)
 
     def _pages(self, at: int, length: int, sink: StreamSink) -> None:

@@ -76,7 +76,7 @@ class V2Emitter:
         self.record(fmt.REC_X86_TSC_INFO,
                     fmt.V2_TSC_INFO.pack(tsc.mode, tsc.khz, tsc.nsec, tsc.incarnation, 0))
 
-    def toolstack(self, version: int, physmap: list[PhysmapEntry]) -> None:
+    def toolstack(self, version: int, physmap: Sequence[PhysmapEntry]) -> None:
         self.record(fmt.REC_XSMIG_TOOLSTACK,
                     toolstack_payload(Layout.clean(8), version, physmap))
 

@@ -7,9 +7,8 @@ v2writer.py (v2) lay the bytes out."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import compress
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from xsmig import p2mtable, pagetable
 from xsmig import pagetypes as pt
@@ -24,8 +23,7 @@ from xsmig.validate import Invalid, pt_target, pt_targets, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
-@dataclass
-class SaveOptions:
+class SaveOptions(NamedTuple):
     encoding: fmt.Encoding
     layout: Layout  # the saving toolstack's ABI
     ext_info: bool = True
@@ -33,8 +31,7 @@ class SaveOptions:
     word_size: int | None = None  # extended only: override the sinf word size
 
 
-@dataclass
-class SaveStats:
+class SaveStats(NamedTuple):
     bytes: int
     pages_sent: int
     batches: int
