@@ -15,6 +15,7 @@ from xsmig_helpers import expect_error, save_bytes
 
 import scenarios
 from scenarios.abi import abi_of, chain, differences, relation, ring, ring_pairs
+from scenarios.hostile import HUGE_BATCH, HUGE_LENGTH
 from scenarios.hosts import arch_of
 from scenarios.model import Cell, Outcome
 from scenarios.truncated import CUTS, guest_width
@@ -181,9 +182,11 @@ def _legacy_chunks(data: bytes, src: str) -> list[dict[str, object]]:
     return list(report["chunks"])
 
 
-def _restore_fails_cleanly(store: Store, data: bytes, dst: str) -> None:
+def _restore_fails_cleanly(store: Store, data: bytes, dst: str, at: int) -> str:
+    """Restored as the destination's ABI: exit 3 at the patched or cut byte."""
     err = expect_error(StreamError, store, data, own=ABIS[dst])
-    assert err.exit_code == 3
+    assert isinstance(err, StreamError) and err.exit_code == 3 and err.offset == at, err
+    return str(err)
 
 
 HOSTILE = [c for c in ALL if c.scenario == "hostile"]
@@ -208,7 +211,10 @@ def test_hostile_patch_lands_on_the_field_it_names(cell: Cell, store: Store) -> 
         assert struct.unpack_from("<I", data, at)[0] == page_data[2]
         assert struct.unpack("<I", value)[0] == 0xFFFFFFF0
     patched = data[:at] + value + data[at + len(value):]
-    _restore_fails_cleanly(store, patched, dst)
+    error = _restore_fails_cleanly(store, patched, dst, at)
+    # The reader saw the value the patch meant: written in the stream's byte order.
+    named = f"batch of {HUGE_BATCH} pages" if cell.encoding == "escaped" else str(HUGE_LENGTH)
+    assert named in error, error
 
 
 @pytest.mark.parametrize("cell", TRUNCATED, ids=[c.id for c in TRUNCATED])
@@ -241,4 +247,4 @@ def test_truncation_lands_in_the_region_it_names(cell: Cell, store: Store) -> No
                   "batches": (first, body_end), "first batch count": (first, first + 4)}
         low, high = region[cut.region]
         assert low < at < high, (cut.region, low, at, high)
-    _restore_fails_cleanly(store, data[:at], dst)
+    assert "truncated" in _restore_fails_cleanly(store, data[:at], dst, at)
