@@ -18,6 +18,10 @@ docs/stream-format.md, restated from the facts alone (no call into xsmig's detec
 - the legacy profile (before the fix) reads native streams of its own ABI only:
   identical when word size, alignment and byte order all match (amd64 and arm64
   streams are the same bytes); anything else is refused, as malformed (3) or refused (4).
+
+Below, the same facts choose the pairs of the scenarios that cannot run on every pair
+(`ring`, `representatives`, `relation`: docs/testbed.md, "Which pairs each scenario
+runs on").
 """
 
 from __future__ import annotations
