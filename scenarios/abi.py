@@ -18,14 +18,20 @@ docs/stream-format.md, restated from the facts alone (no call into xsmig's detec
 - the legacy profile (before the fix) reads native streams of its own ABI only:
   identical when word size, alignment and byte order all match (amd64 and arm64
   streams are the same bytes); anything else is refused, as malformed (3) or refused (4).
+
+Below, the same facts choose the pairs of the scenarios that cannot run on every pair
+(`ring`, `representatives`, `relation`: docs/testbed.md, "Which pairs each scenario
+runs on").
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from scenarios.model import IDENTICAL, Expect, Retry, refused
-from testbed.arch import get_arch
+from testbed.arch import ARCHES, get_arch
 
 ASK_WIDTH = refused(3, 4, naming="--source-width")  # read as 32-bit, a 64-bit stream fails
 CROSS_NATIVE = refused(3, 4)  # a legacy reader misparses: malformed or refused, both clean
@@ -63,3 +69,106 @@ def expect(
 def native_guest_width(src: str) -> int:
     """Guest width a native stream without extended info can carry: the source's."""
     return abi_of(src).word * 8
+
+
+# -- Which pairs the hand-computed scenarios run on, derived from the same facts --
+# (docs/testbed.md, "Which pairs each scenario runs on").
+
+
+def differences(src: str, dst: str) -> int:
+    """How many of the three facts differ between two architectures' ABIs (0-3)."""
+    a, b = abi_of(src), abi_of(dst)
+    return (a.word != b.word) + (a.align != b.align) + (a.order != b.order)
+
+
+def stream_abi(encoding: str, arch: str) -> tuple[object, ...]:
+    """The part of a source's ABI its stream in `encoding` carries: two sources with the
+    same value write the same bytes for the same guest (docs/stream-format.md 1-4, 9)."""
+    a = abi_of(arch)
+    if encoding == "native":
+        return (a.word, a.align, a.order)
+    if encoding == "extended":  # sinf declares the saver's word size; records packed
+        return (a.word, a.order)
+    if encoding == "escaped":  # every ulong 8 bytes, records packed
+        return (a.order,)
+    return ()  # v2: no native-width field, little-endian on every ABI
+
+
+def field_order(encoding: str, arch: str) -> str:
+    """Byte order of the integers after the stream's header (batch counts, record
+    lengths): the source's own in the legacy family (declared by sinf in extended,
+    undeclared in native and escaped), always little in v2 (the image header says so)."""
+    return "little" if encoding == "v2" else abi_of(arch).order
+
+
+def _ordered(arches: Iterable[str]) -> list[str]:
+    wanted = set(arches)
+    return [a for a in ARCHES if a in wanted]
+
+
+def representatives(arches: Iterable[str], related: Callable[[str, str], bool],
+                    encoding: str) -> list[tuple[str, str]]:
+    """One (source, destination) pair per destination architecture and per stream
+    layout (`stream_abi`) that a related source writes in `encoding`: every reader meets
+    every distinct layout once. The source is the first such architecture in ARCHES
+    order; the pairs come out in (source, destination) ARCHES order."""
+    names = _ordered(arches)
+    seen: set[tuple[str, tuple[object, ...]]] = set()
+    out: list[tuple[str, str]] = []
+    for dst in names:
+        for src in names:
+            key = (dst, stream_abi(encoding, src))
+            if related(src, dst) and key not in seen:
+                seen.add(key)
+                out.append((src, dst))
+    return sorted(out, key=lambda p: (names.index(p[0]), names.index(p[1])))
+
+
+def abis_differ(src: str, dst: str) -> bool:
+    return differences(src, dst) > 0
+
+
+def relation(src: str, dst: str) -> str:
+    """How a pair's word sizes relate: `same-abi-32|64`, `widen`, `narrow`, or `same-width`
+    (equal words, other alignment or byte order)."""
+    a, b = abi_of(src), abi_of(dst)
+    if a == b:
+        return f"same-abi-{a.word * 8}"
+    if a.word != b.word:
+        return "widen" if a.word < b.word else "narrow"
+    return "same-width"
+
+
+def ring(arches: Iterable[str]) -> tuple[str, ...]:
+    """The selected architectures in the cyclic order whose steps (last back to first
+    included) change ABI most: first the most steps that change any fact, then the most
+    facts changed in total; ties go to the earliest order in ARCHES. Starts at the first
+    selected architecture. i386, amd64 -> (i386, amd64)."""
+    names = _ordered(arches)
+    if len(names) < 2:
+        return tuple(names)
+
+    def score(rest: tuple[str, ...]) -> tuple[int, int]:
+        cycle = (names[0], *rest)
+        steps = [differences(a, b) for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=True)]
+        return sum(d > 0 for d in steps), sum(steps)
+
+    best = max(itertools.permutations(names[1:]), key=score)  # the first of the maxima
+    return (names[0], *best)
+
+
+def ring_pairs(arches: Iterable[str]) -> list[tuple[str, str]]:
+    """The ring's steps, each architecture once as source and once as destination."""
+    cycle = ring(arches)
+    if len(cycle) < 2:
+        return []
+    return list(zip(cycle, cycle[1:] + cycle[:1], strict=True))
+
+
+def chain(arches: Iterable[str]) -> tuple[str, ...]:
+    """Hosts of the ping-pong chain: round the ring on the `a` hosts, then on the `b`
+    hosts, so every hop crosses two distinct hosts (i386-a, amd64-a, i386-b, amd64-b)."""
+    cycle = ring(arches)
+    if len(cycle) < 2:
+        return ()
+    return tuple(f"{a}-a" for a in cycle) + tuple(f"{a}-b" for a in cycle)

@@ -1,58 +1,64 @@
 """Hostile streams: bytes overwritten in flight; refused as malformed, nothing left behind.
 
-Offsets are worked out from the format description (xsmig/stream/format.py, the one
-table the writer and reader also use; docs/stream-format.md spells the same sums out):
+Two patches, each a field whose offset is worked out from the format tables and the
+source's ABI (scenarios/offsets.py; docs/stream-format.md spells the same sums out):
 
 - escaped, 64-bit guest with xsave state: escape (4) + p2m_size (8) + ext-info
   signature (8) + ext-info size (4) = 24; blocks `vcpu` 8+5168, `extv` 8+0, `xcnt` 8+4
   end at 5220; the p2m frame list, ceil(2048 / 512) = 4 entries of 8 bytes, ends at
-  5252, where the first chunk's int32 batch count sits. Any count above 1024 is an error.
+  5252, where the first chunk's int32 batch count sits: patched to 8192 in the stream's
+  byte order (the source's: a big-endian s390x saver writes it big-endian). Any count
+  above 1024 is an error.
 - v2: image header (24) + domain header (16) + X86_PV_INFO (8+8) + STATIC_DATA_END (8)
   + X86_PV_P2M_FRAMES (8+8+4*8) = 112: the first PAGE_DATA record; its body_length at
-  116 is patched to 0xFFFFFFF0, which no PAGE_DATA can have: the length must equal
-  8 + 8 * count + 4096 * pages-with-data, checked before a page is read.
+  116 is patched to 0xFFFFFFF0 (little-endian on every source: v2's byte order is
+  declared, and xsmig writes little), which no PAGE_DATA can have: the length must
+  equal 8 + 8 * count + 4096 * pages-with-data, checked before a page is read.
+
+Pairs (scenarios.abi.representatives): for each destination architecture, one source
+of another ABI per stream layout the encoding has (escaped: per byte order; v2: one),
+so every reader meets every layout of the patched field once. On i386/amd64 that is
+i386-to-amd64 and amd64-to-i386.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from scenarios import offsets
+from scenarios.abi import abis_differ, representatives
 from scenarios.hosts import PAIRS
-from scenarios.model import SMALL_PAGES, Cell, Domain, Expect, refused
-from xsmig.stream import format as fmt
-from xsmig.vcpu import VCPU64
+from scenarios.model import Cell, Domain, refused
+from testbed.arch import ARCHES
 
 NAME = "hostile"
 DESCRIPTION = "a batch count or record length patched in flight: exit 3, nothing left"
 
-FRAMES_GUEST64 = -(-SMALL_PAGES // VCPU64.frames_per_page())
-ULONG = 8  # escaped streams: every ulong is 64 bits
-FIRST_CHUNK_ESCAPED_GUEST64 = (
-    fmt.U32.size  # escape
-    + ULONG + ULONG + fmt.U32.size  # p2m_size, ext-info signature, ext-info size
-    + fmt.EXT_BLOCK.size + VCPU64.size  # vcpu block
-    + fmt.EXT_BLOCK.size  # extv block, empty
-    + fmt.EXT_BLOCK.size + fmt.U32.size  # xcnt block
-    + FRAMES_GUEST64 * ULONG  # p2m frame list
-)
-FIRST_PAGE_DATA_V2_GUEST64 = (
-    fmt.V2_IHDR.size + fmt.V2_DHDR.size
-    + fmt.V2_RHDR.size + fmt.V2_PV_INFO.size  # X86_PV_INFO
-    + fmt.V2_RHDR.size  # STATIC_DATA_END
-    + fmt.V2_RHDR.size + fmt.V2_P2M_FRAMES_HDR.size + 8 * FRAMES_GUEST64  # X86_PV_P2M_FRAMES
-)
-HUGE_BATCH = (8192).to_bytes(4, "little", signed=True)
-HUGE_LENGTH = (0xFFFFFFF0).to_bytes(4, "little")
-
-# (pair, encoding, guest width) -> (expectation, patch)
-EXPECTED: dict[tuple[str, str, int], tuple[Expect, tuple[int, bytes]]] = {
-    ("i386-to-amd64", "escaped", 64): (refused(3), (FIRST_CHUNK_ESCAPED_GUEST64, HUGE_BATCH)),
-    ("amd64-to-i386", "escaped", 64): (refused(3), (FIRST_CHUNK_ESCAPED_GUEST64, HUGE_BATCH)),
-    ("i386-to-amd64", "v2", 64): (refused(3), (FIRST_PAGE_DATA_V2_GUEST64 + 4, HUGE_LENGTH)),
-    ("amd64-to-i386", "v2", 64): (refused(3), (FIRST_PAGE_DATA_V2_GUEST64 + 4, HUGE_LENGTH)),
-}
+MALFORMED = refused(3)
+GUEST_WIDTH = 64
+HUGE_BATCH = 8192  # > fmt.MAX_BATCH
+HUGE_LENGTH = 0xFFFFFFF0  # no PAGE_DATA body is that long
 
 
-def cells() -> list[Cell]:
+def patch(encoding: str, src: str) -> tuple[int, bytes]:
+    """(offset, bytes) of the patch for a stream saved on `src`."""
+    if encoding == "escaped":
+        at = offsets.legacy_first_chunk("escaped", src, GUEST_WIDTH)
+        return at, offsets.int32(HUGE_BATCH, encoding, src)
+    if encoding == "v2":
+        at = offsets.v2_record_length(offsets.v2_first_page_data(GUEST_WIDTH))
+        return at, offsets.uint32(HUGE_LENGTH, encoding, src)
+    raise ValueError(f"no hostile patch for {encoding}")
+
+
+ENCODINGS = ("escaped", "v2")
+
+
+def cells(arches: Iterable[str] = tuple(ARCHES)) -> list[Cell]:
+    chosen = list(arches)
     return [
-        Cell(NAME, PAIRS[pair], enc, Domain(guest_width=width), expect, patch=patch)
-        for (pair, enc, width), (expect, patch) in EXPECTED.items()
+        Cell(NAME, PAIRS[f"{src}-to-{dst}"], enc, Domain(guest_width=GUEST_WIDTH), MALFORMED,
+             patch=patch(enc, src))
+        for enc in ENCODINGS
+        for src, dst in representatives(chosen, abis_differ, enc)
     ]

@@ -45,7 +45,7 @@ FAULT_PAIRS: dict[str, tuple[str, str]] = {
 }
 NIGHTLY_PAIRS = tuple(f"{s}-to-{d}" for s, d in itertools.product(NIGHTLY, repeat=2))
 CROSS_WIDTH = ("i386-to-amd64", "amd64-to-i386")  # the nightly cross-width pairs
-PING_PONG = ("i386-a", "amd64-a", "i386-b", "amd64-b")
+PING_PONG = ("i386-a", "amd64-a", "i386-b", "amd64-b")  # the nightly chain (scenarios.abi.chain)
 
 
 def arch_of(host: str) -> str:

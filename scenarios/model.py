@@ -1,8 +1,8 @@
 """The data a scenario declares: cells, their parameters and their expected outcome.
 
-Expectations are written out by hand in each scenario module, as data. Nothing
-here calls xsmig's own detection code: the oracle must stay independent of the
-implementation it judges.
+Expectations are data in each scenario module, written out or derived from the two
+hosts' ABIs (scenarios/abi.py). Nothing here calls xsmig's own detection code: the
+oracle must stay independent of the implementation it judges.
 """
 
 from __future__ import annotations
