@@ -30,7 +30,7 @@ from xsmig.stream.format import (
     MAX_P2M_SIZE,
 )
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser, record_types
-from xsmig.validate import Invalid, check_frame_list, check_vcpu_pfn, validate
+from xsmig.validate import Invalid, check_frame_list, check_vcpu_pfn, hole_message, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
@@ -169,8 +169,14 @@ class RestoreSink:
         """The stream offset of the record that made the domain invalid."""
         assert self.header
         at: int | None = None
+        assert self.frames
         if e.part == "page_table" and e.pfn in self.pt_offsets:
             at = self.pt_offsets[e.pfn] + 8 * (e.entry or 0)
+            target = None if e.frame is None else self.frames.pfn(e.frame)
+            if target is not None and e.entry is not None:  # the stream's pfn, not this
+                # host's frame: the words verify uses for the same stream
+                return StreamError("restored domain would be invalid: "
+                                   + hole_message(e.pfn, e.entry, f"pfn {target:#x}"), at)
         elif e.part == "vcpu" and e.vcpu in self.vcpu_offsets:
             at = self.vcpu_offsets[e.vcpu]
         elif e.part == "frame_list":

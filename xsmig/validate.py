@@ -43,13 +43,15 @@ class Invalid(Exception):
     """Why a domain is not valid, and which part of it is to blame."""
 
     def __init__(self, message: str, part: str = "meta", pfn: int | None = None,
-                 entry: int | None = None, vcpu: int | None = None) -> None:
+                 entry: int | None = None, vcpu: int | None = None,
+                 frame: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.part = part  # meta | types | frame_list | memory | page_table | vcpu | shared_info
         self.pfn = pfn
         self.entry = entry  # page-table entry index, or frame-list index
         self.vcpu = vcpu
+        self.frame = frame  # page_table: the machine frame the entry maps
 
     def __str__(self) -> str:
         return self.message
@@ -212,15 +214,37 @@ def check_files(domain: DomainDir, meta: DomainMeta) -> None:
             raise Invalid(f"vCPU {vcpu_id} xsave area exceeds xsave_size", "vcpu", vcpu=vcpu_id)
 
 
+def first_hole(page: memoryview, level: int, pt_levels: int, to_pfns: pagetable.Translate,
+               types: bytes | bytearray) -> tuple[int, int] | None:
+    """(entry index, frame) of a page table's first present entry, Xen-owned slots
+    normalised away as the canonical form does, whose frame is no page of the domain:
+    to_pfns refuses it (-1) or its pfn is a hole. Present entries are picked by C-level
+    scans, their frames mapped by one comprehension, the pfns' types gathered by a C-level
+    map; the entry-by-entry walk only runs to name the entry to blame."""
+    pagetable.normalise(page, level, pt_levels)
+    index, values = pagetable.present_entries(page)
+    fmask = pagetable.frame_mask(pt_levels)
+    frames = [(e >> 12) & fmask for e in values]
+    targets = to_pfns(frames)
+    if not targets or (min(targets) >= 0
+                       and pt.XTAB not in bytes(map(types.__getitem__, targets))):
+        return None
+    k = next(k for k, t in enumerate(targets) if t < 0 or types[t] == pt.XTAB)
+    return index[k], frames[k]
+
+
+def hole_message(pfn: int, entry: int, what: str) -> str:
+    """One wording for a page-table entry that maps no page of the domain (restore,
+    verify and the validator): `what` names the frame ("frame 0x..", "pfn 0x..")."""
+    return (f"page table at pfn {pfn:#x}: entry {entry} maps {what}, which is no page of the "
+            "domain (a pfn never sent, unmapped, or beyond p2m_size)")
+
+
 def check_page_tables(domain: DomainDir, meta: DomainMeta, types: bytes | bytearray) -> None:
-    """Every present entry of every page table (Xen-owned slots normalised away, as the
-    canonical form does) maps a pfn of this domain that is not a hole. Per page: present
-    entries picked with C-level scans, their frames turned into pfns by one comprehension,
-    the pfns' types gathered by C-level map; the entry-by-entry walk only runs to name
-    the entry to blame."""
+    """Every present entry of every page table maps a pfn of this domain that is not a
+    hole (first_hole)."""
     vl = BY_WIDTH[meta.guest_width]
     frames = meta.frame_map()
-    fmask = pagetable.frame_mask(vl.pt_levels)
     buf = bytearray(PAGE_SIZE)
     page = memoryview(buf)
     with domain.open_memory() as mem:
@@ -229,24 +253,11 @@ def check_page_tables(domain: DomainDir, meta: DomainMeta, types: bytes | bytear
             mem.seek(pfn * PAGE_SIZE)
             if mem.readinto(page) != PAGE_SIZE:  # type: ignore[attr-defined]
                 raise Invalid("memory.bin is short", "memory", pfn=pfn)
-            pagetable.normalise(page, pt.pt_level(types[pfn]), vl.pt_levels)
-            index, values = pagetable.present_entries(page)
-            targets = frames.pfns([(e >> 12) & fmask for e in values])
-            if targets and (min(targets) < 0
-                            or pt.XTAB in bytes(map(types.__getitem__, targets))):
-                _blame_entry(pfn, index, values, fmask, pt_target(frames, types))
-
-
-def _blame_entry(pfn: int, index: list[int], values: list[int], fmask: int,
-                 to_pfn: Callable[[int], int | None]) -> None:
-    for i, entry in zip(index, values, strict=True):
-        frame = (entry >> 12) & fmask
-        if to_pfn(frame) is None:
-            raise Invalid(f"page table at pfn {pfn:#x}: entry {i} maps frame {frame:#x}, "
-                          "which is no page of the domain (a pfn never sent, unmapped, or "
-                          "beyond p2m_size)", "page_table", pfn=pfn, entry=i)
-    raise Invalid(f"page table at pfn {pfn:#x} maps a frame that is no page of the domain",
-                  "page_table", pfn=pfn)
+            hit = first_hole(page, pt.pt_level(types[pfn]), vl.pt_levels, frames.pfns, types)
+            if hit:
+                entry, frame = hit
+                raise Invalid(hole_message(pfn, entry, f"frame {frame:#x}"), "page_table",
+                              pfn=pfn, entry=entry, frame=frame)
 
 
 def check_vcpus(domain: DomainDir, meta: DomainMeta, types: bytes | bytearray) -> None:

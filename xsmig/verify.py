@@ -18,7 +18,7 @@ from xsmig.layout import Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.io import CountingReader
 from xsmig.stream.reader import Batch, StreamHeader, StreamParser, record_types
-from xsmig.validate import check_vcpu_pfn
+from xsmig.validate import check_vcpu_pfn, first_hole, hole_message
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
@@ -32,6 +32,11 @@ class VerifySink:
         self.pages_with_data = 0
         self.vcpus: list[int] = []
         self.warnings: list[str] = []
+        # Page tables are checked against the final page types at the end, as restore
+        # checks the domain it built: their pages wait in an unnamed spool file (disk in
+        # proportion to the stream's page tables, as restore's is to the whole domain).
+        self.pt_pages: dict[int, tuple[int, int]] = {}  # pfn -> (spool offset, stream offset)
+        self.spool: BinaryIO | None = None
 
     def on_header(self, header: StreamHeader) -> None:
         self.header = header
@@ -58,6 +63,15 @@ class VerifySink:
                                   f"{e.frame:#x}, beyond p2m_size",
                                   batch.data_offset + i * fmt.PAGE_SIZE + 8 * e.index
                                   ) from None
+            self._keep(pfn, page, batch.data_offset + i * fmt.PAGE_SIZE)
+
+    def _keep(self, pfn: int, page: memoryview, offset: int) -> None:
+        if self.spool is None:
+            import tempfile  # only streams with page tables need it: not at start-up
+            self.spool = tempfile.TemporaryFile(prefix="xsmig-verify-")  # noqa: SIM115
+        self.spool.seek(0, 2)
+        self.pt_pages[pfn] = (self.spool.tell(), offset)
+        self.spool.write(page)
 
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
         if name == fmt.EV_VCPU_MSRS:
@@ -99,6 +113,30 @@ class VerifySink:
             if self.types[pfn] != pt.NOTAB:
                 raise StreamError(f"p2m frame list entry {index} names pfn {pfn:#x} of type "
                                   f"{pt.type_name(self.types[pfn])}, not a plain page")
+        self._check_page_tables()
+
+    def _check_page_tables(self) -> None:
+        """restore's check of the domain it built (validate.first_hole), on the stream:
+        every entry of every final page table maps a page that is not a hole."""
+        assert self.header
+        page = memoryview(bytearray(fmt.PAGE_SIZE))
+        for match in pt.PAGETABLE.finditer(self.types):
+            pfn = match.start()
+            spool_at, stream_at = self.pt_pages[pfn]  # a page-table type comes with data
+            assert self.spool
+            self.spool.seek(spool_at)
+            self.spool.readinto(page)  # type: ignore[attr-defined]
+            hit = first_hole(page, pt.pt_level(self.types[pfn]), self.header.guest.pt_levels,
+                             self._pfns_in_range, self.types)
+            if hit:
+                entry, target = hit
+                raise StreamError("restored domain would be invalid: "
+                                  + hole_message(pfn, entry, f"pfn {target:#x}"),
+                                  stream_at + 8 * entry)
+
+    def close(self) -> None:
+        if self.spool:
+            self.spool.close()
 
 
 def verify_stream(f: BinaryIO, *, source_width: int | None = None, own: Layout | None = None,
@@ -116,12 +154,14 @@ def verify_stream(f: BinaryIO, *, source_width: int | None = None, own: Layout |
                               lenient=sink.warnings.append).parse(sink)
         sink.finish()
     except (StreamError, StreamRefused) as e:
+        sink.close()
         kind = "malformed" if isinstance(e, StreamError) else "refused"
         report["error"] = {"kind": kind, "message": str(e), "offset": e.offset,
                            "exit_code": e.exit_code}
         if sink.header:
             report.update(_summary(sink.header, sink))
         return report
+    sink.close()
     report["valid"] = True
     report.update(_summary(header, sink))
     report["bytes"] = counting.count

@@ -17,12 +17,14 @@ from test_xsmig_v2 import ACCEPTED, REJECTED
 from v2_spec import VCPU_MSRS, split
 from xsmig_helpers import ENCODINGS, Guest, cli, make, restore_bytes, save_bytes
 
+from xsmig import pagetypes as pt
 from xsmig.domain import DomainDir
 from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import AMD64, I386
 from xsmig.store import Store
 from xsmig.stream.format import Encoding
-from xsmig.verify import verify_stream
+from xsmig.stream.reader import StreamParser
+from xsmig.verify import VerifySink, verify_stream
 
 LAYOUTS = {"i386": I386, "amd64": AMD64}
 
@@ -156,3 +158,32 @@ def test_verify_agrees_with_restore_on_corrupted_streams(
         assert (verdict["error"]["message"], verdict["error"]["offset"]) == (str(e), e.offset)
     else:
         assert verdict["valid"], verdict["error"]
+
+
+def test_a_page_table_entry_mapping_a_hole_is_refused_by_verify_as_by_restore(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Found by the property above: an entry naming a pfn below p2m_size that the stream
+    never fills passes every per-batch check; restore refuses the domain it built, and
+    verify must say so too, in the same words and at the same byte."""
+    store = Store(tmp_path_factory.mktemp("sparse"))
+    g = make(store, "g", Guest(pages=512, shape="sparse"))
+    streams = {f"{e.value}-{s}": save_bytes(g, e, LAYOUTS[s]) for e in ENCODINGS for s in LAYOUTS}
+    for kind, data in sorted(streams.items()):
+        sink = VerifySink()
+        StreamParser(io.BytesIO(data)).parse(sink)
+        hole = sink.types.find(pt.XTAB)
+        assert hole > 0, kind
+        pfn, (_spool, at) = min(sink.pt_pages.items())
+        page = data[at:at + 4096]
+        entry = next(i for i in range(512) if page[8 * i] & 1)
+        word = int.from_bytes(page[8 * entry:8 * entry + 8], "little")
+        word = (word & ~(0xFFFFFFFFFF << 12)) | (hole << 12)
+        bad = bytearray(data)
+        bad[at + 8 * entry:at + 8 * entry + 8] = word.to_bytes(8, "little")
+        verdict = verify_stream(io.BytesIO(bytes(bad)))
+        with pytest.raises(StreamError) as e:
+            restore_bytes(Store(tmp_path_factory.mktemp("r")), bytes(bad), "r")
+        assert not verdict["valid"], kind
+        assert (verdict["error"]["message"], verdict["error"]["offset"]) == (str(e.value),
+                                                                           e.value.offset)
+        assert f"page table at pfn {pfn:#x}: entry {entry} maps pfn {hole:#x}" in str(e.value)
