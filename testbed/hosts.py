@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -31,6 +31,7 @@ from testbed.ssh import LOOPBACK, ClientKey, Host, SSHError, parse_public_key
 NETWORK = "bridge"  # Docker's default network: the hosts' only one
 
 READY_TIMEOUT = 120.0
+READY_POLL = 0.1  # seconds between looks at a starting host's log (two cheap API calls)
 MOUNT_POINT = "/opt/xsmig/xsmig"  # the image puts /opt/xsmig on PYTHONPATH
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 # A deliberately small store on every host, for the store-full fault (testbed.faults):
@@ -38,6 +39,19 @@ HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 # host's own store and every other cell on that host are untouched.
 TINY_STORE = "/var/lib/xsmig-tiny"
 TINY_STORE_SIZE = "1m"
+# The image sets PYTHONPYCACHEPREFIX (the xsmig sources are mounted read-only), and
+# with a prefix CPython looks for *all* bytecode under it, the stdlib's too: every
+# fresh host recompiled the ~60 stdlib modules xsmig imports on its first command
+# (about 1 s of emulated CPU per host), ignoring the bytecode Debian ships. Once a
+# host is up, the runner copies Debian's bytecode into the prefix's layout (one tar
+# pipe, ~0.1 s); the entrypoint's own host report runs with no prefix at all.
+PYCACHE_PREFIX = "/var/cache/xsmig/pycache"
+SEED_PYCACHE = (
+    f"for d in /usr/lib/python3.*; do [ -d \"$d\" ] || continue; "
+    f'mkdir -p "{PYCACHE_PREFIX}$d" && (cd "$d" && '
+    "find . -path '*/__pycache__/*.pyc' | tar -cf - -T - | "
+    f'tar -xf - -C "{PYCACHE_PREFIX}$d" --transform "s|__pycache__/||") || exit 1; done'
+)
 LOG_PREFIX = "xsmig-host: "
 
 
@@ -164,6 +178,7 @@ class Fleet:
                     "XSMIG_AUTHORIZED_KEY": self.key.public_line,
                     "XSMIG_HOST_ID": str(spec.host_id),
                     "XSMIG_MODE": self.mode,
+                    "PYTHONPYCACHEPREFIX": "",  # empty: unset (see PYCACHE_PREFIX)
                 },
                 ports={"22/tcp": (LOOPBACK, None)},
                 volumes={str(self.mounts[name]): {"bind": MOUNT_POINT, "mode": "ro"}},
@@ -195,7 +210,7 @@ class Fleet:
                 raise HostStartError(f"container exited ({c.attrs['State'].get('ExitCode')})")
             if time.monotonic() > deadline:
                 raise HostStartError(f"no READY line within {READY_TIMEOUT:.0f}s")
-            time.sleep(0.3)
+            time.sleep(READY_POLL)
         state.report = log.report or log.report_error
         self._check_report(state)
         port = self._published_port(c)
@@ -208,11 +223,24 @@ class Fleet:
         while time.monotonic() < deadline:
             try:
                 host.connect()
+                self._prepare(host)
                 return host
             except SSHError as exc:  # sshd may still be binding its socket
                 last = exc
-                time.sleep(0.3)
+                time.sleep(READY_POLL)
         raise HostStartError(f"sshd did not accept us within {READY_TIMEOUT:.0f}s: {last}")
+
+    @staticmethod
+    def _prepare(host: Host) -> None:
+        """What a fresh host's first cell would otherwise wait for; best effort each.
+
+        The stdlib's bytecode in the interpreters' cache (SEED_PYCACHE), and one spare
+        connection for the first migration (Host.bulk), logged in while nothing waits.
+        """
+        with contextlib.suppress(SSHError):
+            host.run(["sh", "-c", SEED_PYCACHE], timeout=60)
+        with contextlib.suppress(SSHError):
+            host.warm_bulk()
 
     def _check_report(self, state: HostState) -> None:
         """A host that is not what its name says (wrong width, no QEMU) must not pass cells."""
@@ -313,8 +341,11 @@ class Fleet:
         for state in self.states.values():
             if state.host is not None:
                 state.host.close()
-            if not self.keep:
-                self._remove(state)
+        if not self.keep and self.states:
+            # At once: each removal is a SIGKILL and a filesystem teardown in dockerd
+            # (0.3-0.5 s), independent of the others. All are done when this returns.
+            with ThreadPoolExecutor(max_workers=len(self.states)) as pool:
+                list(pool.map(self._remove, self.states.values()))
         if not self.keep:
             # Containers whose start raced with this teardown are found by label.
             with contextlib.suppress(Exception):
@@ -399,9 +430,12 @@ def fleet(
 
     say = progress or (lambda _msg: None)
     client = docker_client()
-    gone = reaper.reap(client)
-    if gone:
-        say(f"reaped {len(gone)} container(s) of dead runs: {', '.join(gone)}")
+    # Reaping dead runs' containers (one inspect per testbed container on the engine)
+    # overlaps the image check and this run's host start: it never touches a container
+    # of a live runner, so never ours.
+    reaping = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reaper")
+    reaped = reaping.submit(reaper.reap, client)
+    reaping.shutdown(wait=False)
     table = dict(specs or BY_NAME)
     arches = sorted({table[n].arch for n in names})
     images = {b.arch: b.tag for b in ensure_images(arches, rebuild=rebuild_images)}
@@ -418,4 +452,15 @@ def fleet(
     )
     with f:
         f.start(names, say)
+        _report_reaped(reaped, say)
         yield f
+
+
+def _report_reaped(reaped: Future[list[str]], say: Callable[[str], None]) -> None:
+    try:
+        gone = reaped.result()
+    except Exception as exc:  # the run can go on: the next run tries again
+        say(f"could not reap dead runs' containers: {exc}")
+        return
+    if gone:
+        say(f"reaped {len(gone)} container(s) of dead runs: {', '.join(gone)}")

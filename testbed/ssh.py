@@ -316,6 +316,13 @@ class Host:
                 twin.close()
         return self.dedicated()
 
+    def warm_bulk(self) -> None:
+        """Log a spare bulk connection in ahead of need: the next bulk() takes it."""
+        twin = self.dedicated()
+        twin.connect()
+        with self._lock:
+            self._bulk.append(twin)
+
     def release_bulk(self, twin: Host, carried: int, reusable: bool) -> None:
         twin.carried += carried
         if reusable and twin.carried < BULK_REUSE_LIMIT:
