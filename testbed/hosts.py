@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from scenarios.hosts import BY_NAME, HostSpec
-from testbed import reaper
+from testbed import bytecode, reaper
 from testbed.errors import TestbedError
 from testbed.ssh import LOOPBACK, ClientKey, Host, SSHError, parse_public_key
 
@@ -39,19 +39,6 @@ HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 # host's own store and every other cell on that host are untouched.
 TINY_STORE = "/var/lib/xsmig-tiny"
 TINY_STORE_SIZE = "1m"
-# The image sets PYTHONPYCACHEPREFIX (the xsmig sources are mounted read-only), and
-# with a prefix CPython looks for *all* bytecode under it, the stdlib's too: every
-# fresh host recompiled the ~60 stdlib modules xsmig imports on its first command
-# (about 1 s of emulated CPU per host), ignoring the bytecode Debian ships. Once a
-# host is up, the runner copies Debian's bytecode into the prefix's layout (one tar
-# pipe, ~0.1 s); the entrypoint's own host report runs with no prefix at all.
-PYCACHE_PREFIX = "/var/cache/xsmig/pycache"
-SEED_PYCACHE = (
-    f"for d in /usr/lib/python3.*; do [ -d \"$d\" ] || continue; "
-    f'mkdir -p "{PYCACHE_PREFIX}$d" && (cd "$d" && '
-    "find . -path '*/__pycache__/*.pyc' | tar -cf - -T - | "
-    f'tar -xf - -C "{PYCACHE_PREFIX}$d" --transform "s|__pycache__/||") || exit 1; done'
-)
 LOG_PREFIX = "xsmig-host: "
 
 
@@ -137,6 +124,7 @@ class Fleet:
     states: dict[str, HostState] = field(default_factory=dict)
     _removed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _compiled: dict[Path, bytes] = field(default_factory=dict)
 
     # -- start -------------------------------------------------------------
     def start(self, names: Sequence[str], progress: Callable[[str], None] | None = None) -> None:
@@ -178,7 +166,8 @@ class Fleet:
                     "XSMIG_AUTHORIZED_KEY": self.key.public_line,
                     "XSMIG_HOST_ID": str(spec.host_id),
                     "XSMIG_MODE": self.mode,
-                    "PYTHONPYCACHEPREFIX": "",  # empty: unset (see PYCACHE_PREFIX)
+                    # Empty: unset, for the entrypoint's host report (testbed.bytecode).
+                    "PYTHONPYCACHEPREFIX": "",
                 },
                 ports={"22/tcp": (LOOPBACK, None)},
                 volumes={str(self.mounts[name]): {"bind": MOUNT_POINT, "mode": "ro"}},
@@ -230,17 +219,30 @@ class Fleet:
                 time.sleep(READY_POLL)
         raise HostStartError(f"sshd did not accept us within {READY_TIMEOUT:.0f}s: {last}")
 
-    @staticmethod
-    def _prepare(host: Host) -> None:
+    def _prepare(self, host: Host) -> None:
         """What a fresh host's first cell would otherwise wait for; best effort each.
 
-        The stdlib's bytecode in the interpreters' cache (SEED_PYCACHE), and one spare
-        connection for the first migration (Host.bulk), logged in while nothing waits.
+        Bytecode in the interpreters' cache (testbed.bytecode), and one spare connection
+        for the first migration (Host.bulk), logged in meanwhile.
         """
-        with contextlib.suppress(SSHError):
-            host.run(["sh", "-c", SEED_PYCACHE], timeout=60)
-        with contextlib.suppress(SSHError):
-            host.warm_bulk()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            spare = pool.submit(host.warm_bulk)
+            with contextlib.suppress(SSHError, OSError, SyntaxError):
+                code = self._bytecode(host.name)
+                host.run(["sh", "-c", bytecode.seed_script()], timeout=60, stdin=code)
+            with contextlib.suppress(SSHError):
+                spare.result()
+
+    def _bytecode(self, name: str) -> bytes:
+        """xsmig's bytecode for this host's mounted source, compiled once per source."""
+        package = self.mounts[name]
+        with self._lock:
+            code = self._compiled.get(package)
+        if code is None:
+            code = bytecode.xsmig_tar(package, MOUNT_POINT)
+            with self._lock:
+                self._compiled[package] = code
+        return code
 
     def _check_report(self, state: HostState) -> None:
         """A host that is not what its name says (wrong width, no QEMU) must not pass cells."""
