@@ -57,6 +57,7 @@ PUMPS = {
     "default": migrate.DEFAULT_PUMP,
     "classic": migrate.CLASSIC,
     "threaded": migrate.Pump(threaded=True),
+    "recv4m": migrate.Pump(recv=4 << 20),
 }
 
 
