@@ -6,6 +6,7 @@ import hashlib
 import json
 import shlex
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class Chan:
         return any(self.err)
 
     def recv_stderr(self, n: int) -> bytes:
+        """As paramiko's: blocks until stderr bytes, EOF or close."""
+        while not any(self.err) and not (self.eof_received or self.closed):
+            time.sleep(0.002)
         data = b"".join(self.err)
         self.err = []
         return data

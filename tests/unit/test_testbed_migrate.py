@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ class FakeChannel:
         return any(self.stderr)
 
     def recv_stderr(self, n: int) -> bytes:
+        """As paramiko's: blocks until stderr bytes, EOF or close."""
+        while not any(self.stderr) and not (self.eof_received or self.closed):
+            time.sleep(0.002)
         data = b"".join(self.stderr)
         self.stderr.clear()
         return data
