@@ -37,7 +37,10 @@ def xsmig_tar(package: Path, mount_point: str) -> bytes:
             rel = py.relative_to(package)
             there = f"{mount_point}/{rel.as_posix()}"
             st = py.stat()
-            code = compile(py.read_bytes(), there, "exec", dont_inherit=True, optimize=0)
+            try:
+                code = compile(py.read_bytes(), there, "exec", dont_inherit=True, optimize=0)
+            except (SyntaxError, ValueError):  # the host reports it when it imports it
+                continue
             header = struct.pack("<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
             data = importlib.util.MAGIC_NUMBER + header + marshal.dumps(code)
             info = tarfile.TarInfo(f"{there.lstrip('/').rsplit('/', 1)[0]}/{py.stem}.{tag}.pyc")

@@ -227,7 +227,7 @@ class Fleet:
         """
         with ThreadPoolExecutor(max_workers=1) as pool:
             spare = pool.submit(host.warm_bulk)
-            with contextlib.suppress(SSHError, OSError, SyntaxError):
+            with contextlib.suppress(SSHError, OSError):
                 code = self._bytecode(host.name)
                 host.run(["sh", "-c", bytecode.seed_script()], timeout=60, stdin=code)
             with contextlib.suppress(SSHError):

@@ -19,6 +19,7 @@ def test_every_module_is_compiled_where_the_prefix_looks_for_it(tmp_path: Path) 
     (pkg / "stream").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "stream" / "writer.py").write_text("def f():\n    return 42\n")
+    (pkg / "broken.py").write_text("def (:\n")  # left to the host, which reports it
     os.utime(pkg / "stream" / "writer.py", (1_700_000_000, 1_700_000_000))
     tag = sys.implementation.cache_tag
     where = "opt/xsmig/xsmig"
