@@ -12,6 +12,8 @@
   python bench/matrix.py --select cold            # a selection
   python bench/matrix.py --quick                  # one cell, one small repro (CI)
   python bench/matrix.py --repo DIR               # time another checkout's runner
+  python bench/matrix.py --no-matrix --quick --compare DIR --repeat 3
+                                    # repro before (DIR) / after (--repo), interleaved
   python bench/matrix.py --json out.json
 """
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +84,9 @@ def main() -> int:
     p.add_argument("--no-repro", action="store_true", help="matrix only")
     p.add_argument("--repo", type=Path, default=REPO, help="checkout whose runner is timed")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                   help="time each repro in this checkout too (before), alternating with --repo")
+    p.add_argument("--repeat", type=int, default=1, help="repros per cell (and per checkout)")
     args = p.parse_args()
     select = SMALL if args.quick else args.select
     report: dict[str, Any] = {"command": " ".join(sys.argv), "repo": str(args.repo)}
@@ -96,10 +103,22 @@ def main() -> int:
                       f"{m['fault_cell_seconds_sum']:.1f}s (not counted above)")
         if not args.no_repro:
             report["repro"] = r = {}
+            report["repro_runs"] = runs = {}
             for cell in (SMALL,) if args.quick else (SMALL, LARGE):
-                r[cell] = seconds = repro(args.repo, cell, Path(tmp))
                 target = "10 s" if cell == SMALL else "120 s"
-                print(f"repro {cell}: {seconds:.1f}s (target < {target})", flush=True)
+                for _ in range(args.repeat):
+                    for tag, repo in (("before", args.compare), ("after", args.repo)):
+                        if repo is None:
+                            continue
+                        seconds = repro(repo, cell, Path(tmp))
+                        runs.setdefault(f"{tag} {cell}", []).append(seconds)
+                        print(f"repro {cell} ({tag if args.compare else repo}): {seconds:.1f}s "
+                              f"(target < {target}), load {os.getloadavg()[0]:.1f}", flush=True)
+                r[cell] = statistics.median(runs[f"after {cell}"])
+                if args.compare is not None:
+                    before = statistics.median(runs[f"before {cell}"])
+                    print(f"repro {cell}: median before {before:.1f}s, after {r[cell]:.1f}s, "
+                          f"after/before {r[cell] / before:.2f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0

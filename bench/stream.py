@@ -16,8 +16,14 @@ Starts i386-a and amd64-b (the i386-to-amd64 pair), creates a 64-bit guest on i3
 
 and prints MB/s and the ratios e2e/openssh and pipe/copy (issue 9 targets: >= 0.6).
 
+`--pumps` runs paramiko and e2e once per runner pump variant (testbed.migrate.Pump:
+`default`, `classic` = the pump before issue 9's second pass, `threaded`), and
+`--repeat N` does the openssh / per-variant rounds N times, interleaved, so variants
+are compared against baselines of the same moment (ratios: medians of per-round ones).
+
   python bench/stream.py                  # 256 MiB
   python bench/stream.py --quick          # 8 MiB, proves the bench runs (CI)
+  python bench/stream.py --pumps classic,default --repeat 3 --no-host   # pump before/after
   python bench/stream.py --json out.json
 """
 
@@ -26,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +53,18 @@ from testbed.ssh import Host  # noqa: E402
 HOSTS = ["i386-a", "amd64-b"]
 STREAM = "/tmp/bench.stream"
 COPY = "import sys, shutil; shutil.copyfileobj(sys.stdin.buffer, sys.stdout.buffer, 1 << 20)"
+PUMPS = {
+    "default": migrate.DEFAULT_PUMP,
+    "classic": migrate.CLASSIC,
+    "threaded": migrate.Pump(threaded=True),
+    "recv4m": migrate.Pump(recv=4 << 20),
+}
+
+
+def runner_cpu() -> float:
+    """CPU seconds of this process, all threads: what the pump costs the runner."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def must(host: Host, argv: list[str], timeout: float = 900) -> str:
@@ -80,11 +100,15 @@ def openssh(f: Fleet, src: Host, dst: Host, workdir: Path) -> float:
     return time.perf_counter() - t0
 
 
-def pump(src: Host, dst: Host, save: list[str], restore: list[str]) -> tuple[float, int]:
-    t = migrate.stream(src, dst, save, restore, timeout=900)
+def pump(
+    src: Host, dst: Host, save: list[str], restore: list[str], how: migrate.Pump
+) -> tuple[float, int, float]:
+    cpu = runner_cpu()
+    t = migrate.stream(src, dst, save, restore, timeout=900, pump=how)
+    cpu = runner_cpu() - cpu
     if t.error or t.restore_status != 0 or t.save_status != 0:
         raise SystemExit(f"pump {save} | {restore}: {t.error} {t.save_stderr} {t.restore_stderr}")
-    return t.seconds, t.bytes
+    return t.seconds, t.bytes, cpu
 
 
 def native(pages: int, workdir: Path) -> dict[str, float]:
@@ -112,9 +136,20 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="8 MiB guest: proves the bench runs")
     p.add_argument("--pages", type=int, default=65536, help="guest size (default 65536: 256 MiB)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--pumps", default="default",
+                   help=f"runner pump variants to time, in order ({', '.join(PUMPS)})")
+    p.add_argument("--repeat", type=int, default=1, help="rounds of openssh + every variant")
+    p.add_argument("--no-host", action="store_true",
+                   help="skip the in-host and native pipe/copy pairs (the runner's part only)")
     args = p.parse_args()
     pages = 2048 if args.quick else args.pages
+    pumps = args.pumps.split(",")
+    unknown = set(pumps) - set(PUMPS)
+    if unknown:
+        p.error(f"unknown --pumps {', '.join(sorted(unknown))}; known: {', '.join(PUMPS)}")
     secs: dict[str, float] = {}
+    rounds: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     mounts, labels = resolve_sources({}, HOSTS)
     with tempfile.TemporaryDirectory(prefix="xsmig-bench-stream-") as tmp, fleet(
         HOSTS, run_id=new_run_id(), mounts=mounts, source_labels=labels
@@ -125,38 +160,69 @@ def main() -> int:
         must(src, ["xsmig", "save", "big", "--encoding", "extended", "-o", STREAM])
         source_digest = must(src, ["xsmig", "digest", "big"]).strip()
         size = int(must(src, ["stat", "-c", "%s", STREAM]))
-        secs["openssh"] = openssh(f, src, dst, work)
-        secs["paramiko"], n = pump(src, dst, ["cat", STREAM], ["sh", "-c", "cat > /dev/null"])
-        assert n == size, (n, size)
-        secs["e2e"], n = pump(src, dst,
-                              migrate.save_argv("big", "extended", no_ext_info=False, rounds=None),
-                              migrate.restore_argv("big", profile="current", source_width=None))
-        if must(dst, ["xsmig", "digest", "big"]).strip() != source_digest:
-            raise SystemExit("e2e restore differs from the source")
-        store = "$(cat /run/xsmig/store)"
-        secs["host_pipe"] = timed_sh(
-            src, "xsmig save big --encoding extended | xsmig restore --name big2 >/dev/null")
-        secs["host_copy"] = timed_sh(
-            src, f"python3 -c {shlex.quote(COPY)} < {STREAM} | python3 -c {shlex.quote(COPY)} "
-                 f"> {store}/copy; rm -f {store}/copy")
-        secs.update(native(pages, work))
+        for _ in range(args.repeat):
+            rounds.setdefault("openssh", []).append(openssh(f, src, dst, work))
+            for v in pumps:
+                sfx = "" if v == "default" else f"[{v}]"
+                w, n, c = pump(src, dst, ["cat", STREAM], ["sh", "-c", "cat > /dev/null"], PUMPS[v])
+                assert n == size, (n, size)
+                rounds.setdefault("paramiko" + sfx, []).append(w)
+                cpus.setdefault("paramiko" + sfx, []).append(c)
+                w, n, c = pump(src, dst,
+                               migrate.save_argv("big", "extended", no_ext_info=False, rounds=None),
+                               migrate.restore_argv("big", profile="current", source_width=None),
+                               PUMPS[v])
+                rounds.setdefault("e2e" + sfx, []).append(w)
+                cpus.setdefault("e2e" + sfx, []).append(c)
+                if must(dst, ["xsmig", "digest", "big"]).strip() != source_digest:
+                    raise SystemExit("e2e restore differs from the source")
+                must(dst, ["xsmig", "destroy", "big"])
+        secs.update({k: statistics.median(v) for k, v in rounds.items()})
+        if not args.no_host:
+            secs.update(host_and_native(src, pages, work))
     mb = size / 1e6
     rate = {k: mb / v for k, v in secs.items() if k != "stream_bytes"}
-    ratio = {"e2e/openssh": secs["openssh"] / secs["e2e"],
-             "paramiko/openssh": secs["openssh"] / secs["paramiko"],
-             "host_pipe/host_copy": secs["host_copy"] / secs["host_pipe"],
-             "native_pipe/native_copy": secs["native_copy"] / secs["native_pipe"]}
-    report: dict[str, Any] = {"command": " ".join(sys.argv), "pages": pages, "stream_bytes": size,
-                              "seconds": secs, "mb_per_s": rate, "ratio": ratio}
+    base = rounds["openssh"]
+    ratio = {}
+    for k in rounds:
+        if k != "openssh":  # median of the per-round ratios against that round's openssh
+            pairs = zip(base, rounds[k], strict=True)
+            ratio[f"{k}/openssh"] = statistics.median(o / x for o, x in pairs)
+    if not args.no_host:
+        ratio["host_pipe/host_copy"] = secs["host_copy"] / secs["host_pipe"]
+        ratio["native_pipe/native_copy"] = secs["native_copy"] / secs["native_pipe"]
+    report: dict[str, Any] = {
+        "command": " ".join(sys.argv), "pages": pages, "stream_bytes": size, "seconds": secs,
+        "mb_per_s": rate, "ratio": ratio, "rounds": rounds,
+        "runner_cpu_seconds": {k: statistics.median(v) for k, v in cpus.items()},
+        "load": os.getloadavg(),
+    }
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"guest {pages} pages, stream {size} bytes ({mb:.1f} MB)")
+    print(f"guest {pages} pages, stream {size} bytes ({mb:.1f} MB), {args.repeat} round(s), "
+          f"load {os.getloadavg()[0]:.1f}")
     for k, v in secs.items():
         if k != "stream_bytes":
-            print(f"  {k:<12} {v:7.2f}s {rate[k]:8.1f} MB/s")
+            cpu = report["runner_cpu_seconds"].get(k)
+            print(f"  {k:<20} {v:7.2f}s {rate[k]:8.1f} MB/s"
+                  + (f"  runner CPU {cpu:.2f}s" if cpu is not None else ""))
     for k, v in ratio.items():
-        print(f"  {k:<24} {v:.2f}  (target >= 0.6 for e2e and the pipes)")
+        print(f"  {k:<28} {v:.2f}  (target >= 0.6 for e2e and the pipes)")
     return 0
+
+
+def host_and_native(src: Host, pages: int, work: Path) -> dict[str, float]:
+    """The emulated and native save | restore pipes against copy loops (xsmig's own share)."""
+    store = "$(cat /run/xsmig/store)"
+    secs = {
+        "host_pipe": timed_sh(
+            src, "xsmig save big --encoding extended | xsmig restore --name big2 >/dev/null"),
+        "host_copy": timed_sh(
+            src, f"python3 -c {shlex.quote(COPY)} < {STREAM} | python3 -c {shlex.quote(COPY)} "
+                 f"> {store}/copy; rm -f {store}/copy"),
+    }
+    secs.update(native(pages, work))
+    return secs
 
 
 if __name__ == "__main__":

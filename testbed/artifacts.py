@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,16 +76,15 @@ def _hop_hosts(cell: Cell, result: CellResult) -> tuple[str, str]:
     return cell.hops[0], cell.hops[1]
 
 
-def _inspect(provider: HostProvider, dst: str, name: str, local: Path | None, out: Path) -> None:
-    """`xsmig inspect` on the destination, of the copy it kept; output bounded."""
+def inspect_text(provider: HostProvider, dst: str, name: str, local: Path | None) -> str:
+    """`xsmig inspect` on the destination, of the copy it kept; output bounded. Never raises."""
     remote = remote_stream(name)
     try:
         host = provider.host(dst)
         has_copy = host.run(["test", "-s", remote], timeout=60).ok
         if not has_copy:
             if local is None or local.stat().st_size > UPLOAD_LIMIT:
-                _write(out, f"# no copy of the stream on {dst}; the runner keeps it: {local}")
-                return
+                return f"# no copy of the stream on {dst}; the runner keeps it: {local}"
             host.run(["sh", "-c", f"cat > {shlex.quote(remote)}"], stdin=local.read_bytes())
         script = (
             f"xsmig inspect {shlex.quote(remote)} > {shlex.quote(remote)}.inspect 2>&1; "
@@ -93,9 +92,40 @@ def _inspect(provider: HostProvider, dst: str, name: str, local: Path | None, ou
         )
         r = host.run(["sh", "-c", script], timeout=INSPECT_TIMEOUT)
         status, _, text = r.out.partition("\n")
-        _write(out, f"# xsmig inspect {remote} on {dst}: {status.lstrip('# ')}\n{text}{r.err}")
+        return f"# xsmig inspect {remote} on {dst}: {status.lstrip('# ')}\n{text}{r.err}"
     except Exception as exc:
-        _write(out, f"# xsmig inspect on {dst} could not run: {exc}")
+        return f"# xsmig inspect on {dst} could not run: {exc}"
+
+
+class EarlyInspect:
+    """Inspects of streams started as soon as each transfer ended (a repro keeps
+    everything anyway), so the emulated `xsmig inspect` overlaps the cell's checks
+    instead of following them. One at a time: the next transfer to the same
+    destination overwrites the copy being read."""
+
+    def __init__(self, provider: HostProvider) -> None:
+        self._provider = provider
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
+        self._last: tuple[str, Path, Future[str]] | None = None
+
+    def start(self, dst: str, name: str, local: Path) -> None:
+        self.wait()
+        fut = self._pool.submit(inspect_text, self._provider, dst, name, local)
+        self._last = (dst, local, fut)
+
+    def wait(self) -> None:
+        if self._last is not None:
+            self._last[2].result()
+
+    def take(self, dst: str, local: Path | None) -> str | None:
+        """The inspect of this stream, if it is the one started last."""
+        if self._last is None or (self._last[0], self._last[1]) != (dst, local):
+            self.wait()
+            return None
+        return self._last[2].result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _fetch_json(provider: HostProvider, host: str, path: str) -> dict[str, Any]:
@@ -156,14 +186,25 @@ def _diff(
 
 
 def collect(
-    cell: Cell, provider: HostProvider, result: CellResult, workdir: Path, report_dir: Path
+    cell: Cell,
+    provider: HostProvider,
+    result: CellResult,
+    workdir: Path,
+    report_dir: Path,
+    early: EarlyInspect | None = None,
 ) -> None:
     src, dst = _hop_hosts(cell, result)
     streams = sorted(workdir.glob("*.stream"))
-    _inspect(
-        provider, dst, cell.domain_name, streams[-1] if streams else None, workdir / "inspect.txt"
-    )
-    _diff(provider, cell, result, (src, dst), workdir / "diff.txt", workdir / "source.dump")
+    last = streams[-1] if streams else None
+    text = early.take(dst, last) if early is not None else None
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the inspect beside the diff's dumps
+        inspecting = None
+        if text is None:
+            inspecting = pool.submit(inspect_text, provider, dst, cell.domain_name, last)
+        _diff(provider, cell, result, (src, dst), workdir / "diff.txt", workdir / "source.dump")
+        if inspecting is not None:
+            text = inspecting.result()
+    _write(workdir / "inspect.txt", text or "")
     for name in dict.fromkeys(cell.hops):
         try:
             _write(workdir / f"{name}.log", provider.log_tail(name))

@@ -92,14 +92,20 @@ def attempt(
     *,
     before_save: Callable[[], None] | None = None,
     beside_save: Callable[[], None] | None = None,
+    early: artifacts.EarlyInspect | None = None,
 ) -> Actual:
     """One save | restore over the hop, observed and classified.
 
     before_save/beside_save: the cell's set-up, overlapped with the commands' start-up
     (see migrate.stream); source_digest may then be known only once they ran.
+    early: the artifacts are wanted whatever the outcome, so the stream's inspect
+    starts as soon as the stream is through.
     """
     name = cell.domain_name
     n = len(hop.transfers) + 1
+    tee = workdir / f"hop{hop.index}-try{n}.stream"
+    if early is not None:
+        early.wait()  # this transfer overwrites the destination's copy it may be reading
     t = migrate.stream(
         hop.src,
         hop.dst,
@@ -116,7 +122,7 @@ def attempt(
             artifacts.remote_stream(name),
         ),
         timeout=cell.timeout,
-        tee=workdir / f"hop{hop.index}-try{n}.stream",
+        tee=tee,
         limit=cell.truncate_at,
         patch=cell.patch,
         before_save=before_save,
@@ -128,6 +134,8 @@ def attempt(
         except CellError as exc:
             raise CellError(f"{exc}: {t.error}") from exc
     hop.transfers.append(t)
+    if early is not None:
+        early.start(hop.dst.name, name, tee)
     (workdir / f"hop{hop.index}-try{n}-save.stderr").write_text(t.save_stderr)
     (workdir / f"hop{hop.index}-try{n}-restore.stderr").write_text(t.restore_stderr)
     restored = after = unreadable = None
@@ -159,7 +167,13 @@ def attempt(
     )
 
 
-def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
+def _run(
+    cell: Cell,
+    provider: HostProvider,
+    workdir: Path,
+    result: CellResult,
+    early: artifacts.EarlyInspect | None = None,
+) -> str | None:
     if cell.faults:  # fault cells break and heal their hosts: testbed/faults.py
         from testbed.faults import run_faults
 
@@ -196,19 +210,21 @@ def _run(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) 
             try:
                 actual = attempt(
                     cell, hop, known_source_digest, None, workdir,
-                    before_save=create, beside_save=take_source_digest,
+                    before_save=create, beside_save=take_source_digest, early=early,
                 )
             except CellError as exc:
                 return str(exc)
         else:
-            actual = attempt(cell, hop, source[0], None, workdir)
+            actual = attempt(cell, hop, source[0], None, workdir, early=early)
         source_digest = source[0]
         failure = judge(cell.expect, actual)
         text = actual.describe()
         retried = None
         if failure is None and cell.retry is not None:
             retried = f"--source-width {cell.retry.source_width}"
-            actual = attempt(cell, hop, source_digest, cell.retry.source_width, workdir)
+            actual = attempt(
+                cell, hop, source_digest, cell.retry.source_width, workdir, early=early
+            )
             failure = judge(cell.retry.expect, actual)
             text += f"; retried with {retried}: {actual.describe()}"
         hop.actual = actual
@@ -270,8 +286,10 @@ def run_cell(
         repro=repro_command(cell.id, cell.seed, refs),
     )
     failure: str | None
+    # A repro keeps every artifact: its inspect need not wait for the verdict.
+    early = artifacts.EarlyInspect(provider) if keep_artifacts else None
     try:
-        failure = _run(cell, provider, workdir, result)
+        failure = _run(cell, provider, workdir, result, early)
     except TestbedError as exc:
         failure = f"could not run: {exc}"
     except Exception as exc:  # a testbed bug must fail the cell, never pass it
@@ -290,7 +308,11 @@ def run_cell(
         failure or ""
     )
     if failure is not None or keep_artifacts:
-        artifacts.collect(cell, provider, result, workdir, report_dir)
+        try:
+            artifacts.collect(cell, provider, result, workdir, report_dir, early)
+        finally:
+            if early is not None:
+                early.close()
     else:
         shutil.rmtree(workdir, ignore_errors=True)
         artifacts.discard(cell, provider)

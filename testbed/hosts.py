@@ -17,20 +17,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from scenarios.hosts import BY_NAME, HostSpec
-from testbed import reaper
+from testbed import bytecode, reaper
 from testbed.errors import TestbedError
 from testbed.ssh import LOOPBACK, ClientKey, Host, SSHError, parse_public_key
 
 NETWORK = "bridge"  # Docker's default network: the hosts' only one
 
 READY_TIMEOUT = 120.0
+READY_POLL = 0.1  # seconds between looks at a starting host's log (two cheap API calls)
 MOUNT_POINT = "/opt/xsmig/xsmig"  # the image puts /opt/xsmig on PYTHONPATH
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 # A deliberately small store on every host, for the store-full fault (testbed.faults):
@@ -123,6 +124,7 @@ class Fleet:
     states: dict[str, HostState] = field(default_factory=dict)
     _removed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _compiled: dict[Path, bytes] = field(default_factory=dict)
 
     # -- start -------------------------------------------------------------
     def start(self, names: Sequence[str], progress: Callable[[str], None] | None = None) -> None:
@@ -164,6 +166,8 @@ class Fleet:
                     "XSMIG_AUTHORIZED_KEY": self.key.public_line,
                     "XSMIG_HOST_ID": str(spec.host_id),
                     "XSMIG_MODE": self.mode,
+                    # Empty: unset, for the entrypoint's host report (testbed.bytecode).
+                    "PYTHONPYCACHEPREFIX": "",
                 },
                 ports={"22/tcp": (LOOPBACK, None)},
                 volumes={str(self.mounts[name]): {"bind": MOUNT_POINT, "mode": "ro"}},
@@ -195,7 +199,7 @@ class Fleet:
                 raise HostStartError(f"container exited ({c.attrs['State'].get('ExitCode')})")
             if time.monotonic() > deadline:
                 raise HostStartError(f"no READY line within {READY_TIMEOUT:.0f}s")
-            time.sleep(0.3)
+            time.sleep(READY_POLL)
         state.report = log.report or log.report_error
         self._check_report(state)
         port = self._published_port(c)
@@ -208,11 +212,37 @@ class Fleet:
         while time.monotonic() < deadline:
             try:
                 host.connect()
+                self._prepare(host)
                 return host
             except SSHError as exc:  # sshd may still be binding its socket
                 last = exc
-                time.sleep(0.3)
+                time.sleep(READY_POLL)
         raise HostStartError(f"sshd did not accept us within {READY_TIMEOUT:.0f}s: {last}")
+
+    def _prepare(self, host: Host) -> None:
+        """What a fresh host's first cell would otherwise wait for; best effort each.
+
+        Bytecode in the interpreters' cache (testbed.bytecode), and one spare connection
+        for the first migration (Host.bulk), logged in meanwhile.
+        """
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            spare = pool.submit(host.warm_bulk)
+            with contextlib.suppress(SSHError, OSError):
+                code = self._bytecode(host.name)
+                host.run(["sh", "-c", bytecode.seed_script()], timeout=60, stdin=code)
+            with contextlib.suppress(SSHError):
+                spare.result()
+
+    def _bytecode(self, name: str) -> bytes:
+        """xsmig's bytecode for this host's mounted source, compiled once per source."""
+        package = self.mounts[name]
+        with self._lock:
+            code = self._compiled.get(package)
+        if code is None:
+            code = bytecode.xsmig_tar(package, MOUNT_POINT)
+            with self._lock:
+                self._compiled[package] = code
+        return code
 
     def _check_report(self, state: HostState) -> None:
         """A host that is not what its name says (wrong width, no QEMU) must not pass cells."""
@@ -313,8 +343,11 @@ class Fleet:
         for state in self.states.values():
             if state.host is not None:
                 state.host.close()
-            if not self.keep:
-                self._remove(state)
+        if not self.keep and self.states:
+            # At once: each removal is a SIGKILL and a filesystem teardown in dockerd
+            # (0.3-0.5 s), independent of the others. All are done when this returns.
+            with ThreadPoolExecutor(max_workers=len(self.states)) as pool:
+                list(pool.map(self._remove, self.states.values()))
         if not self.keep:
             # Containers whose start raced with this teardown are found by label.
             with contextlib.suppress(Exception):
@@ -399,9 +432,12 @@ def fleet(
 
     say = progress or (lambda _msg: None)
     client = docker_client()
-    gone = reaper.reap(client)
-    if gone:
-        say(f"reaped {len(gone)} container(s) of dead runs: {', '.join(gone)}")
+    # Reaping dead runs' containers (one inspect per testbed container on the engine)
+    # overlaps the image check and this run's host start: it never touches a container
+    # of a live runner, so never ours.
+    reaping = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reaper")
+    reaped = reaping.submit(reaper.reap, client)
+    reaping.shutdown(wait=False)
     table = dict(specs or BY_NAME)
     arches = sorted({table[n].arch for n in names})
     images = {b.arch: b.tag for b in ensure_images(arches, rebuild=rebuild_images)}
@@ -418,4 +454,15 @@ def fleet(
     )
     with f:
         f.start(names, say)
+        _report_reaped(reaped, say)
         yield f
+
+
+def _report_reaped(reaped: Future[list[str]], say: Callable[[str], None]) -> None:
+    try:
+        gone = reaped.result()
+    except Exception as exc:  # the run can go on: the next run tries again
+        say(f"could not reap dead runs' containers: {exc}")
+        return
+    if gone:
+        say(f"reaped {len(gone)} container(s) of dead runs: {', '.join(gone)}")

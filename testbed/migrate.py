@@ -11,9 +11,11 @@ an optional tap sees the byte count after every chunk delivered (fault cells).
 from __future__ import annotations
 
 import contextlib
+import queue
 import shlex
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,87 @@ import paramiko
 from testbed.ssh import CHUNK, Host, SSHError, drain_stderr, send_all, wait_exit
 
 WINDOW = 16 << 20  # SSH receive window of the save's channel
+
+
+@dataclass(frozen=True)
+class Pump:
+    """How the runner moves the save's bytes to the restore (bench/stream.py compares).
+
+    recv: bytes asked of the save's channel per read; None: the whole window. paramiko
+      buffers what arrived in an array and, for a read smaller than what is buffered,
+      deletes the read part from the front: a memmove of the rest, per read (with a
+      16 MiB window, up to 15 MiB moved per 1 MiB read). Reading it all leaves nothing
+      to move.
+    threaded: a thread of its own receives (into a bounded queue) while the calling
+      thread sends, so one side's Python overlaps the other's socket waits.
+    """
+
+    recv: int | None = None
+    threaded: bool = False
+
+    def recv_size(self, window: int) -> int:
+        return self.recv if self.recv is not None else max(CHUNK, window)
+
+
+CLASSIC = Pump(recv=CHUNK)  # the pump before issue 9's second pass
+DEFAULT_PUMP = Pump()
+_END = object()
+
+
+def _chunks(
+    chan: paramiko.Channel, size: int, deadline: float, threaded: bool
+) -> Generator[bytes, None, None]:
+    """The save's bytes as they arrive, up to EOF; TimeoutError past the deadline."""
+    if not threaded:
+        while True:
+            chan.settimeout(max(0.1, deadline - time.monotonic()))
+            data = chan.recv(size)
+            if not data:
+                return
+            yield data
+    got: queue.Queue[object] = queue.Queue(maxsize=8)
+    stop = threading.Event()
+
+    def receive() -> None:
+        item: object = _END
+        try:
+            while not stop.is_set():
+                chan.settimeout(max(0.1, deadline - time.monotonic()))
+                data = chan.recv(size)
+                if not data:
+                    break
+                while not stop.is_set():
+                    try:
+                        got.put(data, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except Exception as exc:  # handed to the sending side, which raises it
+            item = exc
+        with contextlib.suppress(queue.Full):
+            while not stop.is_set():
+                try:
+                    got.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+    reader = threading.Thread(target=receive, daemon=True, name="pump-recv")
+    reader.start()
+    try:
+        while True:
+            try:
+                item = got.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError("no data from the save") from None
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+    finally:
+        stop.set()
 
 
 @dataclass(frozen=True)
@@ -114,6 +197,7 @@ def stream(
     before_save: Callable[[], None] | None = None,
     beside_save: Callable[[], None] | None = None,
     save_window: int = WINDOW,
+    pump: Pump = DEFAULT_PUMP,
 ) -> Transfer:
     """Run save | restore across two hosts. Never raises for remote failures: reports them.
 
@@ -124,6 +208,7 @@ def stream(
     (the restore sees a cut stream and keeps nothing) and propagates. The transfer's
     seconds count from the end of those steps. `save_window`: how far the save may run
     ahead of the destination (fault cells keep it small, so a fault lands mid-stream).
+    `pump`: how the bytes are moved (see Pump).
     """
     start = time.monotonic()
     deadline = start + timeout
@@ -163,11 +248,8 @@ def stream(
             tee.parent.mkdir(parents=True, exist_ok=True)
             sink = tee.open("wb")
         forward = True  # False once the restorer stopped reading
-        while True:
-            s_chan.settimeout(max(0.1, deadline - time.monotonic()))
-            data = s_chan.recv(CHUNK)
-            if not data:
-                break
+        chunks = _chunks(s_chan, pump.recv_size(save_window), deadline, pump.threaded)
+        for data in chunks:
             if patch is not None:
                 data = apply_patch(data, pos, patch)
             pos += len(data)
@@ -189,16 +271,17 @@ def stream(
                     forward = False
             if cut:
                 break
+        chunks.close()  # a cut leaves the rest unread: stops the threaded receiver
         if forward:
             with contextlib.suppress(OSError):
                 d_chan.shutdown_write()
         if cut:
             s_chan.close()  # stops the save; its status no longer matters
         d_chan.settimeout(max(0.1, deadline - time.monotonic()))
-        chunks: list[bytes] = []
+        out: list[bytes] = []
         while data := d_chan.recv(CHUNK):
-            chunks.append(data)
-        d_out = b"".join(chunks)
+            out.append(data)
+        d_out = b"".join(out)
         d_status = wait_exit(d_chan, deadline)
         if not cut:
             s_status = wait_exit(s_chan, deadline)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HELP = "re-run one matrix cell with its seed, keep its hosts up, write its artifacts"
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from testbed.execute import run_cell, slug
     from testbed.hosts import fleet, new_run_id
     from testbed.selection import by_id
-    from testbed.session import DEFAULT_REPORT_DIR
+    from testbed.session import DEFAULT_REPORT_DIR, warm_agents
     from testbed.sources import check_refs, parse_refs, resolve_sources
 
     console = Console()
@@ -76,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         progress=lambda m: console.print(m, markup=False),
     ) as f:
-        result = run_cell(cell, f, report_dir, refs=refs, keep_artifacts=True)
+        # The destinations' bookkeeping agents (their digests come after the stream)
+        # start beside the source's set-up instead of after the stream.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm") as pool:
+            later = [h for h in dict.fromkeys(cell.hops) if h != cell.hops[0]]
+            pool.submit(warm_agents, f, later, 1)
+            result = run_cell(cell, f, report_dir, refs=refs, keep_artifacts=True)
         access = write_access(f, report_dir) if keep else []
     seconds = time.monotonic() - start
     style = {"passed": "green", "refused": "cyan"}.get(result.verdict, "bold red")

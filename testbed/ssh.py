@@ -139,20 +139,27 @@ def _read_all(chan: paramiko.Channel, deadline: float, stderr: bool) -> bytes:
 
 
 def drain_stderr(chan: paramiko.Channel, deadline: float) -> tuple[threading.Thread, list[bytes]]:
-    """Read a channel's stderr in a thread so a full stderr window never stalls stdout."""
+    """Read a channel's stderr in a thread so a full stderr window never stalls stdout.
+
+    Blocking reads: the thread sleeps until stderr bytes, EOF (which covers both
+    streams: no stderr byte can follow it) or the channel's close wake it, instead of
+    polling (a poll every 10 ms, two per migration, was ~7 % of the runner's GIL time
+    while pumping)."""
     sink: list[bytes] = []
 
     def pump() -> None:
-        while time.monotonic() < deadline:
-            if chan.recv_stderr_ready():
+        while True:
+            try:
                 data = chan.recv_stderr(CHUNK)
-                if data:
-                    sink.append(data)
-                    continue
-            # EOF covers both streams: once it arrived, no stderr byte can follow.
-            if (chan.eof_received or chan.closed) and not chan.recv_stderr_ready():
+            except TimeoutError:  # the channel's timeout, set by its reader: look again
+                if time.monotonic() >= deadline:
+                    return
+                continue
+            except (OSError, paramiko.SSHException):
                 return
-            time.sleep(0.01)
+            if not data:
+                return
+            sink.append(data)
 
     t = threading.Thread(target=pump, daemon=True, name="stderr-drain")
     t.start()
@@ -315,6 +322,13 @@ class Host:
                     return twin
                 twin.close()
         return self.dedicated()
+
+    def warm_bulk(self) -> None:
+        """Log a spare bulk connection in ahead of need: the next bulk() takes it."""
+        twin = self.dedicated()
+        twin.connect()
+        with self._lock:
+            self._bulk.append(twin)
 
     def release_bulk(self, twin: Host, carried: int, reusable: bool) -> None:
         twin.carried += carried

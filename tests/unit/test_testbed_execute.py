@@ -6,6 +6,7 @@ import hashlib
 import json
 import shlex
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -51,6 +52,9 @@ class Chan(PartialSend):
         return any(self.err)
 
     def recv_stderr(self, n: int) -> bytes:
+        """As paramiko's: blocks until stderr bytes, EOF or close."""
+        while not any(self.err) and not (self.eof_received or self.closed):
+            time.sleep(0.002)
         data = b"".join(self.err)
         self.err = []
         return data
@@ -268,3 +272,52 @@ def test_no_cell_dumps_its_source_at_set_up(tmp_path: Path) -> None:
         p = Provider()
         assert run_cell(cell, p, tmp_path).verdict == PASSED  # type: ignore[arg-type]
         assert source_dump_path(cell.domain_name) not in p.hosts["i386-a"].files
+
+
+class Inspecting(Provider):
+    """Counts `xsmig inspect` runs per destination, and what each read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inspects: list[tuple[str, str]] = []
+        for h in self.hosts.values():
+            h.run = self._run_on(h)  # type: ignore[method-assign]
+
+    def _run_on(self, h: FakeHost) -> Callable[..., CommandResult]:
+        plain = h.run
+
+        def run(argv: Sequence[str], timeout: float = 0, stdin: bytes = b"") -> CommandResult:
+            if argv[0] == "sh" and "xsmig inspect" in argv[2]:
+                self.inspects.append((h.name, argv[2]))
+                return h._res(argv, 0, f"# exit 0\ninspected on {h.name}\n")
+            return plain(argv, timeout, stdin)
+
+        return run
+
+
+def test_a_repro_inspects_each_stream_once_as_soon_as_it_is_through(tmp_path: Path) -> None:
+    cell = CELLS["amd64-to-i386/native/guest64/no-ext-info"]  # refused, then retried
+    p = Inspecting()
+
+    def needs_width(stream: bytes, argv: Sequence[str]) -> tuple[int, str, str | None]:
+        if "--source-width" in argv:
+            return faithful(stream, argv)
+        return 4, "xsmig: error: cannot tell the width; pass --source-width\n", None
+
+    p.hosts["i386-b"].behaviour = needs_width
+    r = run_cell(cell, p, tmp_path, keep_artifacts=True)  # type: ignore[arg-type]
+    assert r.verdict == REFUSED, r.message  # refused as expected, then identical
+    # One inspect per attempt, started after each transfer; the artifact is the last one's.
+    assert [h for h, _ in p.inspects] == ["i386-b", "i386-b"]
+    text = (tmp_path / "artifacts" / "amd64-to-i386__native__guest64__no-ext-info" / "inspect.txt")
+    assert "inspected on i386-b" in text.read_text()
+
+
+def test_a_failing_matrix_cell_inspects_once_after_the_verdict(tmp_path: Path) -> None:
+    cell = CELLS["i386-to-amd64/escaped/guest64/cold"]
+    p = Inspecting()
+    for h in p.hosts.values():
+        h.behaviour = lambda stream, argv: (0, "", "0" * 64)  # restores something else
+    r = run_cell(cell, p, tmp_path)  # type: ignore[arg-type]
+    assert r.verdict == FAILED
+    assert [h for h, _ in p.inspects] == ["amd64-b"]

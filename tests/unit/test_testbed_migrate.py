@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fake_hosts import OneConnection, PartialSend
 
 from testbed import migrate
+
+# Every pump variant (bench/stream.py compares them) must move the same bytes the same way.
+PUMPS = pytest.mark.parametrize(
+    "pump",
+    [migrate.DEFAULT_PUMP, migrate.CLASSIC, migrate.Pump(threaded=True)],
+    ids=["default", "classic", "threaded"],
+)
 
 STREAM = bytes(range(256)) * 4096  # 1 MiB, arrives in 3 uneven chunks
 CHUNKS = [STREAM[:300_000], STREAM[300_000:900_000], STREAM[900_000:]]
@@ -46,6 +55,9 @@ class FakeChannel(PartialSend):
         return any(self.stderr)
 
     def recv_stderr(self, n: int) -> bytes:
+        """As paramiko's: blocks until stderr bytes, EOF or close."""
+        while not any(self.stderr) and not (self.eof_received or self.closed):
+            time.sleep(0.002)
         data = b"".join(self.stderr)
         self.stderr.clear()
         return data
@@ -124,6 +136,7 @@ def run(
     tmp: Path,
     limit: int | None = None,
     patch: tuple[int, bytes] | None = None,
+    pump: migrate.Pump = migrate.DEFAULT_PUMP,
 ) -> migrate.Transfer:
     src: Any = FakeHost("src", lambda: save)
     dst: Any = FakeHost("dst", lambda: restore)
@@ -136,12 +149,14 @@ def run(
         tee=tmp / "s.stream",
         limit=limit,
         patch=patch,
+        pump=pump,
     )
 
 
-def test_whole_stream_is_pumped_then_eof_passed_on(tmp_path: Path) -> None:
+@PUMPS
+def test_whole_stream_is_pumped_then_eof_passed_on(tmp_path: Path, pump: migrate.Pump) -> None:
     save, restore = Save(CHUNKS), Restore()
-    t = run(save, restore, tmp_path)
+    t = run(save, restore, tmp_path, pump=pump)
     assert t.error is None
     assert bytes(restore.received) == STREAM and restore.write_shut
     assert (t.save_status, t.restore_status, t.restore_stdout) == (0, 0, "dom\n")
@@ -150,9 +165,10 @@ def test_whole_stream_is_pumped_then_eof_passed_on(tmp_path: Path) -> None:
     assert save.closed and restore.closed
 
 
-def test_limit_cuts_the_stream_and_stops_the_save(tmp_path: Path) -> None:
+@PUMPS
+def test_limit_cuts_the_stream_and_stops_the_save(tmp_path: Path, pump: migrate.Pump) -> None:
     save, restore = Save(CHUNKS), Restore()
-    t = run(save, restore, tmp_path, limit=400_000)
+    t = run(save, restore, tmp_path, limit=400_000, pump=pump)
     assert t.cut and t.bytes == 400_000
     assert bytes(restore.received) == STREAM[:400_000]
     assert t.save_status is None  # the save was cut off, not waited for
@@ -160,9 +176,12 @@ def test_limit_cuts_the_stream_and_stops_the_save(tmp_path: Path) -> None:
     assert (tmp_path / "s.stream").read_bytes() == STREAM[:400_000]
 
 
-def test_restorer_refusing_early_is_a_result_not_a_transport_error(tmp_path: Path) -> None:
+@PUMPS
+def test_restorer_refusing_early_is_a_result_not_a_transport_error(
+    tmp_path: Path, pump: migrate.Pump
+) -> None:
     save, restore = Save(CHUNKS), Restore(refuse_after=1)
-    t = run(save, restore, tmp_path)
+    t = run(save, restore, tmp_path, pump=pump)
     assert t.error is None
     assert t.restore_status == 4 and t.restore_stderr == "xsmig: error: refused\n"
     # The rest of the stream is still read: the kept copy is whole, the save's status known.
@@ -171,8 +190,9 @@ def test_restorer_refusing_early_is_a_result_not_a_transport_error(tmp_path: Pat
     assert (tmp_path / "s.stream").read_bytes() == STREAM
 
 
-def test_a_stalled_source_times_out_without_raising(tmp_path: Path) -> None:
-    t = run(Save(CHUNKS, fail=True), Restore(), tmp_path)
+@PUMPS
+def test_a_stalled_source_times_out_without_raising(tmp_path: Path, pump: migrate.Pump) -> None:
+    t = run(Save(CHUNKS, fail=True), Restore(), tmp_path, pump=pump)
     assert t.error is not None and "timed out" in t.error
     assert t.restore_status is None
 
@@ -204,10 +224,11 @@ def test_argv_builders() -> None:
     ]
 
 
-def test_patch_overwrites_bytes_across_chunk_boundaries(tmp_path: Path) -> None:
+@PUMPS
+def test_patch_overwrites_bytes_across_chunk_boundaries(tmp_path: Path, pump: migrate.Pump) -> None:
     at = 299_998  # straddles the first two chunks
     save, restore = Save(CHUNKS), Restore()
-    t = run(save, restore, tmp_path, patch=(at, b"ABCD"))
+    t = run(save, restore, tmp_path, patch=(at, b"ABCD"), pump=pump)
     sent = bytes(restore.received)
     assert sent[at : at + 4] == b"ABCD" and sent[:at] == STREAM[:at]
     assert sent[at + 4 :] == STREAM[at + 4 :]
