@@ -67,6 +67,16 @@ def _chunks(
     got: queue.Queue[object] = queue.Queue(maxsize=8)
     stop = threading.Event()
 
+    def put(item: object) -> bool:
+        """Hand an item to the sending side; False once it has stopped listening."""
+        while not stop.is_set():
+            try:
+                got.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def receive() -> None:
         item: object = _END
         try:
@@ -75,21 +85,11 @@ def _chunks(
                 data = chan.recv(size)
                 if not data:
                     break
-                while not stop.is_set():
-                    try:
-                        got.put(data, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                if not put(data):
+                    return
         except Exception as exc:  # handed to the sending side, which raises it
             item = exc
-        with contextlib.suppress(queue.Full):
-            while not stop.is_set():
-                try:
-                    got.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
+        put(item)
 
     reader = threading.Thread(target=receive, daemon=True, name="pump-recv")
     reader.start()
