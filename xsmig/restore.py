@@ -7,7 +7,7 @@ import zlib
 from collections.abc import Callable
 from typing import BinaryIO
 
-from xsmig import p2mtable, pagetable
+from xsmig import p2mtable
 from xsmig import pagetypes as pt
 from xsmig.domain import (
     PAGE_SIZE,
@@ -29,7 +29,13 @@ from xsmig.stream.format import (
     EV_VCPU_MSRS,
     MAX_P2M_SIZE,
 )
-from xsmig.stream.reader import Batch, StreamHeader, StreamParser, record_types
+from xsmig.stream.reader import (
+    Batch,
+    StreamHeader,
+    StreamParser,
+    record_types,
+    rewrite_tables,
+)
 from xsmig.validate import Invalid, check_frame_list, check_vcpu_pfn, hole_message, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
@@ -71,17 +77,10 @@ class RestoreSink:
         assert self.header and self.memory and self.frames
         levels = self.header.guest.pt_levels
         data_pfns = record_types(batch, self.types)
-        for i in pt.pagetable_indices(self.types, data_pfns):
-            pfn = data_pfns[i]
-            page = batch.data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
-            self.pt_offsets[pfn] = batch.data_offset + i * PAGE_SIZE
-            try:  # mfns refuses a pfn beyond p2m_size; whether the pfn is a page of the
-                # domain is known only at the end: validate()
-                pagetable.rewrite(page, levels, self.frames.mfns)
-            except pagetable.EntryError as e:
-                raise StreamError(f"page table at pfn {pfn:#x}: entry {e.index} names pfn "
-                                  f"{e.frame:#x}, beyond p2m_size",
-                                  batch.data_offset + i * PAGE_SIZE + 8 * e.index) from None
+        # the domain's pages are known only at the end: validate() in finish()
+        for pfn, _page, offset in rewrite_tables(batch, self.types, data_pfns, levels,
+                                                 self.frames.mfns):
+            self.pt_offsets[pfn] = offset
         for start, end in pt.pfn_runs(data_pfns):
             self.memory.seek(data_pfns[start] * PAGE_SIZE)
             self.memory.write(batch.data[start * PAGE_SIZE:end * PAGE_SIZE])

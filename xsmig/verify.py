@@ -11,13 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from xsmig import pagetable
 from xsmig import pagetypes as pt
 from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.io import CountingReader
-from xsmig.stream.reader import Batch, StreamHeader, StreamParser, record_types
+from xsmig.stream.reader import (
+    Batch,
+    StreamHeader,
+    StreamParser,
+    record_types,
+    rewrite_tables,
+)
 from xsmig.validate import check_vcpu_pfn, first_hole, hole_message
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
@@ -53,17 +58,10 @@ class VerifySink:
         data_pfns = record_types(batch, self.types)
         self.pages_with_data += len(data_pfns)
         levels = self.header.guest.pt_levels
-        for i in pt.pagetable_indices(self.types, data_pfns):
-            pfn = data_pfns[i]
-            page = batch.data[i * fmt.PAGE_SIZE:(i + 1) * fmt.PAGE_SIZE]
-            try:  # identity rewrite: checks every present entry, changes nothing
-                pagetable.rewrite(page, levels, self._pfns_in_range)
-            except pagetable.EntryError as e:
-                raise StreamError(f"page table at pfn {pfn:#x}: entry {e.index} names pfn "
-                                  f"{e.frame:#x}, beyond p2m_size",
-                                  batch.data_offset + i * fmt.PAGE_SIZE + 8 * e.index
-                                  ) from None
-            self._keep(pfn, page, batch.data_offset + i * fmt.PAGE_SIZE)
+        # identity rewrite: checks every present entry, changes nothing
+        for pfn, page, offset in rewrite_tables(batch, self.types, data_pfns, levels,
+                                                self._pfns_in_range):
+            self._keep(pfn, page, offset)
 
     def _keep(self, pfn: int, page: memoryview, offset: int) -> None:
         if self.spool is None:

@@ -10,11 +10,11 @@ import itertools
 import json
 import sys
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple, Protocol
 
+from xsmig import pagetable, words
 from xsmig import pagetypes as pt
-from xsmig import words
 from xsmig.domain import PhysmapEntry, TscInfo
 from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import LITTLE, Layout
@@ -81,6 +81,23 @@ def record_types(batch: Batch, types: bytearray) -> list[int]:
         for pfn, t in itertools.compress(zip(pfns, entry_types, strict=True), mapped):
             types[pfn] = t
     return list(itertools.compress(pfns, entry_types.translate(pt.HAS_DATA)))
+
+
+def rewrite_tables(batch: Batch, types: bytearray, data_pfns: list[int], levels: int,
+                   translate: pagetable.Translate) -> Iterator[tuple[int, memoryview, int]]:
+    """Rewrite the batch's page-table pages in place, yielding (pfn, page, stream offset)
+    of each; `translate` refuses (-1) a pfn beyond p2m_size, which is malformed here.
+    Whether a pfn is a page of the domain is known only at the end of the stream."""
+    for i in pt.pagetable_indices(types, data_pfns):
+        offset = batch.data_offset + i * fmt.PAGE_SIZE
+        page = batch.data[i * fmt.PAGE_SIZE:(i + 1) * fmt.PAGE_SIZE]
+        try:
+            pagetable.rewrite(page, levels, translate)
+        except pagetable.EntryError as e:
+            raise StreamError(f"page table at pfn {data_pfns[i]:#x}: entry {e.index} names "
+                              f"pfn {e.frame:#x}, beyond p2m_size", offset + 8 * e.index
+                              ) from None
+        yield data_pfns[i], page, offset
 
 
 class StreamSink(Protocol):
