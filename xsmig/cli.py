@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Save and restore simulated Xen PV domains in native, escaped, "
                                  "extended-info and migration v2 streams, across 32- and "
                                  "64-bit toolstacks.")
-    parser.add_argument("--version", action="version", version=f"xsmig {__version__}")
+    parser.add_argument("--version", action="version", version=f"xsmig {__version__}",
+                        help="print the version and exit; with --json, also what this "
+                             "version can do (encodings, framings, detection rules)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -571,9 +573,23 @@ def _flush_stdout() -> None:
         sys.stdout.flush()
 
 
+def _version_request(argv: Sequence[str]) -> bool | None:
+    """`--version` alone or with `--json` (either order): whether JSON is asked for."""
+    if "--version" in argv and set(argv) <= {"--version", "--json"}:
+        return "--json" in argv
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
+            as_json = _version_request(sys.argv[1:] if argv is None else argv)
+            if as_json is not None:
+                from xsmig.version import text
+
+                print(text(as_json))
+                _flush_stdout()
+                return 0
             args = build_parser().parse_args(argv)
             code = run(args)
             _flush_stdout()  # a closed stdout fails here, under our handlers, not at exit

@@ -26,6 +26,33 @@ class Encoding(StrEnum):
 
 
 LEGACY_ENCODINGS = (Encoding.NATIVE, Encoding.ESCAPED, Encoding.EXTENDED)
+# How a v2 stream is framed on the wire: the bare libxc stream (the only framing so far).
+V2_FRAMINGS = ("libxc",)
+
+# The detection table (docs/stream-format.md, section 7 and 9): rule id -> what it
+# decides. detect.py and byteorder.py name every decision by these rows, and
+# `xsmig --version --json` lists them, so a release's rules are data, not prose.
+DETECTION_RULES: dict[str, str] = {
+    "L": "legacy profile, own width assumed",
+    "R0": "v2 image header (marker, XENF)",
+    "R1": "escape then sinf block",
+    "R2": "escape then 64-bit p2m_size",
+    "R3": "bytes 4-7 are the 32-bit ext-info signature",
+    "R4": "bytes 4-7 zero, then the 64-bit ext-info signature",
+    "R5": "bytes 4-7 non-zero: 32-bit, no ext-info",
+    "R6": "bytes 4-7 zero, no extended info",
+    "R7": "width from --source-width",
+    "B1": "byte order: the one in which the first bytes make sense as a native stream",
+    "B2": "escape then big-endian 64-bit p2m_size",
+    "B3": "big-endian 32-bit, ext-info signature",
+    "B4": "big-endian, bytes 0-3 zero: 64-bit",
+    "B5": "big-endian 32-bit, no ext-info",
+}
+
+
+def rule(rule_id: str) -> str:
+    """A detection row as decisions name it: `R0: v2 image header (marker, XENF)`."""
+    return f"{rule_id}: {DETECTION_RULES[rule_id]}"
 
 
 I32 = struct.Struct("<i")
