@@ -78,6 +78,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "balanced, the same slices on every machine; merge with `python -m testbed merge`",
     )
     parser.add_argument("--list", action="store_true", help="list the selected cells and exit")
+    nightly = parser.add_argument_group("nightly (docs/testbed.md, 'Nightly against a baseline')")
+    nightly.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a previous run's results.json or report directory: sort the cells into "
+        "regression, fixed, still failing, new and flaky (default with --history: its last run)",
+    )
+    nightly.add_argument(
+        "--fail-on",
+        choices=("regression", "any"),
+        default=None,
+        help="what fails the run: regressions only (default with a baseline) or any cell "
+        "not as expected, flakes included (default without one)",
+    )
+    nightly.add_argument(
+        "--rerun-failures",
+        type=int,
+        default=0,
+        metavar="N",
+        help="rerun each failed cell up to N times on fresh hosts, same seed; one that "
+        "then passes is flaky (both attempts and their artifacts kept)",
+    )
+    nightly.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep this run's results in DIR (the last --history-keep runs) and show each "
+        "failing cell's streak and flake rate",
+    )
+    nightly.add_argument(
+        "--history-keep", type=int, default=14, metavar="N", help="runs kept in --history"
+    )
 
 
 class _Select:
@@ -102,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     import pytest
 
     import scenarios
-    from testbed import report
+    from testbed import baseline, report
     from testbed.selection import select
     from testbed.session import DEFAULT_REPORT_DIR, Settings, default_jobs
     from testbed.shard import parse_shard, shard
@@ -121,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise TestbedError("--jobs must be at least 1")
     check_refs(parse_refs(args.xsmig_ref))  # fail early on a bad spec or ref
+    if args.rerun_failures < 0 or args.history_keep < 1:
+        raise TestbedError("--rerun-failures must be at least 0, --history-keep at least 1")
     settings = Settings(
         jobs=args.jobs or default_jobs(),
         report_dir=(args.report_dir or DEFAULT_REPORT_DIR).resolve(),
@@ -130,7 +167,15 @@ def run(args: argparse.Namespace) -> int:
         # session would re-apply it to the slice, where a term may match no cell.
         select=None if args.shard else args.select,
         mode=args.mode,
+        baseline=args.baseline.resolve() if args.baseline else None,
+        history=args.history.resolve() if args.history else None,
+        history_keep=args.history_keep,
+        rerun_failures=args.rerun_failures,
     )
+    from testbed import nightly
+
+    against = nightly.load_baseline(settings)  # a bad --baseline fails before any host starts
+    fail_on = args.fail_on or baseline.default_fail_on(against is not None)
     results_file = settings.report_dir / "results.json"
     results_file.unlink(missing_ok=True)
     os.environ.update(settings.to_env())
@@ -152,5 +197,11 @@ def run(args: argparse.Namespace) -> int:
             f"error: the matrix did not run to the end (pytest exit {int(code)})", file=sys.stderr
         )
         return 1
-    failed = report.totals(report.read_json(results_file)).failed
-    return 0 if failed == 0 and int(code) == 0 else 1
+    results = report.read_json(results_file)
+    blocking = baseline.failing(results, fail_on)
+    if blocking:
+        print(f"{len(blocking)} cell(s) fail the run (--fail-on {fail_on})", file=sys.stderr)
+    elif report.totals(results).failed:
+        print(f"no cell fails the run under --fail-on {fail_on}", file=sys.stderr)
+    # pytest's own status: 1 is cells that failed (judged above), anything else is trouble.
+    return 1 if blocking or int(code) not in (0, 1) else 0

@@ -32,6 +32,9 @@ ENV_KEEP = "XSMIG_MATRIX_KEEP_HOSTS"
 ENV_REFS = "XSMIG_MATRIX_REFS"  # space-separated HOSTSPEC=GITREF
 ENV_SELECT = "XSMIG_MATRIX_SELECT"
 ENV_MODE = "XSMIG_MATRIX_MODE"  # qemu (default) | native
+ENV_BASELINE = "XSMIG_MATRIX_BASELINE"
+ENV_HISTORY = "XSMIG_MATRIX_HISTORY"  # DIR[:KEEP]
+ENV_RERUNS = "XSMIG_MATRIX_RERUN_FAILURES"
 DEFAULT_REPORT_DIR = REPO / "reports" / "matrix"
 
 
@@ -68,6 +71,11 @@ class Settings:
     ref_specs: list[str] = field(default_factory=list)
     select: str | None = None
     mode: str = "qemu"
+    # The nightly workflow (testbed/baseline.py, history.py, flakes.py)
+    baseline: Path | None = None
+    history: Path | None = None
+    history_keep: int = 14
+    rerun_failures: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -79,6 +87,10 @@ class Settings:
             ref_specs=shlex.split(env.get(ENV_REFS, "")),
             select=env.get(ENV_SELECT) or None,
             mode=env.get(ENV_MODE, "qemu"),
+            baseline=Path(env[ENV_BASELINE]) if env.get(ENV_BASELINE) else None,
+            history=Path(env[ENV_HISTORY].rpartition(":")[0]) if env.get(ENV_HISTORY) else None,
+            history_keep=int(env[ENV_HISTORY].rpartition(":")[2]) if env.get(ENV_HISTORY) else 14,
+            rerun_failures=int(env.get(ENV_RERUNS) or 0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -91,6 +103,12 @@ class Settings:
         }
         if self.select:
             env[ENV_SELECT] = self.select
+        if self.baseline:
+            env[ENV_BASELINE] = str(self.baseline)
+        if self.history:
+            env[ENV_HISTORY] = f"{self.history}:{self.history_keep}"
+        if self.rerun_failures:
+            env[ENV_RERUNS] = str(self.rerun_failures)
         return env
 
 
@@ -114,7 +132,14 @@ def warm_agents(f: Fleet, names: Sequence[str], jobs: int) -> None:
 
 
 def run_cells(
-    cells: Sequence[Cell], f: Fleet, settings: Settings, refs: dict[str, str], console: Any
+    cells: Sequence[Cell],
+    f: Fleet,
+    settings: Settings,
+    refs: dict[str, str],
+    console: Any,
+    *,
+    report_dir: Path | None = None,
+    keep_artifacts: bool = False,
 ) -> list[CellResult]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -133,7 +158,15 @@ def run_cells(
         pool = ThreadPoolExecutor(max_workers=settings.jobs, thread_name_prefix="cell")
         try:
             pending: dict[Future[CellResult], Cell] = {
-                pool.submit(run_cell, c, f, settings.report_dir, refs=refs): c for c in order
+                pool.submit(
+                    run_cell,
+                    c,
+                    f,
+                    report_dir or settings.report_dir,
+                    refs=refs,
+                    keep_artifacts=keep_artifacts,
+                ): c
+                for c in order
             }
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -168,37 +201,25 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         console = Console()
         if not console.is_terminal:  # CI logs: no wrapping of ids and grid rows at 80 columns
             console = Console(width=200)
+    from testbed import nightly
+
     start = time.monotonic()
     run_id = new_run_id()
     refs = parse_refs(settings.ref_specs)
     names = sorted({h for c in cells for h in c.hops})
     settings.report_dir.mkdir(parents=True, exist_ok=True)
-    exports = Path(tempfile.mkdtemp(prefix="xsmig-refs-"))
-    mounts, labels = resolve_sources(refs, names, exports)
+    before = nightly.load_baseline(settings)  # a bad --baseline fails before any host starts
     console.print(
         f"run {run_id}: {len(cells)} cells on {len(names)} hosts, {jobs_note(settings.jobs)}, "
         f"reports in {settings.report_dir}",
         highlight=False,
     )
-    for n in names:
-        if labels[n] != "worktree":
-            console.print(f"  {n} runs xsmig from {labels[n]}", highlight=False)
-    with fleet(
-        names,
-        run_id=run_id,
-        mounts=mounts,
-        source_labels=labels,
-        keep=settings.keep_hosts,
-        mode=settings.mode,
-        progress=lambda m: console.print(m, markup=False, highlight=False),
-    ) as f:
-        warm_agents(f, names, settings.jobs)
-        setup = time.monotonic() - start
-        results = run_cells(cells, f, settings, refs, console)
-        if settings.keep_hosts:
-            _print_kept(f, settings.report_dir)
-    if not settings.keep_hosts:  # kept hosts still mount their exported sources
-        shutil.rmtree(exports, ignore_errors=True)
+    results, labels, setup = run_on_fresh_hosts(
+        cells, settings, refs, console, run_id=run_id, keep=settings.keep_hosts
+    )
+    if settings.rerun_failures:
+        nightly.rerun_failures(results, cells, settings, refs, console)
+    comparison = nightly.compare(results, before, settings)
     seconds = time.monotonic() - start
     meta = {
         "run_id": run_id,
@@ -208,8 +229,10 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         "hosts": {n: labels[n] for n in names},
         "host_setup_seconds": round(setup, 3),
         "select": settings.select,
+        **nightly.meta(comparison, settings),
     }
     paths = report.write_all(results, settings.report_dir, seconds, meta)
+    nightly.record(settings, run_id)
     report.print_grid(results, console)
     console.print("reports: " + ", ".join(str(p) for p in paths), highlight=False)
     console.print(report.totals(results).line() + f" in {seconds:.1f}s", highlight=False)
@@ -221,6 +244,47 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         highlight=False,
     )
     return results
+
+
+def run_on_fresh_hosts(
+    cells: Sequence[Cell],
+    settings: Settings,
+    refs: dict[str, str],
+    console: Any,
+    *,
+    run_id: str | None = None,
+    keep: bool = False,
+    report_dir: Path | None = None,
+    keep_artifacts: bool = False,
+) -> tuple[list[CellResult], dict[str, str], float]:
+    """Start the cells' hosts, run the cells, remove the hosts (unless kept):
+    results in matrix order, each host's source label, and the set-up seconds."""
+    start = time.monotonic()
+    names = sorted({h for c in cells for h in c.hops})
+    exports = Path(tempfile.mkdtemp(prefix="xsmig-refs-"))
+    mounts, labels = resolve_sources(refs, names, exports)
+    for n in names:
+        if labels[n] != "worktree":
+            console.print(f"  {n} runs xsmig from {labels[n]}", highlight=False)
+    with fleet(
+        names,
+        run_id=run_id or new_run_id(),
+        mounts=mounts,
+        source_labels=labels,
+        keep=keep,
+        mode=settings.mode,
+        progress=lambda m: console.print(m, markup=False, highlight=False),
+    ) as f:
+        warm_agents(f, names, settings.jobs)
+        setup = time.monotonic() - start
+        results = run_cells(
+            cells, f, settings, refs, console, report_dir=report_dir, keep_artifacts=keep_artifacts
+        )
+        if keep:
+            _print_kept(f, report_dir or settings.report_dir)
+    if not keep:  # kept hosts still mount their exported sources
+        shutil.rmtree(exports, ignore_errors=True)
+    return results, labels, setup
 
 
 def _print_kept(f: Fleet, report_dir: Path) -> None:
