@@ -22,11 +22,13 @@ from types import ModuleType
 from testbed.errors import TestbedError
 
 COMMANDS: dict[str, str] = {
+    "bisect": "testbed.bisect",
     "build-images": "testbed.images",
     "doctor": "testbed.doctor",
     "host-check": "testbed.hostcheck",
     "matrix": "testbed.matrix",
     "merge": "testbed.merge",
+    "qualify": "testbed.qualify",
     "repro": "testbed.repro",
     "soak": "testbed.soak",
 }
