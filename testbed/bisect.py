@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise BisectError("--runs must be at least 1")
     console = Console()
+    if not console.is_terminal:  # logs: no wrapping of ids and commands at 80 columns
+        console = Console(width=200)
 
     def say(message: str) -> None:
         console.print(message, markup=False, highlight=False)
@@ -155,9 +157,9 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(report_dir, ignore_errors=True)
     report_dir.mkdir(parents=True)
     names = list(dict.fromkeys(cell.hops))
-    say(f"bisect {cell.id}: {len(commits) - 2} commit(s) changing xsmig/ between "
-        f"{args.good} ({good[:10]}) and {args.bad} ({bad[:10]}), {args.runs} run(s) each, "
-        f"hosts {' -> '.join(cell.hops)} kept between steps")
+    say(f"bisect {cell.id}: {len(commits) - 1} commit(s) after --good {args.good} "
+        f"({good[:10]}) up to --bad {args.bad} ({bad[:10]}) change xsmig/; {args.runs} run(s) "
+        f"per commit on {' -> '.join(cell.hops)}, hosts kept between steps")
     log: list[Step] = []
     outcome: dict[str, Any] = {}
     start = time.monotonic()

@@ -234,6 +234,8 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     paths = report.write_all(results, settings.report_dir, seconds, meta)
     nightly.record(settings, run_id)
     report.print_grid(results, console)
+    if comparison.baseline or comparison.counts:
+        console.print(comparison.line(), highlight=False)
     console.print("reports: " + ", ".join(str(p) for p in paths), highlight=False)
     console.print(report.totals(results).line() + f" in {seconds:.1f}s", highlight=False)
     total = report.cost_model(results)[-1]
