@@ -32,7 +32,7 @@ def test_head_exports_the_committed_package(tmp_path: Path) -> None:
 
 
 def test_unknown_ref_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(RefError, match="neither a release of CHANGELOG.md nor a commit"):
+    with pytest.raises(RefError, match=r"neither a release of CHANGELOG\.md nor a commit"):
         export_ref("no-such-ref-xyz", tmp_path)
 
 
