@@ -39,7 +39,7 @@ SELECTED: tuple[ModuleType, ...] = (pingpong, shapes, truncated, hostile)
 
 
 def _ordered(arches: Iterable[str]) -> tuple[str, ...]:
-    from testbed.arch import ARCHES
+    from scenarios.arches import ARCHES
 
     wanted = set(arches)
     return tuple(a for a in ARCHES if a in wanted)
@@ -47,7 +47,7 @@ def _ordered(arches: Iterable[str]) -> tuple[str, ...]:
 
 def _selections() -> list[tuple[str, ...]]:
     """Every non-empty selection: the nightly set first, then all, then the rest."""
-    from testbed.arch import ARCHES, NIGHTLY
+    from scenarios.arches import ARCHES, NIGHTLY
 
     subsets = [c for k in range(1, len(ARCHES) + 1) for c in itertools.combinations(ARCHES, k)]
     first = [_ordered(NIGHTLY), tuple(ARCHES)]
@@ -57,7 +57,7 @@ def _selections() -> list[tuple[str, ...]]:
 def _selected(module: ModuleType, arches: tuple[str, ...]) -> list[Cell]:
     """A SELECTED module's cells for one selection. A selection holding the nightly set
     keeps the nightly cells too, so CI's verdicts stay part of any larger run."""
-    from testbed.arch import NIGHTLY
+    from scenarios.arches import NIGHTLY
 
     cells: list[Cell] = list(module.cells(arches))
     nightly = _ordered(NIGHTLY)
@@ -115,7 +115,7 @@ def on_arches(cells: list[Cell], arches: Collection[str]) -> list[Cell]:
 def arches_from_env() -> list[str]:
     """``--arches`` as the matrix passes it to pytest (XSMIG_MATRIX_ARCHES); default:
     the nightly set."""
-    from testbed.arch import NIGHTLY, parse_arches
+    from scenarios.arches import NIGHTLY, parse_arches
 
     return parse_arches(os.environ.get(ENV_ARCHES) or ",".join(NIGHTLY))
 

@@ -16,9 +16,9 @@ import pytest
 
 import scenarios
 from scenarios.model import Cell
-from testbed.results import CellResult
-from testbed.selection import select
-from testbed.session import Settings, run_matrix
+from testbed.cells.results import CellResult
+from testbed.runs.selection import select
+from testbed.runs.session import Settings, run_matrix
 
 CELLS = scenarios.on_arches(scenarios.all_cells(), scenarios.arches_from_env())
 

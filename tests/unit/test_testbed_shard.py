@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import scenarios
-from testbed import report
 from testbed.__main__ import main
-from testbed.merge import MergeError, merge
-from testbed.results import FAILED, PASSED, REFUSED, CellResult
-from testbed.shard import ShardError, assign, cost, parse_shard, shard
+from testbed.cells.results import FAILED, PASSED, REFUSED, CellResult
+from testbed.reports import report
+from testbed.reports.merge import MergeError, merge
+from testbed.runs.shard import ShardError, assign, cost, parse_shard, shard
 
 ALL = scenarios.all_cells()
 NIGHTLY = scenarios.on_arches(ALL, ("i386", "amd64"))

@@ -15,11 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-from testbed.arch import ARCHES, NIGHTLY, parse_arches
 from testbed.errors import TestbedError
+from testbed.images.arch import ARCHES, NIGHTLY, parse_arches
 
 HELP = "run the cross-bitness migration matrix (grid, junit.xml, results.json, report.html)"
-TEST_FILE = Path(__file__).resolve().parents[1] / "tests" / "integration" / "test_matrix.py"
+TEST_FILE = Path(__file__).resolve().parents[2] / "tests" / "integration" / "test_matrix.py"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -102,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
     import pytest
 
     import scenarios
-    from testbed import report
-    from testbed.selection import select
-    from testbed.session import DEFAULT_REPORT_DIR, Settings, default_jobs
-    from testbed.shard import parse_shard, shard
-    from testbed.sources import check_refs, parse_refs
+    from testbed.hosts.sources import check_refs, parse_refs
+    from testbed.reports import report
+    from testbed.runs.selection import select
+    from testbed.runs.session import DEFAULT_REPORT_DIR, Settings, default_jobs
+    from testbed.runs.shard import parse_shard, shard
 
     arches = parse_arches(args.arches)
     cells = select(scenarios.on_arches(scenarios.all_cells(), arches), args.select)

@@ -28,15 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed import imagebuild
-from testbed.arch import ARCHES, Arch, get_arch
 from testbed.errors import TestbedError
-from testbed.mirror import debian_mirror
-from testbed.progress import PlainReporter, Reporter, RichReporter, SilentReporter, make_reporter
+from testbed.images import imagebuild
+from testbed.images.arch import ARCHES, Arch, get_arch
+from testbed.images.mirror import debian_mirror
+from testbed.images.progress import (
+    PlainReporter,
+    Reporter,
+    RichReporter,
+    SilentReporter,
+    make_reporter,
+)
 
 HELP = "build (or reuse) the host images (i386, amd64, armhf, arm64, s390x)"
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 SUITE = "bookworm"
 VARIANT = "minbase"
 INCLUDE = ("python3", "openssh-server")
@@ -297,7 +303,7 @@ def ensure_image(
     arch: str, *, rebuild: bool = False, quiet: bool = False, reporter: Reporter | None = None
 ) -> BuiltImage:
     """The host image for ``arch``, built only when its inputs changed (or ``rebuild``)."""
-    from testbed.engine import docker_client
+    from testbed.images.engine import docker_client
 
     spec = get_arch(arch)
     if reporter is None:

@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from testbed.cells.results import CellResult
 from testbed.errors import TestbedError
-from testbed.results import CellResult
 
 HELP = "merge the reports of matrix shards (--shard K/N) into one"
 
@@ -87,7 +87,7 @@ def copy_artifacts(results: list[CellResult], sources: dict[str, Path], out: Pat
 
 
 def run(args: argparse.Namespace) -> int:
-    from testbed import report
+    from testbed.reports import report
 
     out: Path = args.output
     results, meta, sources = merge(args.report_dirs)

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed.arch import ARCHES, Arch, get_arch
-from testbed.engine import DOCKERD_LOG, START_COMMAND, engine_answers, ensure_engine
 from testbed.errors import TestbedError
+from testbed.images.arch import ARCHES, Arch, get_arch
+from testbed.images.engine import DOCKERD_LOG, START_COMMAND, engine_answers, ensure_engine
 
 HELP = "check the host set-up (Docker, QEMU, mmdebstrap, disk, binfmt); --fix repairs it"
 
@@ -221,8 +221,8 @@ def check_rootfs_builder() -> Check:
 
 
 def check_mirror() -> Check:
-    from testbed.images import SUITE
-    from testbed.mirror import debian_mirror
+    from testbed.images.images import SUITE
+    from testbed.images.mirror import debian_mirror
 
     try:
         debian_mirror(SUITE)
@@ -240,7 +240,7 @@ def _read(path: Path) -> str:
 
 
 def run_checks(arches: list[Arch]) -> list[Check]:
-    from testbed.images import cache_dir
+    from testbed.images.images import cache_dir
 
     return [
         check_python_libs(),
