@@ -36,7 +36,7 @@ SELECTED: tuple[ModuleType, ...] = (pingpong, shapes, truncated, hostile)
 
 
 def _ordered(arches: Iterable[str]) -> tuple[str, ...]:
-    from testbed.arch import ARCHES
+    from scenarios.arches import ARCHES
 
     wanted = set(arches)
     return tuple(a for a in ARCHES if a in wanted)
@@ -44,7 +44,7 @@ def _ordered(arches: Iterable[str]) -> tuple[str, ...]:
 
 def _selections() -> list[tuple[str, ...]]:
     """Every non-empty selection: the nightly set first, then all, then the rest."""
-    from testbed.arch import ARCHES, NIGHTLY
+    from scenarios.arches import ARCHES, NIGHTLY
 
     subsets = [c for k in range(1, len(ARCHES) + 1) for c in itertools.combinations(ARCHES, k)]
     first = [_ordered(NIGHTLY), tuple(ARCHES)]
@@ -54,7 +54,7 @@ def _selections() -> list[tuple[str, ...]]:
 def _selected(module: ModuleType, arches: tuple[str, ...]) -> list[Cell]:
     """A SELECTED module's cells for one selection. A selection holding the nightly set
     keeps the nightly cells too, so CI's verdicts stay part of any larger run."""
-    from testbed.arch import NIGHTLY
+    from scenarios.arches import NIGHTLY
 
     cells: list[Cell] = list(module.cells(arches))
     nightly = _ordered(NIGHTLY)

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 import scenarios
+from scenarios.arches import NIGHTLY, parse_arches
 from scenarios.model import Cell
-from testbed.arch import NIGHTLY, parse_arches
+from testbed.cells.results import CellResult
 from testbed.errors import TestbedError
-from testbed.results import CellResult
-from testbed.selection import select
-from testbed.session import DEFAULT_REPORT_DIR, Settings, default_jobs, run_matrix
+from testbed.runs.selection import select
+from testbed.runs.session import DEFAULT_REPORT_DIR, Settings, default_jobs, run_matrix
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 if importlib.util.find_spec("pytest_timeout") is not None:

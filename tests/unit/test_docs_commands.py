@@ -20,7 +20,7 @@ import pytest
 
 import scenarios
 from testbed.__main__ import build_parser as _testbed_parser
-from testbed.selection import select
+from testbed.runs.selection import select
 from xsmig.cli import build_parser as _xsmig_parser
 
 ROOT = Path(__file__).resolve().parents[2]

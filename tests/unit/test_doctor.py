@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed import doctor, prereqs
-from testbed.arch import Arch, get_arch
 from testbed.errors import TestbedError
+from testbed.images import doctor, prereqs
+from testbed.images.arch import Arch, get_arch
 
 ARM64 = Arch(
     name="arm64",

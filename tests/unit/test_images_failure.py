@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from testbed import imagebuild, images, prereqs
-from testbed.arch import get_arch
-from testbed.progress import PlainReporter
+from testbed.images import imagebuild, images, prereqs
+from testbed.images.arch import get_arch
+from testbed.images.progress import PlainReporter
 
 I386 = get_arch("i386")
 

@@ -28,17 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed import imagebuild
-from testbed.arch import ARCHES, Arch, get_arch
 from testbed.errors import TestbedError
-from testbed.mirror import debian_mirror
-from testbed.prereqs import Check, build_problems, describe_missing
-from testbed.progress import PlainReporter, Reporter, RichReporter, SilentReporter, make_reporter
+from testbed.images import imagebuild
+from testbed.images.arch import ARCHES, Arch, get_arch
+from testbed.images.mirror import SUITE, debian_mirror
+from testbed.images.prereqs import Check, build_problems, describe_missing
+from testbed.images.progress import (
+    PlainReporter,
+    Reporter,
+    RichReporter,
+    SilentReporter,
+    make_reporter,
+)
 
 HELP = "build (or reuse) the host images (i386, amd64, armhf, arm64, s390x)"
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
-SUITE = "bookworm"
+IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 VARIANT = "minbase"
 INCLUDE = ("python3", "openssh-server")
 PYTHON_SERIES = "3.11"  # bookworm's python3
@@ -190,7 +195,7 @@ def builder() -> str:
 
 def _plan_builders(arch: Arch, cache: Path) -> list[str]:
     """The rootfs builders to try, in order, each with its prerequisites present
-    (the one table, testbed.prereqs): mmdebstrap, then debootstrap as the fallback.
+    (the one table, testbed.images.prereqs): mmdebstrap, then debootstrap as the fallback.
     None usable: one error naming what is missing and the command that fixes it."""
     first = builder()
     order = [first] if os.environ.get("XSMIG_ROOTFS_BUILDER") else [first, "debootstrap"]
@@ -359,7 +364,7 @@ def ensure_image(
     arch: str, *, rebuild: bool = False, quiet: bool = False, reporter: Reporter | None = None
 ) -> BuiltImage:
     """The host image for ``arch``, built only when its inputs changed (or ``rebuild``)."""
-    from testbed.engine import docker_client
+    from testbed.images.engine import docker_client
 
     spec = get_arch(arch)
     if reporter is None:

@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from testbed.arch import Arch
-from testbed.engine import tail
 from testbed.errors import TestbedError
+from testbed.images.arch import Arch
+from testbed.images.engine import tail
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # Removed from the rootfs before it is tarred: caches and docs make the import

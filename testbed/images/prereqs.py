@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed.arch import Arch
-from testbed.engine import DOCKERD_LOG, START_COMMAND, engine_answers
+from testbed.images.arch import Arch
+from testbed.images.engine import DOCKERD_LOG, START_COMMAND, engine_answers
 
 MIN_FREE_GIB = 3.0
 PYTHON_LIBS = {"docker": "docker>=7.1", "rich": "rich>=13", "paramiko": "paramiko>=3.4"}
@@ -176,8 +176,7 @@ def check_keyring() -> Check:
 
 
 def check_mirror() -> Check:
-    from testbed.images import SUITE
-    from testbed.mirror import MirrorError, debian_mirror
+    from testbed.images.mirror import SUITE, MirrorError, debian_mirror
 
     try:
         debian_mirror(SUITE)

@@ -1,4 +1,4 @@
-"""``python -m testbed merge REPORT_DIR... [--report-dir DIR | -o DIR]``: one report from the shards' reports.
+"""``python -m testbed merge REPORT_DIR... [--report-dir DIR]``: one report from the shards.
 
 Each runner of a fanned-out matrix (``--shard K/N``) writes its own report directory;
 this reads their results.json, checks that no cell appears twice, orders the cells
@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from testbed.cells.results import CellResult
 from testbed.errors import TestbedError
-from testbed.results import CellResult
 
 HELP = "merge the reports of matrix shards (--shard K/N) into one"
 
@@ -89,7 +89,7 @@ def copy_artifacts(results: list[CellResult], sources: dict[str, Path], out: Pat
 
 
 def run(args: argparse.Namespace) -> int:
-    from testbed import report
+    from testbed.reports import report
 
     out: Path = args.output
     results, meta, sources = merge(args.report_dirs)

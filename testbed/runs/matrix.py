@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from testbed.arch import ARCHES, NIGHTLY, parse_arches
 from testbed.errors import TestbedError
+from testbed.images.arch import ARCHES, NIGHTLY, parse_arches
 
 HELP = "run the cross-bitness migration matrix (grid, junit.xml, results.json, report.html)"
 
@@ -79,11 +79,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import scenarios
-    from testbed import report
-    from testbed.selection import select
-    from testbed.session import DEFAULT_REPORT_DIR, Settings, default_jobs, run_matrix
-    from testbed.shard import parse_shard, shard
-    from testbed.sources import check_refs, parse_refs
+    from testbed.hosts.sources import check_refs, parse_refs
+    from testbed.reports import report
+    from testbed.runs.selection import select
+    from testbed.runs.session import DEFAULT_REPORT_DIR, Settings, default_jobs, run_matrix
+    from testbed.runs.shard import parse_shard, shard
 
     arches = parse_arches(args.arches)
     cells = select(scenarios.on_arches(scenarios.all_cells(), arches), args.select)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from scenarios.model import Cell
-from testbed import report
+from testbed.cells.execute import run_cell
+from testbed.cells.results import FAILED, CellResult
 from testbed.errors import TestbedError
-from testbed.execute import run_cell
-from testbed.hosts import Fleet, fleet, new_run_id
-from testbed.results import FAILED, CellResult
-from testbed.sources import REPO, parse_refs, resolve_sources
+from testbed.hosts.hosts import Fleet, fleet, new_run_id
+from testbed.hosts.sources import REPO, parse_refs, resolve_sources
+from testbed.reports import report
 
 DEFAULT_REPORT_DIR = REPO / "reports" / "matrix"
 
@@ -193,7 +193,7 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
 
 
 def _print_kept(f: Fleet, report_dir: Path) -> None:
-    from testbed.access import write_access
+    from testbed.hosts.access import write_access
 
     for line in write_access(f, report_dir):
         print(line, flush=True)  # plain print: commands to copy must not be wrapped

@@ -1,6 +1,6 @@
 """``python -m testbed doctor [--fix]``: check (and, as root on Debian, fix) the host set-up.
 
-The prerequisites are one table (``testbed.prereqs.PREREQS``): every check that fails
+The prerequisites are one table (``testbed.images.prereqs.PREREQS``): every check that fails
 prints the exact command that fixes it; ``--fix`` runs those commands. A fresh Debian
 machine needs nothing else before the matrix.
 """
@@ -15,17 +15,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from testbed.arch import ARCHES, Arch, get_arch
-from testbed.engine import ensure_engine
 from testbed.errors import TestbedError
-from testbed.prereqs import APT_PREFIX, Check
-from testbed.prereqs import run_checks as _table_checks
+from testbed.images.arch import ARCHES, Arch, get_arch
+from testbed.images.engine import ensure_engine
+from testbed.images.prereqs import APT_PREFIX, Check
+from testbed.images.prereqs import run_checks as _table_checks
 
 HELP = "check the host set-up (Docker, QEMU, mmdebstrap, arch-test, disk, binfmt); --fix repairs it"
 
 
 def run_checks(arches: list[Arch]) -> list[Check]:
-    from testbed.images import cache_dir
+    from testbed.images.images import cache_dir
 
     return _table_checks(arches, cache_dir())
 
