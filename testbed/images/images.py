@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import fcntl
 import hashlib
 import json
@@ -351,6 +352,7 @@ def _build(client: Any, arch: Arch, rebuild: bool, reporter: Reporter) -> BuiltI
         "xsmig.manifest": json.dumps(manifest, sort_keys=True),
     }
     log = cache_dir() / "logs" / f"{arch.name}-layer.log"
+    log.parent.mkdir(parents=True, exist_ok=True)  # the base image may be cached, the dir not
     with reporter.step(arch.name, f"build {tag}"):
         context = imagebuild.layer_context(image_files(), generated)
         imagebuild.build_layer(
@@ -373,6 +375,15 @@ def ensure_image(
     try:
         with _lock(cache_dir() / "locks" / f"{spec.name}.lock"):
             return _build(client, spec, rebuild, reporter)
+    except OSError as exc:  # a cache that cannot be written, say: one error, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise imagebuild.BuildError(
+            f"the {spec.name} image could not be built: {exc.strerror or exc}{where}; "
+            f"check the image cache {cache_dir()} (XSMIG_IMAGE_CACHE) and python3 -m testbed "
+            "doctor",
+            step=f"build of the {spec.name} image",
+            cause="disk-full" if exc.errno == errno.ENOSPC else "",
+        ) from None
     finally:
         client.close()
 

@@ -118,3 +118,37 @@ def test_a_missing_preferred_builder_uses_the_fallback(monkeypatch: pytest.Monke
     monkeypatch.setattr(images, "builder", lambda: "mmdebstrap")
     monkeypatch.delenv("XSMIG_ROOTFS_BUILDER", raising=False)
     assert images._plan_builders(I386, tmp_path) == ["debootstrap"]
+
+
+def test_cached_base_with_an_empty_cache_dir_writes_its_layer_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """CI's fresh-machine step empties the cache while base images stay in Docker: the
+    layer build must create the logs directory itself (it once died on it)."""
+    cache = tmp_path / "empty-cache"
+    monkeypatch.setenv("XSMIG_IMAGE_CACHE", str(cache))
+    monkeypatch.setattr(images, "qemu_info", lambda _a: {
+        "binary": "/bin/true", "package_version": "1", "version": "qemu 1"})
+    monkeypatch.setattr(images, "_get_image", lambda _c, _t: None)
+    monkeypatch.setattr(images, "_ensure_base", lambda *_a: {
+        "packages": {"python3.11": "3.11.2-6"}, "python": "/usr/bin/python3.11"})
+    logs: list[Path] = []
+
+    def build_layer(_client: Any, _ctx: Any, *, base: str, tag: str, labels: Any,
+                    log: Path) -> None:
+        log.write_text("built\n")  # fails when the directory is missing
+        logs.append(log)
+
+    class Images:
+        def get(self, _tag: str) -> Any:
+            class Image:
+                def tag(self, *_a: str) -> None:
+                    pass
+            return Image()
+
+    class Client:
+        images = Images()
+
+    monkeypatch.setattr(images.imagebuild, "build_layer", build_layer)
+    built = images._build(Client(), I386, False, PlainReporter())
+    assert built.arch == "i386" and logs == [cache / "logs" / "i386-layer.log"]
