@@ -33,7 +33,7 @@ class Expect:
     exit_codes: frozenset[int] = frozenset()  # for REFUSED: the acceptable exit codes
     message_contains: str | None = None  # for REFUSED: text the error line must carry
     # for REFUSED: the saver refuses to write the stream (an encoding its release lacks,
-    # testbed/qualify.py), not the restorer to read it
+    # testbed/runs/qualify.py), not the restorer to read it
     by_saver: bool = False
 
     def describe(self) -> str:

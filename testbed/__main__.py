@@ -22,15 +22,15 @@ from types import ModuleType
 from testbed.errors import TestbedError
 
 COMMANDS: dict[str, str] = {
-    "bisect": "testbed.bisect",
-    "build-images": "testbed.images",
-    "doctor": "testbed.doctor",
-    "host-check": "testbed.hostcheck",
-    "matrix": "testbed.matrix",
-    "merge": "testbed.merge",
-    "qualify": "testbed.qualify",
-    "repro": "testbed.repro",
-    "soak": "testbed.soak",
+    "bisect": "testbed.runs.bisect",
+    "build-images": "testbed.images.images",
+    "doctor": "testbed.images.doctor",
+    "host-check": "testbed.hosts.hostcheck",
+    "matrix": "testbed.runs.matrix",
+    "merge": "testbed.reports.merge",
+    "qualify": "testbed.runs.qualify",
+    "repro": "testbed.runs.repro",
+    "soak": "testbed.runs.soak",
 }
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from testbed import baseline, history, report
-from testbed.results import FAILED, PASSED, REFUSED, Attempt, CellResult
+from testbed.cells.results import FAILED, PASSED, REFUSED, Attempt, CellResult
+from testbed.reports import baseline, history, report
 
 
 def cell(cell_id: str, verdict: str, reruns: list[str] = ()) -> CellResult:  # type: ignore[assignment]

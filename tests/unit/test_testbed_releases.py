@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import xsmig
-from testbed import releases
-from testbed.sources import REPO
+from testbed.hosts import releases
+from testbed.hosts.sources import REPO
 from xsmig.stream.format import DETECTION_RULES, Encoding
 
 

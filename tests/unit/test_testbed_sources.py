@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from testbed.sources import REPO, RefError, check_refs, export_ref, parse_refs, resolve_sources
+from testbed.hosts.sources import (
+    REPO,
+    RefError,
+    check_refs,
+    export_ref,
+    parse_refs,
+    resolve_sources,
+)
 
 
 def test_specs_name_a_host_an_arch_or_all() -> None:
@@ -37,7 +44,7 @@ def test_unknown_ref_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_release_name_is_a_ref(tmp_path: Path) -> None:
-    from testbed.releases import lookup
+    from testbed.hosts.releases import lookup
 
     release = lookup("0.1.0")
     assert release is not None and lookup("v0.1.0") == release

@@ -10,9 +10,9 @@ import pytest
 
 import scenarios
 from scenarios.model import Outcome
-from testbed import bisect, qualify
-from testbed.oracle import Observed, classify, judge
-from testbed.releases import Capabilities
+from testbed.cells.oracle import Observed, classify, judge
+from testbed.hosts.releases import Capabilities
+from testbed.runs import bisect, qualify
 
 OLD = Capabilities("0.1.0", frozenset({"native", "escaped", "extended"}), frozenset(),
                    frozenset({"L", "R1", "R2", "R3", "R4", "R5", "R7"}), frozenset(), "test")
