@@ -117,3 +117,40 @@ def test_candidates_are_the_commits_that_change_xsmig(tmp_path: Path) -> None:
     assert [c for c, _ in got] == [shas[0], shas[2]]  # commit 3 has commit 2's xsmig tree
     with pytest.raises(bisect.BisectError, match="not an ancestor"):
         bisect.candidates(tmp_path, shas[3], shas[0])
+
+
+def _result(cell_id: str, ok: bool) -> object:
+    from testbed.cells.results import CellResult
+
+    pair, enc, guest, scenario = cell_id.split("/")
+    return CellResult(cell_id, scenario, pair, f"{enc}/{guest}", [], 1, "", "",
+                      "passed" if ok else "failed", message="" if ok else "boom",
+                      repro=f"repro {cell_id}")
+
+
+def test_the_report_answers_the_upgrade_question_first() -> None:
+    old = qualify.Side("old", "0.1.0", "0.1.0", OLD)
+    new = qualify.Side("new", "worktree", None, NEW)
+    ids = [f"i386-to-amd64/{e}/guest64/cold" for e in ("native", "v2")]
+    sides = {"old": old, "new": new}
+    pairs = []
+    for a, b in qualify.SIDE_PAIRS:
+        judged = [qualify.expectation(CELLS[i], sides[a].caps, sides[b].caps) for i in ids]
+        pairs.append(qualify._pair_summary(f"{a}-to-{b}", sides[a], sides[b], judged,
+                                           [_result(i, True) for i in ids]))
+    doc = qualify.summarize(old, new, pairs, 1.0)
+    assert doc["upgrade"] and doc["rollout_encodings"] == ["native"]
+    text = qualify.markdown(doc)
+    assert text.splitlines()[0] == ("Can a fleet upgrade host by host from 0.1.0 to worktree? "
+                                    "YES, saving native during the roll-out; v2 only once no "
+                                    "0.1.0 host is left")
+    assert "refused cleanly (saver 0.1.0 lacks v2)" in text
+    # one failed cell anywhere: the answer is no, and the cell is listed with its repro
+    pairs[1]["encodings"]["native"]["failed"].append(
+        {"cell": ids[0], "message": "boom", "repro": "repro x"})
+    pairs[1]["failed"] = 1
+    doc = qualify.summarize(old, new, pairs, 1.0)
+    text = qualify.markdown(doc)
+    assert text.startswith("Can a fleet upgrade host by host from 0.1.0 to worktree? NO: "
+                           "new-to-old (1 cells) fail")
+    assert f"new-to-old `{ids[0]}`: boom" in text
