@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.__main__ import main as testbed_main
+from testbed.__main__ import main as run_testbed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -111,7 +111,7 @@ def test_a_regression_is_a_regression_and_a_flake_is_flaky(
 
 
 def bisect(clone: dict[str, str | Path], report: Path, bad: str) -> tuple[int, dict[str, object]]:
-    code = testbed_main(["bisect", CELL, "--good", str(clone["base"]), "--bad", bad, "--runs",
+    code = run_testbed(["bisect", CELL, "--good", str(clone["base"]), "--bad", bad, "--runs",
                          "2", "--repo", str(clone["repo"]), "--report-dir", str(report)])
     return code, json.loads((report / "bisect.json").read_text())
 

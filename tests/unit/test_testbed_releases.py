@@ -37,6 +37,8 @@ def test_every_rule_a_detection_names_is_in_the_table() -> None:
     for f in ("detect.py", "byteorder.py"):
         text = (REPO / "xsmig" / "stream" / f).read_text()
         names |= set(re.findall(r"rule\([\"']([A-Z]\d?)[\"']\)", text))
+        # a row spelled out as a literal would escape `--version --json`: use rule(ID)
+        assert not re.findall(r'(?<!"")f?"[LRB]\d?: ', text), f"{f}: a row not from the table"
     assert names and names <= set(DETECTION_RULES)
     # B1 (the byte-order choice) decides no Detection of its own; every other row does
     assert set(DETECTION_RULES) - names == {"B1"}
