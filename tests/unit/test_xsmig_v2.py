@@ -25,9 +25,14 @@ from v2_spec import (
     VCPU_MSRS,
     VCPU_XSAVE,
     VERIFY,
+    L_END,
+    L_LIBXC,
+    L_XENSTORE,
     V2Stream,
+    libxl_records,
     spec_check,
     split,
+    xen_check,
 )
 from xsmig_helpers import Guest, digest, expect_error, make, restore_bytes, save_bytes
 
@@ -35,7 +40,7 @@ from xsmig.domain import DomainDir
 from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import AMD64, I386
 from xsmig.store import Store
-from xsmig.stream.format import Encoding
+from xsmig.stream.format import Encoding, V2Format
 
 
 @pytest.fixture
@@ -45,7 +50,12 @@ def guest(store: Store) -> DomainDir:
 
 @pytest.fixture
 def stream(guest: DomainDir) -> V2Stream:
-    return split(save_bytes(guest, Encoding.V2, AMD64))
+    """The libxc stream inside a libxl save, made version 3 (STATIC_DATA_END after
+    X86_PV_INFO): the edits below were written against v3, and the reader takes both."""
+    s = split(save_bytes(guest, Encoding.V2, AMD64))
+    s.ihdr = s.ihdr[:12] + struct.pack(">I", 3) + s.ihdr[16:]
+    s.records.insert(1, (STATIC_DATA_END, b""))
+    return s
 
 
 @pytest.mark.parametrize("saver", [I386, AMD64], ids=["i386", "amd64"])
@@ -53,15 +63,27 @@ def stream(guest: DomainDir) -> V2Stream:
 @pytest.mark.parametrize("width", [32, 64])
 def test_streams_pass_an_independent_spec_check(store: Store, saver: object, shape: str,
                                                  width: int) -> None:
-    src = make(store, "g", Guest(pages=300, width=width, vcpus=3, max_vcpu_id=40, seed=4,
-                                 shape=shape, extended=shape != "sparse"))
-    for rounds in (1, 3):
-        data = save_bytes(src, Encoding.V2, saver, rounds=rounds)  # type: ignore[arg-type]
-        assert spec_check(data) == []
-        kinds = [t for t, _ in split(data).records]
-        assert kinds[:4] == [PV_INFO, STATIC_DATA_END, P2M_FRAMES, PAGE_DATA]
-        assert kinds[-2:] == [SHARED_INFO, END]
-        assert kinds.count(VCPU_BASIC) == 3 and TSC_INFO in kinds
+    """Both framings, both interpreter widths: what Xen's own verify-stream-v2 accepts
+    (only the record types it knows, version 2), and the spec's order rules."""
+    for physmap, v2_format in ((2, V2Format.LIBXL), (0, V2Format.LIBXL), (0, V2Format.LIBXC)):
+        src = make(store, "g", Guest(pages=300, width=width, vcpus=3, max_vcpu_id=40, seed=4,
+                                     shape=shape, extended=shape != "sparse", physmap=physmap))
+        for rounds in (1, 3):
+            data = save_bytes(src, Encoding.V2, saver, rounds=rounds,  # type: ignore[arg-type]
+                              v2_format=v2_format)
+            assert spec_check(data) == [] and xen_check(data) == []
+            s = split(data)
+            kinds = [t for t, _ in s.records]
+            assert kinds[:3] == [PV_INFO, P2M_FRAMES, PAGE_DATA]
+            assert kinds[-2:] == [SHARED_INFO, END]
+            assert kinds.count(VCPU_BASIC) == 3 and TSC_INFO in kinds
+            assert all(t < 0x10 for t in kinds)  # no private, optional or v3 record
+            if v2_format is V2Format.LIBXC:
+                assert not s.prefix and not s.suffix
+                continue
+            libxl = [t for t, _ in libxl_records(data)]
+            assert libxl == ([L_LIBXC, L_XENSTORE, L_END] if physmap else [L_LIBXC, L_END])
+        store.destroy("g")
 
 
 def restores_as(store: Store, data: bytes, source: DomainDir) -> None:
@@ -70,8 +92,9 @@ def restores_as(store: Store, data: bytes, source: DomainDir) -> None:
     store.destroy("copy")
 
 
-def test_split_and_join_is_the_identity(stream: V2Stream, guest: DomainDir) -> None:
-    assert stream.to_bytes() == save_bytes(guest, Encoding.V2, I386)
+def test_split_and_join_is_the_identity(guest: DomainDir) -> None:
+    data = save_bytes(guest, Encoding.V2, I386)
+    assert split(data).to_bytes() == data
 
 
 # -- edits a spec-faithful restorer accepts --
@@ -197,14 +220,14 @@ def record_at(rtype: int, plus: int = 0, nth: int = 0) -> Callable[[V2Stream], i
 
 REJECTED: dict[str, tuple[Callable[[V2Stream], None], type[Exception],
                           Callable[[V2Stream], int]]] = {
-    "version 4": (_ihdr(12, struct.pack(">I", 4)), StreamRefused, lambda s: 12),
-    "reserved option bit": (_ihdr(16, b"\x00\x02"), StreamError, lambda s: 16),
-    "big-endian stream": (_ihdr(16, b"\x00\x01"), StreamRefused, lambda s: 16),
-    "image header reserved": (_ihdr(20, b"\x00\x00\x00\x01"), StreamError, lambda s: 16),
-    "HVM domain": (_dhdr(0, struct.pack("<I", 2)), StreamRefused, lambda s: 24),
-    "unknown domain type": (_dhdr(0, struct.pack("<I", 9)), StreamError, lambda s: 24),
-    "page_shift 13": (_dhdr(4, struct.pack("<H", 13)), StreamError, lambda s: 28),
-    "domain header reserved": (_dhdr(6, b"\x01\x00"), StreamError, lambda s: 30),
+    "version 4": (_ihdr(12, struct.pack(">I", 4)), StreamRefused, lambda s: len(s.prefix) + 12),
+    "reserved option bit": (_ihdr(16, b"\x00\x02"), StreamError, lambda s: len(s.prefix) + 16),
+    "big-endian stream": (_ihdr(16, b"\x00\x01"), StreamRefused, lambda s: len(s.prefix) + 16),
+    "image header reserved": (_ihdr(20, b"\x00\x00\x00\x01"), StreamError, lambda s: len(s.prefix) + 16),
+    "HVM domain": (_dhdr(0, struct.pack("<I", 2)), StreamRefused, lambda s: len(s.prefix) + 24),
+    "unknown domain type": (_dhdr(0, struct.pack("<I", 9)), StreamError, lambda s: len(s.prefix) + 24),
+    "page_shift 13": (_dhdr(4, struct.pack("<H", 13)), StreamError, lambda s: len(s.prefix) + 28),
+    "domain header reserved": (_dhdr(6, b"\x01\x00"), StreamError, lambda s: len(s.prefix) + 30),
     "guest width 5": (_patch(PV_INFO, 0, b"\x05"), StreamError, record_at(PV_INFO, 8)),
     "PV_INFO reserved": (_patch(PV_INFO, 4, b"\x01"), StreamError, record_at(PV_INFO, 10)),
     "v3 without STATIC_DATA_END": (_drop(STATIC_DATA_END), StreamError,
@@ -243,8 +266,10 @@ REJECTED: dict[str, tuple[Callable[[V2Stream], None], type[Exception],
     "no vCPU 0": (lambda s: [_drop(r)(s) for r in (VCPU_BASIC, VCPU_EXTENDED, VCPU_XSAVE)],
                   StreamError, record_at(END)),
     "EXTENDED for one vCPU only": (_drop(VCPU_EXTENDED, 1), StreamRefused, record_at(END)),
-    "xcr0_accum differs": (_patch(VCPU_XSAVE, 16, b"\x0f"), StreamRefused,
-                           record_at(VCPU_XSAVE, 24)),
+    "xcr0 not within xcr0_accum": (_patch(VCPU_XSAVE, 16, b"\x01"), StreamRefused,
+                                   record_at(VCPU_XSAVE, 16)),
+    "xcr0 without x87": (_patch(VCPU_XSAVE, 8, b"\x02"), StreamRefused,
+                         record_at(VCPU_XSAVE, 16)),
     "no SHARED_INFO": (_drop(SHARED_INFO), StreamError, record_at(END)),
     "SHARED_INFO short": (lambda s: s.records.__setitem__(
         s.index(SHARED_INFO), (SHARED_INFO, bytes(4088))), StreamError,
@@ -277,10 +302,18 @@ def test_rejected_edits(store: Store, stream: V2Stream, case: str) -> None:
     assert e.offset == where(stream), str(e)
 
 
-def test_nonzero_padding(store: Store, stream: V2Stream) -> None:
+@pytest.mark.parametrize("layer", ["libxc", "libxl"])
+def test_nonzero_padding(store: Store, stream: V2Stream, layer: str) -> None:
+    if layer == "libxc":
+        _insert_before(SHARED_INFO, (0x80001234, b"hello"))(stream)
+        i = stream.index(0x80001234)
+        pad_at = stream.offsets[i] + 8 + len(stream.records[i][1])
+    else:  # the physmap's EMULATOR_XENSTORE_DATA, after the libxc END
+        end = stream.offsets[-1] + 8
+        body = struct.unpack_from("<I", stream.suffix, 4)[0]
+        assert body % 8 and stream.suffix[:4] == struct.pack("<I", L_XENSTORE)
+        pad_at = end + 8 + body
     data = bytearray(stream.to_bytes())
-    i = next(i for i, (_, body) in enumerate(stream.records) if len(body) % 8)
-    pad_at = stream.offsets[i] + 8 + len(stream.records[i][1])
     data[pad_at] = 1
     assert any("padding" in p for p in spec_check(bytes(data)))
     e = expect_error(StreamError, store, bytes(data))
@@ -350,7 +383,8 @@ def test_inspect_reads_v2(guest: DomainDir, stream: V2Stream) -> None:
 
     report = inspect_stream(io.BytesIO(stream.to_bytes()))
     assert report["encoding"] == "v2" and report["detection"].startswith("R0")
-    assert report["v2"] == {"version": 3, "options": 0, "domain_type": 1, "page_shift": 12,
+    assert report["v2"] == {"framing": "libxl", "libxl_version": 2, "libxl_options": 0,
+                            "version": 3, "options": 0, "domain_type": 1, "page_shift": 12,
                             "xen_major": 4, "xen_minor": 6}
     assert report["p2m_size"] == 200 and report["guest_width"] == 64
     assert [v["id"] for v in report["tail"]["vcpus"]] == guest.read_meta().vcpu_ids
