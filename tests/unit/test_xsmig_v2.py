@@ -14,6 +14,9 @@ import pytest
 from v2_spec import (
     CHECKPOINT,
     END,
+    L_END,
+    L_LIBXC,
+    L_XENSTORE,
     P2M_FRAMES,
     PAGE_DATA,
     PV_INFO,
@@ -25,9 +28,6 @@ from v2_spec import (
     VCPU_MSRS,
     VCPU_XSAVE,
     VERIFY,
-    L_END,
-    L_LIBXC,
-    L_XENSTORE,
     V2Stream,
     libxl_records,
     spec_check,
@@ -48,14 +48,18 @@ def guest(store: Store) -> DomainDir:
     return make(store, "src", Guest(pages=200, width=64, vcpus=2, max_vcpu_id=3, seed=9))
 
 
-@pytest.fixture
-def stream(guest: DomainDir) -> V2Stream:
+def as_v3(data: bytes) -> V2Stream:
     """The libxc stream inside a libxl save, made version 3 (STATIC_DATA_END after
     X86_PV_INFO): the edits below were written against v3, and the reader takes both."""
-    s = split(save_bytes(guest, Encoding.V2, AMD64))
+    s = split(data)
     s.ihdr = s.ihdr[:12] + struct.pack(">I", 3) + s.ihdr[16:]
     s.records.insert(1, (STATIC_DATA_END, b""))
     return s
+
+
+@pytest.fixture
+def stream(guest: DomainDir) -> V2Stream:
+    return as_v3(save_bytes(guest, Encoding.V2, AMD64))
 
 
 @pytest.mark.parametrize("saver", [I386, AMD64], ids=["i386", "amd64"])
@@ -214,20 +218,25 @@ def _pfn_word(value: Callable[[int], int], entry: int = 5) -> Callable[[V2Stream
     return edit
 
 
+def at(offset: int) -> Callable[[V2Stream], int]:
+    """An offset in the libxc stream's headers, after libxl's prefix."""
+    return lambda s: len(s.prefix) + offset
+
+
 def record_at(rtype: int, plus: int = 0, nth: int = 0) -> Callable[[V2Stream], int]:
     return lambda s: s.offset_of(rtype, nth) + plus
 
 
 REJECTED: dict[str, tuple[Callable[[V2Stream], None], type[Exception],
                           Callable[[V2Stream], int]]] = {
-    "version 4": (_ihdr(12, struct.pack(">I", 4)), StreamRefused, lambda s: len(s.prefix) + 12),
-    "reserved option bit": (_ihdr(16, b"\x00\x02"), StreamError, lambda s: len(s.prefix) + 16),
-    "big-endian stream": (_ihdr(16, b"\x00\x01"), StreamRefused, lambda s: len(s.prefix) + 16),
-    "image header reserved": (_ihdr(20, b"\x00\x00\x00\x01"), StreamError, lambda s: len(s.prefix) + 16),
-    "HVM domain": (_dhdr(0, struct.pack("<I", 2)), StreamRefused, lambda s: len(s.prefix) + 24),
-    "unknown domain type": (_dhdr(0, struct.pack("<I", 9)), StreamError, lambda s: len(s.prefix) + 24),
-    "page_shift 13": (_dhdr(4, struct.pack("<H", 13)), StreamError, lambda s: len(s.prefix) + 28),
-    "domain header reserved": (_dhdr(6, b"\x01\x00"), StreamError, lambda s: len(s.prefix) + 30),
+    "version 4": (_ihdr(12, struct.pack(">I", 4)), StreamRefused, at(12)),
+    "reserved option bit": (_ihdr(16, b"\x00\x02"), StreamError, at(16)),
+    "big-endian stream": (_ihdr(16, b"\x00\x01"), StreamRefused, at(16)),
+    "image header reserved": (_ihdr(20, b"\x00\x00\x00\x01"), StreamError, at(16)),
+    "HVM domain": (_dhdr(0, struct.pack("<I", 2)), StreamRefused, at(24)),
+    "unknown domain type": (_dhdr(0, struct.pack("<I", 9)), StreamError, at(24)),
+    "page_shift 13": (_dhdr(4, struct.pack("<H", 13)), StreamError, at(28)),
+    "domain header reserved": (_dhdr(6, b"\x01\x00"), StreamError, at(30)),
     "guest width 5": (_patch(PV_INFO, 0, b"\x05"), StreamError, record_at(PV_INFO, 8)),
     "PV_INFO reserved": (_patch(PV_INFO, 4, b"\x01"), StreamError, record_at(PV_INFO, 10)),
     "v3 without STATIC_DATA_END": (_drop(STATIC_DATA_END), StreamError,

@@ -133,14 +133,14 @@ def _libxl_check(data: bytes, *, xen: bool) -> list[str]:
     pos, libxc_seen = 16, 0
     while True:
         if pos + 8 > len(data):
-            return problems + ["libxl stream without END"]
+            return [*problems, "libxl stream without END"]
         rtype, length = struct.unpack_from("<II", data, pos)
         body = data[pos + 8:pos + 8 + length]
         padding = data[pos + 8 + length:pos + 8 + length + (-length % 8)]
         if len(body) != length or len(padding) != -length % 8:
-            return problems + ["truncated libxl record"]
+            return [*problems, "truncated libxl record"]
         if rtype > L_CKPT_STATE:  # Xen's verifier: "Unrecognised record type"
-            return problems + [f"unknown libxl record {rtype:#x}"]
+            return [*problems, f"unknown libxl record {rtype:#x}"]
         if any(padding):
             problems.append(f"non-zero padding after libxl record at {pos}")
         pos += 8 + length + len(padding)
