@@ -358,6 +358,22 @@ def test_legacy_profile_refuses_v2_at_byte_0(store: Store, stream: V2Stream,
     assert e.offset == 0 and "legacy" in str(e)
 
 
+def test_earlier_xsmig_v2_streams_restore_whole(store: Store, guest: DomainDir) -> None:
+    """Version 3 with the private physmap record (optional type 0x8078736D: u32 version,
+    u32 count, physmap records packed to 28 + namelen) and no libxl framing, as earlier
+    xsmig versions wrote: read, the physmap included."""
+    s = as_v3(save_bytes(guest, Encoding.V2, AMD64))
+    physmap = guest.read_meta().physmap
+    body = struct.pack("<II", 1, len(physmap)) + b"".join(
+        struct.pack("<QQQI", p.phys_offset, p.start_addr, p.size, len(p.name)) + p.name
+        for p in physmap)
+    s.prefix = s.suffix = b""
+    s.records.insert(s.index(VCPU_BASIC), (0x8078736D, body))
+    restored = restore_bytes(store, s.to_bytes(), "old")
+    assert restored.read_meta().physmap == guest.read_meta().physmap
+    assert digest(restored) == digest(guest)
+
+
 def test_hypervisor_and_converter_versions(guest: DomainDir, stream: V2Stream) -> None:
     """A save names Xen 4.6 (the simulated hypervisor); the spec asks a converter for
     xen_major 0 and its own version as xen_minor (checked in test_xsmig_convert)."""

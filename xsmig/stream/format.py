@@ -198,6 +198,12 @@ REC_CHECKPOINT_DIRTY_PFN_LIST = 0x0F
 REC_STATIC_DATA_END = 0x10
 REC_X86_CPUID_POLICY = 0x11
 REC_X86_MSR_POLICY = 0x12
+# Read, never written: earlier xsmig versions carried libxl's toolstack data (physmap) in
+# this private optional record (u32 version, u32 count, physmap records packed to 28 +
+# namelen bytes). Xen's verifier refuses any record it does not know, so xsmig now
+# writes the physmap as libxl does (EMULATOR_XENSTORE_DATA, below); reading the old
+# record keeps those streams restoring whole.
+REC_XSMIG_TOOLSTACK = V2_OPTIONAL | 0x78736D  # "xsm"
 
 
 class Role(Enum):
@@ -213,6 +219,7 @@ class Role(Enum):
     SIGNAL = "signal"  # zero-length markers: VERIFY, CHECKPOINT
     STATIC_END = "static_end"
     STATIC = "static"  # static data the simulated host accepts as is (CPU policies)
+    TOOLSTACK = "toolstack"  # earlier xsmig versions' physmap record (read only)
     NOT_PV = "not_pv"  # valid in the spec, not in an x86 PV forward stream
     DEPRECATED = "deprecated"
 
@@ -265,6 +272,7 @@ V2_RECORDS: dict[int, Record] = {r.type: r for r in [
     Record(REC_STATIC_DATA_END, "STATIC_DATA_END", Role.STATIC_END, exact=0),
     Record(REC_X86_CPUID_POLICY, "X86_CPUID_POLICY", Role.STATIC),
     Record(REC_X86_MSR_POLICY, "X86_MSR_POLICY", Role.STATIC),
+    Record(REC_XSMIG_TOOLSTACK, "XSMIG_TOOLSTACK", Role.TOOLSTACK, max_length=MAX_TOOLSTACK),
 ]}
 
 

@@ -22,7 +22,7 @@ from xsmig.layout import Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.detect import Detection
 from xsmig.stream.io import StreamReader
-from xsmig.stream.reader import Batch, StreamHeader, StreamSink
+from xsmig.stream.reader import Batch, StreamHeader, StreamSink, parse_toolstack
 from xsmig.vcpu import BY_WIDTH, EXTENDED_CONTEXT_SIZE, MAX_VCPU_ID, VcpuLayout
 
 _LOW_NIBBLE = bytes(b & 0x0F for b in range(256))  # bytes.translate tables
@@ -221,6 +221,9 @@ class V2Parser:
             if res:
                 raise StreamError("reserved bits set in X86_TSC_INFO", at + 28)
             sink.on_chunk(at, rec.type, fmt.EV_TSC_INFO, TscInfo(mode, nsec, khz, incarnation))
+        elif role is fmt.Role.TOOLSTACK:  # earlier xsmig versions' private record
+            value = parse_toolstack(r.read(length, rec.name), Layout.clean(8), at + 8)
+            sink.on_chunk(at, rec.type, fmt.EV_TOOLSTACK, value)
         elif role is fmt.Role.SIGNAL:
             if rec.type == fmt.REC_CHECKPOINT:
                 self.vcpu_seen = False  # a new round of pages may follow
