@@ -385,3 +385,19 @@ def test_v2_does_not_depend_on_the_writer_abi(guests: dict[str, DomainDir], gues
     """No native-width field anywhere: i386 and amd64 writers give the same v2 bytes."""
     assert (save_bytes(guests[guest], Encoding.V2, I386)
             == save_bytes(guests[guest], Encoding.V2, AMD64))
+
+
+@pytest.mark.parametrize("width", [32, 64])
+def test_v2_libxc_is_the_libxl_streams_inner_stream(store: Store, width: int) -> None:
+    """--v2-format libxc writes exactly the bytes between libxl's LIBXC_CONTEXT record and
+    its END (a guest without physmap: no EMULATOR_XENSTORE_DATA); both pinned by hash."""
+    g = make(store, "bare", Guest(pages=64, width=width, seed=1, physmap=0))
+    libxl = save_bytes(g, Encoding.V2, I386)
+    libxc = save_bytes(g, Encoding.V2, AMD64, v2_format=fmt.V2Format.LIBXC)
+    assert libxl[:24] == b"LibxlFmt" + bytes.fromhex("00000002 00000000") + \
+        struct.pack("<II", 1, 0)
+    assert libxl[24:-8] == libxc and libxl[-8:] == bytes(8)
+    assert libxc[:8] == b"\xff" * 8 and libxc[-8:] == bytes(8)  # libxc's END
+    assert hashlib.sha256(libxc).hexdigest() == {
+        32: "f1e6720123481b722cee1a78587ffda7958fc173ae602de4d004e252965f80a3",
+        64: "093af784e602d0a8ba1f5f875a7fcf11bdb20904f6ea5d2a8e030670bc5df4b9"}[width]
