@@ -30,6 +30,7 @@ from v2_spec import (
     VERIFY,
     V2Stream,
     libxl_records,
+    record,
     spec_check,
     split,
     xen_check,
@@ -415,3 +416,87 @@ def test_inspect_reads_v2(guest: DomainDir, stream: V2Stream) -> None:
     assert [v["id"] for v in report["tail"]["vcpus"]] == guest.read_meta().vcpu_ids
     text = render_text(report)
     assert "v2 headers    version 3" in text and "Xen 4.6" in text
+
+
+# -- libxl's layer: edits of the records around the libxc stream --
+
+def _libxl_records(data: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """(libxl header, libxl records), LIBXC_CONTEXT's body being the whole libxc stream."""
+    s = split(data)
+    inner = s.ihdr + s.dhdr + b"".join(record(t, b) for t, b in s.records)
+    out, pos = [(1, inner)], 0
+    while pos < len(s.suffix):
+        rtype, length = struct.unpack_from("<II", s.suffix, pos)
+        out.append((rtype, s.suffix[pos + 8:pos + 8 + length]))
+        pos += 8 + length + (-length % 8)
+    return s.prefix[:16], out
+
+
+def _libxl_join(head: bytes, records: list[tuple[int, bytes]]) -> bytes:
+    return head + b"".join(struct.pack("<II", 1, 0) + b if t == 1 else record(t, b)
+                           for t, b in records)
+
+
+def _xenstore(pairs: list[bytes], emulator: int = 0) -> tuple[int, bytes]:
+    return (L_XENSTORE, struct.pack("<II", emulator, 0) + b"\0".join(pairs) + b"\0")
+
+
+PHYS = [b"physmap/1000/start_addr", b"2000", b"physmap/1000/size", b"3000",
+        b"physmap/1000/name", b"vga"]
+LIBXL_REJECTED: dict[str, tuple[Callable[[bytes, list[tuple[int, bytes]]],
+                                         tuple[bytes, list[tuple[int, bytes]]]],
+                                type[Exception], str]] = {
+    "libxl version 3": (lambda h, r: (h[:8] + struct.pack(">I", 3) + h[12:], r), StreamRefused,
+                        "version 3"),
+    "reserved libxl option": (lambda h, r: (h[:12] + struct.pack(">I", 4), r), StreamError,
+                              "reserved bits"),
+    "big-endian libxl": (lambda h, r: (h[:12] + struct.pack(">I", 1), r), StreamRefused,
+                         "big-endian"),
+    "no LIBXC_CONTEXT": (lambda h, r: (h, r[1:]), StreamError, "without a LIBXC_CONTEXT"),
+    "unknown mandatory libxl record": (lambda h, r: (h, [*r[:-1], (6, b""), r[-1]]),
+                                       StreamRefused, "mandatory libxl record type 0x6"),
+    "EMULATOR_CONTEXT": (lambda h, r: (h, [*r[:-1], (3, bytes(8)), r[-1]]), StreamRefused,
+                         "EMULATOR_CONTEXT"),
+    "CHECKPOINT_END": (lambda h, r: (h, [*r[:-1], (4, b""), r[-1]]), StreamRefused,
+                       "Remus/COLO"),
+    "xenstore data without its NUL": (
+        lambda h, r: (h, [*r[:-2], (L_XENSTORE, r[-2][1][:-1]), r[-1]]), StreamError,
+        "NUL-terminated"),
+    "xenstore: an odd number of strings": (
+        lambda h, r: (h, [*r[:-2], _xenstore(PHYS[:-1]), r[-1]]), StreamError,
+        "key/value pairs"),
+    "xenstore: unknown emulator": (lambda h, r: (h, [*r[:-2], _xenstore(PHYS, 7), r[-1]]),
+                                   StreamError, "unknown emulator id 0x7"),
+    "physmap entry without its name": (
+        lambda h, r: (h, [*r[:-2], _xenstore(PHYS[:4]), r[-1]]), StreamError,
+        "lacks its name key"),
+    "physmap size not hex": (
+        lambda h, r: (h, [*r[:-2], _xenstore([*PHYS[:3], b"0x30", *PHYS[4:]]), r[-1]]),
+        StreamError, "not hex"),
+    "a key that is not the physmap's": (
+        lambda h, r: (h, [*r[:-2], _xenstore([*PHYS, b"vnc/port", b"5900"]), r[-1]]),
+        StreamRefused, "vnc/port"),
+    "libxl END not empty": (lambda h, r: (h, [*r[:-1], (0, bytes(8))]), StreamError,
+                            "END record body is 8 bytes"),
+    "data after libxl's END": (lambda h, r: (h, [*r, (0, b"")]), StreamError,
+                               "trailing data after the libxl END"),
+}
+
+
+@pytest.mark.parametrize("case", LIBXL_REJECTED)
+def test_libxl_layer_rejections(store: Store, guest: DomainDir, case: str) -> None:
+    edit, error, words = LIBXL_REJECTED[case]
+    head, records = _libxl_records(save_bytes(guest, Encoding.V2, AMD64))
+    assert [t for t, _ in records] == [L_LIBXC, L_XENSTORE, L_END]
+    data = _libxl_join(*edit(head, records))
+    e = expect_error(error, store, data)
+    assert words in str(e), str(e)
+
+
+def test_libxl_layer_accepts_what_the_spec_allows(store: Store, guest: DomainDir) -> None:
+    """An unknown optional libxl record and an empty EMULATOR_XENSTORE_DATA are skipped;
+    the legacy option bit is informational; restore is unchanged."""
+    head, records = _libxl_records(save_bytes(guest, Encoding.V2, AMD64))
+    records[1:1] = [(0x80000009, b"opt"), (L_XENSTORE, bytes(8))]
+    data = _libxl_join(head[:12] + struct.pack(">I", 2), records)
+    restores_as(store, data, guest)
