@@ -152,7 +152,8 @@ class CanonicalDomain:
             fields: dict[str, Any] = summary(vl, ctx, vcpu_id)
             fields["context"] = _fingerprint(ctx)
             fields["extended"] = _fingerprint(ext)
-            fields["xsave"] = f"{xcr0:#x}/{accum:#x}/" + _fingerprint(xsave)
+            masks = f"{xcr0:#x}/" if accum == xcr0 else f"{xcr0:#x}/{accum:#x}/"  # as digest()
+            fields["xsave"] = masks + _fingerprint(xsave)
             vcpus[str(vcpu_id)] = fields
         return {"format": DUMP_FORMAT, "name": self.meta.name, "digest": self.digest(),
                 "metadata": self.metadata(), "types": self.types.hex(), "pages": pages,
