@@ -218,7 +218,7 @@ def create(spec: GuestSpec, domain: DomainDir, host_id: int) -> DomainMeta:
 
 def _physmap(n: int, rng: random.Random) -> list[PhysmapEntry]:
     """n entries at distinct phys_offsets (xenstore keys are per phys_offset); the default
-    two are drawn as they always were, so default guests keep their digests."""
+    two are drawn as they always were, so default guests keep their physmap."""
     names = (rng.sample(PHYSMAP_NAMES, 2) if n == 2 else
              [PHYSMAP_NAMES[i % 4] + (b".%d" % i if i >= 4 else b"") for i in range(n)])
     entries: dict[int, PhysmapEntry] = {}
