@@ -33,7 +33,7 @@ from xsmig.vcpu import (
     frame_values,
 )
 
-MAX_XSAVE = (1 << 20) - 16  # xcnt's bound, less the 16-byte xsave header
+MAX_XSAVE = (1 << 20) - 32  # xcnt's bound, less xfeature_mask, size, xcr0, xcr0_accum
 MAX_META_BYTES = 16 << 20  # meta.json holds at most ~2 MiB of frame list for the largest guest
 _VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
