@@ -18,7 +18,12 @@ SCHEMA = 1  # bumped when a key changes meaning; keys are only ever added
 def capabilities() -> dict[str, Any]:
     from xsmig.cli import build_parser
     from xsmig.stream.detect import PROFILES
-    from xsmig.stream.format import DETECTION_RULES, V2_FRAMINGS, Encoding
+    from xsmig.stream.format import (
+        DETECTION_RULES,
+        V2_DEFAULT_FORMAT,
+        Encoding,
+        V2Format,
+    )
 
     parser = build_parser()
     commands: list[str] = []
@@ -31,7 +36,11 @@ def capabilities() -> dict[str, Any]:
         "name": "xsmig",
         "version": __version__,
         "encodings": [e.value for e in Encoding],
-        "framings": list(V2_FRAMINGS),
+        "framings": [f.value for f in V2Format],  # v2 framings read and written
+        "v2_writes": V2_DEFAULT_FORMAT.value,  # the framing a v2 save writes by default
+        # the legacy xsave buffer: Xen's (u64 xcr0, u64 xcr0_accum, then the area);
+        # releases before 0.3 wrote the area alone ("area")
+        "legacy_xsave": "xen-buffer",
         "detection_rules": dict(DETECTION_RULES),
         "profiles": list(PROFILES),
         "commands": commands,

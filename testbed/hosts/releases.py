@@ -37,6 +37,8 @@ class Capabilities:
     rules: frozenset[str]
     commands: frozenset[str]
     source: str  # "--version --json", or "CHANGELOG.md (NAME)"
+    v2_writes: str | None = None  # the v2 framing a save writes by default
+    legacy_xsave: str | None = None  # "area" (before 0.3) or "xen-buffer"; None: unknown
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], source: str) -> Capabilities:
@@ -49,6 +51,8 @@ class Capabilities:
                 frozenset(rules),  # a dict (id -> text) or a list of ids
                 frozenset(doc.get("commands", ())),
                 source,
+                doc.get("v2_writes"),
+                doc.get("legacy_xsave"),
             )
         except (KeyError, TypeError) as e:
             raise ReleaseError(f"capabilities from {source} lack {e}") from None
@@ -60,6 +64,8 @@ class Capabilities:
             "framings": sorted(self.framings),
             "detection_rules": sorted(self.rules),
             "commands": sorted(self.commands),
+            "v2_writes": self.v2_writes,
+            "legacy_xsave": self.legacy_xsave,
             "source": self.source,
         }
 

@@ -12,6 +12,9 @@ predates it, the `json` block of its CHANGELOG.md entry (testbed/hosts/releases.
   one error line, source untouched);
 - an encoding the restorer lacks: the restorer must refuse the stream cleanly
   (exit 3 or 4, one error line, nothing left, source untouched);
+- a v2 stream in a framing the restorer lacks (the saver's default, `v2_writes`), or a
+  legacy stream with xsave state whose buffer layout (`legacy_xsave`) the restorer does
+  not read: the restorer must refuse it cleanly (exit 3 or 4);
 - a restorer without detection row R6 (the mail's rule) refuses a native stream
   without extended info whose width it cannot tell (exit 4, naming --source-width),
   then restores it with --source-width 64;
@@ -115,6 +118,15 @@ def expectation(cell: Cell, saver: Capabilities, restorer: Capabilities) -> tupl
     if cell.encoding not in restorer.encodings:
         return (dataclasses.replace(cell, expect=refused(*READ_REFUSAL), retry=None),
                 f"restorer {restorer.version} lacks {cell.encoding}")
+    if cell.encoding == "v2" and saver.v2_writes and saver.v2_writes not in restorer.framings:
+        return (dataclasses.replace(cell, expect=refused(*READ_REFUSAL), retry=None),
+                f"restorer {restorer.version} lacks the {saver.v2_writes} framing")
+    if (cell.encoding != "v2" and cell.domain.extended_state and saver.legacy_xsave
+            and restorer.legacy_xsave and saver.legacy_xsave != restorer.legacy_xsave):
+        # The legacy xsave buffer changed (issue 15): a restorer must refuse the other
+        # layout, never read one as the other.
+        return (dataclasses.replace(cell, expect=refused(*READ_REFUSAL), retry=None),
+                f"restorer {restorer.version} lacks the {saver.legacy_xsave} xsave buffer")
     if cell.no_ext_info and "R6" not in restorer.rules and _unprovable_width(cell):
         # Without the mail's rule an unescaped 64-bit stream without ext-info is refused,
         # whatever the restorer's own width: it asks for the width, then restores.
@@ -199,11 +211,14 @@ def run(args: argparse.Namespace) -> int:
 def _pair_summary(name: str, saver: Side, restorer: Side, judged: list[tuple[Cell, str]],
                   results: list[Any]) -> dict[str, Any]:
     why = {c.id: reason for c, reason in judged}
+    # refused by design: a side lacks what the cell needs (a retry after it is no refusal)
+    lacking = {c.id for c, reason in judged if reason and c.retry is None}
     by_enc: dict[str, dict[str, Any]] = {}
     for r in results:
         enc = r.id.split("/")[1]
-        e = by_enc.setdefault(enc, {"cells": 0, "failed": [], "expected": set()})
+        e = by_enc.setdefault(enc, {"cells": 0, "failed": [], "expected": set(), "refused": 0})
         e["cells"] += 1
+        e["refused"] += r.id in lacking
         if why[r.id]:
             e["expected"].add(why[r.id])
         if not r.ok:
@@ -213,8 +228,8 @@ def _pair_summary(name: str, saver: Side, restorer: Side, judged: list[tuple[Cel
         e["expected"] = sorted(e["expected"])
         # usable for a rolling upgrade: every cell as expected and none only a refusal
         e["status"] = ("FAIL" if e["failed"] else
-                       "refused cleanly" if any("lacks" in x and "R6" not in x
-                                                for x in e["expected"]) else "ok")
+                       "refused cleanly" if e["refused"] == e["cells"] else
+                       "partly refused cleanly" if e["refused"] else "ok")
     return {"pair": name, "saver": saver.label, "restorer": restorer.label,
             "cells": len(results), "failed": sum(len(e["failed"]) for e in by_enc.values()),
             "encodings": by_enc}

@@ -16,7 +16,7 @@ import pytest
 import xsmig
 from testbed.hosts import releases
 from testbed.hosts.sources import REPO
-from xsmig.stream.format import DETECTION_RULES, Encoding
+from xsmig.stream.format import DETECTION_RULES, V2_DEFAULT_FORMAT, Encoding, V2Format
 
 
 def test_version_json_is_read_from_xsmigs_own_tables() -> None:
@@ -27,6 +27,8 @@ def test_version_json_is_read_from_xsmigs_own_tables() -> None:
     assert doc["encodings"] == [e.value for e in Encoding]
     assert doc["detection_rules"] == DETECTION_RULES
     assert {"save", "restore", "convert", "verify"} <= set(doc["commands"])
+    assert doc["framings"] == [f.value for f in V2Format]
+    assert doc["v2_writes"] == V2_DEFAULT_FORMAT.value and doc["legacy_xsave"] == "xen-buffer"
     plain = subprocess.run([sys.executable, "-m", "xsmig", "--version"],
                            capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert plain == f"xsmig {xsmig.__version__}\n"
@@ -34,11 +36,11 @@ def test_version_json_is_read_from_xsmigs_own_tables() -> None:
 
 def test_every_rule_a_detection_names_is_in_the_table() -> None:
     names = set()
-    for f in ("detect.py", "byteorder.py"):
+    for f in ("detect.py", "byteorder.py", "reader.py"):
         text = (REPO / "xsmig" / "stream" / f).read_text()
-        names |= set(re.findall(r"rule\([\"']([A-Z]\d?)[\"']\)", text))
+        names |= set(re.findall(r"rule\([\"']([LRB]\d?[LX]?)[\"']\)", text))
         # a row spelled out as a literal would escape `--version --json`: use rule(ID)
-        assert not re.findall(r'(?<!"")f?"[LRB]\d?: ', text), f"{f}: a row not from the table"
+        assert not re.findall(r'(?<!"")f?"[LRB]\d?[LX]?: ', text), f"{f}: a row not from the table"
     assert names and names <= set(DETECTION_RULES)
     # B1 (the byte-order choice) decides no Detection of its own; every other row does
     assert set(DETECTION_RULES) - names == {"B1"}
@@ -77,6 +79,11 @@ def test_declared_capabilities_match_the_release_tree(release: releases.Release)
     cli = _show(release.commit, "xsmig/cli.py")
     assert caps.commands == set(re.findall(r'cmd\("([a-z-]+)"', cli))
     assert caps.version == release.name
+    # before 0.3: the legacy xsave area alone, v2 only as the bare libxc stream
+    assert "XSAVE_BUFFER_HDR" not in fmt and caps.legacy_xsave == "area"
+    assert "V2Format" not in fmt
+    assert caps.framings == ({"libxc"} if "v2" in caps.encodings else set())
+    assert caps.v2_writes == ("libxc" if "v2" in caps.encodings else None)
 
 
 def test_a_bad_changelog_block_is_one_clear_error(tmp_path: Path) -> None:

@@ -15,10 +15,14 @@ from testbed.hosts.releases import Capabilities
 from testbed.runs import bisect, qualify
 
 OLD = Capabilities("0.1.0", frozenset({"native", "escaped", "extended"}), frozenset(),
-                   frozenset({"L", "R1", "R2", "R3", "R4", "R5", "R7"}), frozenset(), "test")
+                   frozenset({"L", "R1", "R2", "R3", "R4", "R5", "R7"}), frozenset(), "test",
+                   None, "area")
 NEW = Capabilities("0.3.0", frozenset({"native", "escaped", "extended", "v2"}),
-                   frozenset({"libxc"}), frozenset({"L", "R0", "R1", "R2", "R3", "R4", "R5",
-                                                    "R6", "R7"}), frozenset(), "test")
+                   frozenset({"libxc", "libxl"}), frozenset({"L", "R0", "R1", "R2", "R3", "R4",
+                                                             "R5", "R6", "R7"}),
+                   frozenset(), "test", "libxl", "xen-buffer")
+V020 = Capabilities("0.2.0", NEW.encodings, frozenset({"libxc"}), NEW.rules, frozenset(),
+                    "test", "libxc", "area")
 CELLS = {c.id: c for c in scenarios.all_cells()}
 
 
@@ -47,6 +51,23 @@ def test_a_restorer_without_r6_asks_for_the_width_then_restores() -> None:
     # both sides able: the scenario's own expectation
     cold = CELLS["amd64-to-i386/escaped/guest64/cold"]
     assert qualify.expectation(cold, OLD, OLD) == (cold, "")
+
+
+def test_a_framing_or_xsave_layout_the_restorer_lacks_must_be_refused_by_it() -> None:
+    v2 = CELLS["i386-to-amd64/v2/guest64/cold"]
+    cell, why = qualify.expectation(v2, NEW, V020)
+    assert cell.expect.exit_codes == {3, 4} and why == "restorer 0.2.0 lacks the libxl framing"
+    assert qualify.expectation(v2, V020, NEW) == (v2, "")  # the new side reads libxc too
+    cold = CELLS["i386-to-amd64/native/guest64/cold"]
+    assert cold.domain.extended_state
+    for saver, restorer in ((V020, NEW), (NEW, V020)):
+        cell, why = qualify.expectation(cold, saver, restorer)
+        assert cell.expect.outcome is Outcome.REFUSED and not cell.expect.by_saver
+        assert why.endswith(f"lacks the {saver.legacy_xsave} xsave buffer")
+    # without xsave state the layouts do not meet
+    bare = CELLS["amd64-to-amd64/native/guest64/no-ext-info"]
+    assert not bare.domain.extended_state
+    assert qualify.expectation(bare, V020, NEW) == (bare, "")
 
 
 def test_the_saver_refusal_is_clean_only_with_one_line_and_the_source_untouched() -> None:
@@ -129,7 +150,10 @@ def _result(cell_id: str, ok: bool) -> object:
 
 
 def test_the_report_answers_the_upgrade_question_first() -> None:
-    old = qualify.Side("old", "0.1.0", "0.1.0", OLD)
+    import dataclasses
+
+    # as if 0.1.0 wrote Xen's xsave buffer: native then works in all four pairs
+    old = qualify.Side("old", "0.1.0", "0.1.0", dataclasses.replace(OLD, legacy_xsave="xen-buffer"))
     new = qualify.Side("new", "worktree", None, NEW)
     ids = [f"i386-to-amd64/{e}/guest64/cold" for e in ("native", "v2")]
     sides = {"old": old, "new": new}
@@ -154,3 +178,14 @@ def test_the_report_answers_the_upgrade_question_first() -> None:
     assert text.startswith("Can a fleet upgrade host by host from 0.1.0 to worktree? NO: "
                            "new-to-old (1 cells) fail")
     assert f"new-to-old `{ids[0]}`: boom" in text
+    # the real 0.1.0 writes the xsave area alone: its native cells are refused both ways
+    real = qualify.Side("old", "0.1.0", "0.1.0", OLD)
+    pairs = []
+    for a, b in qualify.SIDE_PAIRS:
+        s = {"old": real, "new": new}
+        judged = [qualify.expectation(CELLS[i], s[a].caps, s[b].caps) for i in ids]
+        pairs.append(qualify._pair_summary(f"{a}-to-{b}", s[a], s[b], judged,
+                                           [_result(i, True) for i in ids]))
+    text = qualify.markdown(qualify.summarize(real, new, pairs, 1.0))
+    assert text.splitlines()[0].endswith("NO: no encoding works in all four pairs")
+    assert "refused cleanly (restorer 0.3.0 lacks the area xsave buffer)" in text
