@@ -48,8 +48,8 @@ def rerun_failures(
     run_fresh: Callable[[list[Cell], Path], list[CellResult]],
     console: Any,
 ) -> None:
-    """Rerun each failed cell on fresh hosts with the same seed, up to N times, until it
-    passes. Every attempt is kept (verdict, message, artifacts) in the cell's `reruns`;
+    """Rerun each failed cell alone on fresh hosts with the same seed, up to N times,
+    until it passes. Every attempt is kept (verdict, message, artifacts) in the cell's `reruns`;
     the cell's own verdict stays the first attempt's, so a flake is never a pass.
     run_fresh(cells, report_dir): the cells on freshly started hosts, artifacts kept."""
     by_id = {c.id: c for c in cells}
@@ -64,7 +64,9 @@ def rerun_failures(
         )
         where = settings.report_dir / RERUNS / str(k)
         shutil.rmtree(where, ignore_errors=True)
-        again = run_fresh([by_id[r.id] for r in todo], where)
+        # Each cell alone on its own fresh hosts: a cell that failed because of what ran
+        # beside it (host state, load) must get the chance to pass.
+        again = [run_fresh([by_id[r.id]], where)[0] for r in todo]
         prefix = where.relative_to(settings.report_dir).as_posix()
         for r, a in zip(todo, again, strict=True):
             r.reruns.append(
