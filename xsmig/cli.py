@@ -57,6 +57,26 @@ def _idle_option(p: argparse.ArgumentParser) -> None:
                         f"nothing (default {DEFAULT_IDLE_TIMEOUT:g}; 0: wait forever)")
 
 
+def _max_pages_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pages", type=int, default=None,
+                   help=f"refuse streams of more pages (default: $XSMIG_MAX_PAGES or "
+                        f"{DEFAULT_MAX_PAGES})")
+
+
+def _max_pages(args: argparse.Namespace) -> int:
+    """restore's cap, and verify's and convert's (so their verdicts are restore's)."""
+    max_pages = args.max_pages
+    if max_pages is None:
+        env = os.environ.get("XSMIG_MAX_PAGES", str(DEFAULT_MAX_PAGES))
+        try:
+            max_pages = int(env)
+        except ValueError:
+            raise UsageError(f"XSMIG_MAX_PAGES={env!r} is not an integer") from None
+    if not 0 < max_pages <= MAX_P2M_SIZE:
+        raise UsageError(f"--max-pages must be between 1 and {MAX_P2M_SIZE}")
+    return int(max_pages)
+
+
 MAX_IDLE_TIMEOUT = 1e6  # seconds (11 days): poll() takes milliseconds in a C int
 
 
@@ -118,9 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "told from the stream")
     p.add_argument("--profile", choices=("current", "legacy"), default="current",
                    help="legacy: behave as the toolstack before the fix (own-width native only)")
-    p.add_argument("--max-pages", type=int, default=None,
-                   help=f"refuse streams of more pages (default: $XSMIG_MAX_PAGES or "
-                        f"{DEFAULT_MAX_PAGES})")
+    _max_pages_option(p)
     p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None,
                    help="byte order of the toolstack that wrote a native stream, when it "
                         "cannot be told from the stream")
@@ -161,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: this interpreter's own)")
     p.add_argument("--word-size", type=int, choices=(4, 8), default=None,
                    help="extended target only: the width the sinf block declares")
+    _max_pages_option(p)
+    _idle_option(p)
 
     p = cmd("verify", "check a stream without restoring it (exit 0 only if valid)")
     p.add_argument("file", help="file, or - for stdin")
@@ -169,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None)
     p.add_argument("--toolstack", choices=TOOLSTACKS, default="native",
                    help="own width for native streams without extended info")
+    _max_pages_option(p)
+    _idle_option(p)
 
     p = cmd("list", "list the domains in the store")
     p.add_argument("--json", action="store_true")
@@ -214,6 +236,14 @@ def _std_fd(fd: int, name: str) -> None:
         os.fstat(fd)
     except OSError:
         raise StateError(f"{name} is closed") from None
+    # Closed when the interpreter started (Python set sys.stdin/stdout to None), even if
+    # the descriptor number has been reused since by a file we opened.
+    if (sys.stdin if fd == 0 else sys.stdout) is None:
+        raise StateError(f"{name} is closed")
+
+
+_USAGE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+                           errno.ELOOP})
 
 
 @contextlib.contextmanager
@@ -231,7 +261,10 @@ def _open_in(path: str, idle: float | None = None) -> Iterator[BinaryIO]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | nonblock)
     except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+        # A path that names nothing readable is the user's (exit 2); a refusal by the
+        # system (permissions, I/O) is exit 5, as every other system error.
+        kind = UsageError if e.errno in _USAGE_ERRNOS else StateError
+        raise kind(f"cannot read {path}: {e.strerror}") from None
     try:
         if nonblock:
             os.set_blocking(fd, True)
@@ -268,7 +301,11 @@ def _reap_partials(target: str) -> None:
 def _write_failed(e: OSError, path: str) -> NoReturn:
     """An error writing the output names it; others (a domain file: has a filename) and
     a vanished reader (main's BrokenPipeError) pass through."""
-    if isinstance(e, BrokenPipeError) or e.filename:
+    if isinstance(e, BrokenPipeError):
+        if path == "stdout":
+            raise e
+        raise StateError(f"cannot write {path}: its reader has gone (broken pipe)") from None
+    if e.filename:
         raise e
     raise StateError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -350,8 +387,8 @@ def _open_out(path: str) -> Iterator[BinaryIO]:
     except OSError:
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except OSError as e:
-            raise UsageError(f"cannot write {path}: {e.strerror}") from None
+        except OSError as e:  # read-only, no permission, no space: the system's (exit 5)
+            raise StateError(f"cannot write {path}: {e.strerror}") from None
         named = True
     try:
         with os.fdopen(fd, "wb") as f:
@@ -406,15 +443,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{stats.bytes} bytes, {stats.pages_sent} pages in {stats.batches} batches, "
                   f"{time.monotonic() - started:.2f}s", file=sys.stderr)
     elif args.command == "restore":
-        max_pages = args.max_pages
-        if max_pages is None:
-            env = os.environ.get("XSMIG_MAX_PAGES", str(DEFAULT_MAX_PAGES))
-            try:
-                max_pages = int(env)
-            except ValueError:
-                raise UsageError(f"XSMIG_MAX_PAGES={env!r} is not an integer") from None
-        if not 0 < max_pages <= MAX_P2M_SIZE:
-            raise UsageError(f"--max-pages must be between 1 and {MAX_P2M_SIZE}")
+        max_pages = _max_pages(args)
         if args.name is not None:
             check_name(args.name)
         _check_idle(args.idle_timeout)
@@ -470,10 +499,15 @@ def run(args: argparse.Namespace) -> int:
         from xsmig.verify import render as render_verdict
         from xsmig.verify import verify_stream
 
-        with _open_in(args.file) as source:
+        max_pages = _max_pages(args)
+        _check_idle(args.idle_timeout)
+        if args.json:
+            _std_fd(1, "stdout")
+        with _open_in(args.file, args.idle_timeout or None) as source:
             verdict = verify_stream(source, source_width=args.source_width,
                                     own=_layout(args.toolstack),
-                                    source_byte_order=args.source_byte_order)
+                                    source_byte_order=args.source_byte_order,
+                                    max_pages=max_pages)
         for note in verdict["notes"]:
             print(f"xsmig: note: {note}", file=sys.stderr)
         if args.json:
@@ -522,12 +556,20 @@ def _convert(args: argparse.Namespace) -> int:
     if args.word_size and target is not Encoding.EXTENDED:
         raise UsageError("--word-size 4|8 goes with --to extended only")
     expect = Encoding(args.source_encoding) if args.source_encoding else None
+    max_pages = _max_pages(args)
+    _check_idle(args.idle_timeout)
+    if args.output == "-":  # before the input is opened: it could take descriptor 1
+        _std_fd(1, "stdout")
     started = time.monotonic()
-    with _open_in(args.input) as source, _open_out(args.output) as out:
-        stats = convert(source, out, target, abi=_layout(args.toolstack),
-                        word_size=args.word_size, source_width=args.source_width,
-                        expect=expect, own=_layout(args.toolstack),
-                        source_byte_order=args.source_byte_order)
+    with _open_in(args.input, args.idle_timeout or None) as source, \
+            _open_out(args.output) as out:
+        try:
+            stats = convert(source, out, target, abi=_layout(args.toolstack),
+                            word_size=args.word_size, source_width=args.source_width,
+                            expect=expect, own=_layout(args.toolstack),
+                            source_byte_order=args.source_byte_order, max_pages=max_pages)
+        except OSError as e:
+            _write_failed(e, "stdout" if args.output == "-" else args.output)
     if args.output != "-":
         print(f"{stats.source.value} -> {stats.target.value}: {stats.bytes_in} -> "
               f"{stats.bytes_out} bytes, {time.monotonic() - started:.2f}s", file=sys.stderr)
