@@ -613,7 +613,9 @@ def _flush_stdout() -> None:
         sys.stdout.flush()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, own_stdout: bool = True) -> int:
+    """Run one command. own_stdout=False (the agent): descriptor 1 is not ours to
+    touch, so a broken pipe does not point it at /dev/null."""
     try:
         try:
             args = build_parser().parse_args(argv)
@@ -629,7 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except BrokenPipeError:
         # The reader went away (e.g. the restorer refused the stream): say so, once.
-        _quiet_stdout()
+        if own_stdout:
+            _quiet_stdout()
         _say("xsmig: error: output closed by the reader")
         return StateError.exit_code
     except KeyboardInterrupt:
