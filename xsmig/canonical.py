@@ -106,7 +106,7 @@ class CanonicalDomain:
             yield vcpu_id, bytes(ctx), state.extended or b"", state.xsave_mask, state.xsave
 
     def shared_info(self) -> bytes:
-        data = bytearray(self.domain.shared_info_path.read_bytes())
+        data = bytearray(self.domain.read_shared_info())
         at = SHARED_INFO_FLL_OFFSET[self.meta.guest_width]
         width = self.meta.vcpu_layout.word_size
         data[at:at + width] = bytes(width)

@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", choices=SHAPES, default="standard")
     p.add_argument("--no-extended-state", action="store_true",
                    help="no extended vCPU contexts or xsave, as guests of the oldest savers")
+    _max_pages_option(p)
 
     p = cmd("save", "write a domain's save stream")
     p.add_argument("name")
@@ -423,6 +424,10 @@ def run(args: argparse.Namespace) -> int:
                          args.seed, args.shape, not args.no_extended_state)
         check_name(args.name)
         spec.check()
+        max_pages = _max_pages(args)
+        if spec.pages > max_pages:  # create's memory and disk follow the size: refuse early
+            raise UsageError(f"--pages {spec.pages} exceeds this host's cap of {max_pages} "
+                             "pages (--max-pages or XSMIG_MAX_PAGES)")
         with store.writing(args.name) as domain:
             create(spec, domain, _host_id(args))
         print(args.name)
