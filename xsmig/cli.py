@@ -34,6 +34,7 @@ PIPE_BYTES = 1 << 20
 TOOLSTACKS = ("native", *ABIS)
 DEFAULT_MAX_PAGES = 1 << 20  # 4 GiB guests; raise with --max-pages or XSMIG_MAX_PAGES
 DEFAULT_IDLE_TIMEOUT = 60.0  # seconds without a byte from the writer
+MAX_DUMP_BYTES = 256 << 20  # diff's dump file: ~32 bytes per page of a 2^20-page guest is 32 MiB
 
 
 class _Parser(argparse.ArgumentParser):
@@ -596,7 +597,13 @@ def _load_other(store: Store, other: str) -> dict[str, Any]:
     path = Path(other)
     if path.is_file():
         try:
-            dump: dict[str, Any] = json.loads(path.read_text())
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size > MAX_DUMP_BYTES:
+                    raise UsageError(f"dump {other} is larger than {MAX_DUMP_BYTES} bytes "
+                                     "(a dump of the largest guest --max-pages allows is "
+                                     "far smaller)")
+                raw = f.read(MAX_DUMP_BYTES + 1)
+            dump: dict[str, Any] = json.loads(raw)
         except (OSError, ValueError, RecursionError) as e:
             raise UsageError(f"cannot read dump {other}: {type(e).__name__}") from None
         if not isinstance(dump, dict) or dump.get("format") != DUMP_FORMAT:
