@@ -55,6 +55,9 @@ class VerifySink(RestoreSink):
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
         super().on_chunk(offset, chunk_id, name, value)
         if isinstance(value, dict) and "skipped" in value:
+            if len(self.warnings) >= MAX_WARNINGS:  # counted only: no text to build
+                self.warnings_total += 1
+                return
             self.warn(f"byte {offset}: {name} of {value['skipped']} bytes skipped")
 
     def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,

@@ -4,11 +4,13 @@ v2) into another legal stream of the same domain (record orders, pages sent agai
 holes then data and data then holes, optional records wherever they may stand). Each
 rewrite must restore to the seed's digest, verify must accept it, and convert to every
 encoding must write a stream verify accepts that restores to the same digest (or
-refuse, exit 4). The checks are fuzz/target.py's, shared with the campaign."""
+refuse, exit 4). The checks are fuzz/target.py's, shared with the campaign.
+XSMIG_FREEDOMS_EXAMPLES=N runs N examples instead of CI's 30."""
 
 from __future__ import annotations
 
 import io
+import os
 import random
 import shutil
 import tempfile
@@ -61,7 +63,8 @@ def scratch() -> Iterator[tuple[Path, dict[str, str]]]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@settings(max_examples=30, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+@settings(max_examples=int(os.environ.get("XSMIG_FREEDOMS_EXAMPLES", "30")), deadline=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(kind=st.sampled_from(sorted(ALL)), seed=st.integers(0, 2**64 - 1))
 def test_legal_rewrites_convert_to_the_same_domain(
