@@ -6,8 +6,8 @@ import threading
 
 from scenarios import faults as declared
 from scenarios.hosts import BY_NAME, FAULT_PAIRS, NIGHTLY_PAIRS, PAIRS
-from testbed import faults
-from testbed.migrate import Transfer
+from testbed.cells import faults
+from testbed.cells.migrate import Transfer
 
 
 def transfer(status: int | None, err: str = "", error: str | None = None) -> Transfer:
