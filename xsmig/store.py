@@ -190,7 +190,14 @@ class Store:
                 raise StateError(f"a domain named {name!r} is being written in store "
                                  f"{self.root} by another process")
             aside = self.incoming / f"{name}.{os.getpid()}.{os.urandom(4).hex()}"
-            aside.mkdir()
+            fd = self._dir_fd(self.incoming)  # made inside incoming/ itself, never a link
+            try:
+                os.mkdir(aside.name, 0o777, dir_fd=fd)
+            except OSError as e:
+                raise StateError(f"cannot write domain {name!r} in store {self.root}: "
+                                 f"{e.strerror}") from None
+            finally:
+                os.close(fd)
         try:
             yield name, DomainDir(aside)
             with self._locked():
