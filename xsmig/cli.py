@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None)
     p.add_argument("--toolstack", choices=TOOLSTACKS, default="native",
                    help="own width for native streams without extended info")
+    p.add_argument("--profile", choices=("current", "legacy"), default="current",
+                   help="the restore profile whose verdict to give (as restore --profile)")
     _max_pages_option(p)
     _idle_option(p)
 
@@ -513,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
             verdict = verify_stream(source, source_width=args.source_width,
                                     own=_layout(args.toolstack),
                                     source_byte_order=args.source_byte_order,
-                                    max_pages=max_pages)
+                                    max_pages=max_pages, profile=args.profile)
         for note in verdict["notes"]:
             print(f"xsmig: note: {note}", file=sys.stderr)
         if args.json:

@@ -260,3 +260,27 @@ def test_a_domain_dir_is_the_only_state_verify_leaves(tmp_path: Path, v2_stream:
     assert not verify_stream(io.BytesIO(v2_stream[:-100]))["valid"]
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_verify_and_restore_give_one_verdict_on_the_command_line(tmp_path: Path,
+                                                                 v2_stream: bytes) -> None:
+    """The same exit status and the same error text (verify prefixes "invalid stream:"),
+    options included: a truncation, an MSR record (spec-valid, refused by restore), the
+    legacy profile, a cap."""
+    s = split(v2_stream)
+    s.records.insert(-2, (0x0C, bytes(8) + bytes(16)))  # X86_PV_VCPU_MSRS
+    cases = {"valid": (v2_stream, []), "cut": (v2_stream[:-100], []),
+             "msrs": (s.to_bytes(), []), "legacy profile": (v2_stream, ["--profile", "legacy"]),
+             "cap": (v2_stream, ["--max-pages", "63"])}
+    for name, (data, opts) in cases.items():
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(data)
+        restored = cli(tmp_path / "s", "restore", "-i", str(path), "--name", "x", *opts)
+        verified = cli(tmp_path / "s", "verify", str(path), *opts)
+        cli(tmp_path / "s", "destroy", "x")
+        assert restored.returncode == verified.returncode, (name, restored.stderr,
+                                                             verified.stderr)
+        if restored.returncode:
+            r = assert_cli_error(restored, restored.returncode)
+            v = assert_cli_error(verified, verified.returncode)
+            assert v == r.replace("xsmig: error: ", "xsmig: error: invalid stream: "), name
