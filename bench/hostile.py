@@ -168,7 +168,7 @@ def cases() -> dict[str, bytes]:
     ext = s["extended-amd64-32"]
     v2 = _v2_seed(s["native-amd64-64"])
     return {
-        "native i386, p2m 2^28-1, whole frame list": _p2m_max_full_frame_list(),
+        "native i386, p2m 2^28 - 8 Ki, whole frame list": _p2m_max_full_frame_list(),
         "v2, 1 MiB of empty optional records (valid)": _v2_optional_flood(v2),
         "v2 PAGE_DATA declaring 2^20 pfns": _v2_page_data_declared(v2),
         "dump: 1 MiB of nested JSON": _dump_nested(),
