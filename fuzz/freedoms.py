@@ -6,7 +6,9 @@ Legacy (native, escaped, extended): batches split and reordered at will, pages s
 again (a plain page of noise first, the real page later), pages sent with data and
 then listed unmapped in the tail (data then holes), bare XTAB entries in batches, the
 optional chunks (vcpu_info, tsc_info, toolstack, verify mode, last checkpoint, HVM
-values restore ignores) anywhere in the body and repeated.
+values restore ignores) anywhere in the body and repeated, unknown ext-info blocks and
+the ext-info blocks after vcpu in any order, unknown optional blocks in the
+extended-info section.
 
 v2: PAGE_DATA records split, merged and reordered, pages sent again, holes then data
 (an XTAB entry first, the page later) and data then holes, vCPU records in any order,
@@ -144,7 +146,7 @@ def legacy(data: bytes, rnd: random.Random) -> bytes:
         parts.append(i32.pack(len(words)) + ulongs(words) + pages)
     for chunk in chunks:
         parts.insert(rnd.randint(0, len(parts)), chunk)
-    prefix = data[:bounds[0]]
+    prefix = _header_freedoms(data[:bounds[0]], header, rnd)
     n = len(rec.unmapped)
     rest = data[rec.tail_at + 4 + n * layout.ulong_size:]
     tail = sorted(set(rec.unmapped) | set(late_holes))
@@ -152,6 +154,36 @@ def legacy(data: bytes, rnd: random.Random) -> bytes:
         rnd.shuffle(tail)
     return (prefix + b"".join(parts) + i32.pack(fmt.BODY_END) + u32.pack(len(tail))
             + ulongs(tail) + rest)
+
+
+def _header_freedoms(prefix: bytes, header: StreamHeader, rnd: random.Random) -> bytes:
+    """Optional blocks where they may stand: unknown optional blocks in the extended-info
+    section (after sinf), unknown ext-info blocks after the vcpu block and the other
+    ext-info blocks in any order (the vcpu block stays first: detection may read its
+    id to prove the width)."""
+    out = prefix
+    if header.ext_blocks:
+        blocks = header.ext_blocks
+        order = header.layout.byte_order
+        u32, ext = in_order(fmt.U32, order), in_order(fmt.EXT_BLOCK, order)
+        start = blocks[0].offset
+        end = blocks[-1].offset + fmt.EXT_BLOCK.size + blocks[-1].size
+        raw = [out[b.offset:b.offset + fmt.EXT_BLOCK.size + b.size] for b in blocks]
+        first, rest = raw[:1], raw[1:]
+        rest += [ext.pack(b"junk", n) + rnd.randbytes(n)
+                 for n in (rnd.choice([0, 4, 13]) for _ in range(rnd.randint(0, 2)))]
+        rnd.shuffle(rest)
+        section = b"".join(first + rest)
+        out = out[:start - 4] + u32.pack(len(section)) + section + out[end:]
+    if header.xblocks and rnd.random() < 0.7:
+        sinf = header.xblocks[0]
+        at = sinf.offset + fmt.XBLOCK.size + sinf.size
+        extra = b"".join(fmt.XBLOCK.pack(b"opt" + bytes([0x61 + i]), fmt.XBLOCK_OPTIONAL, 0, n)
+                         + rnd.randbytes(n)
+                         for i, n in enumerate(rnd.choice([0, 5, 64])
+                                               for _ in range(rnd.randint(1, 3))))
+        out = out[:at] + extra + out[at:]
+    return out
 
 
 def _page_record(entries: list[tuple[int, int, bytes]]) -> tuple[int, bytes]:
