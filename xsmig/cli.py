@@ -345,6 +345,29 @@ def _short(dest: str) -> NoReturn:
     raise OSError(errno.EIO, "short copy", dest)
 
 
+FIFO_OPEN_TIMEOUT = DEFAULT_IDLE_TIMEOUT  # seconds to wait for a FIFO's reader to open it
+
+
+def _open_through(path: str) -> int:
+    """Open a FIFO or character device for writing, without O_CREAT or O_TRUNC. A FIFO
+    nobody reads would block open() for good (an agent serving `digest --dump FIFO`
+    with it): open without blocking, and wait for a reader at most FIFO_OPEN_TIMEOUT."""
+    deadline = time.monotonic() + FIFO_OPEN_TIMEOUT
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise StateError(f"cannot write {path}: {e.strerror}") from None
+            if time.monotonic() > deadline:
+                raise StateError(f"cannot write {path}: no reader opened the FIFO in "
+                                 f"{FIFO_OPEN_TIMEOUT:g} s") from None
+            time.sleep(0.05)
+    os.set_blocking(fd, True)
+    return fd
+
+
 @contextlib.contextmanager
 def _open_out(path: str) -> Iterator[BinaryIO]:
     """Where `save -o` writes, without ever clobbering what sits at the path:
@@ -369,10 +392,7 @@ def _open_out(path: str) -> Iterator[BinaryIO]:
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise UsageError(f"cannot write {path}: it is a directory")
     if st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT, no O_TRUNC
-        except OSError as e:
-            raise StateError(f"cannot write {path}: {e.strerror}") from None
+        fd = _open_through(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 yield _widen_pipe(f)

@@ -126,3 +126,21 @@ def test_a_dump_to_a_pipe_whose_reader_has_gone_leaves_the_channel_alone(
     assert dumped["status"] == 5 and "dump.fifo" in str(dumped["stderr"]), dumped
     assert json.loads(str(listed["stdout"]))[0]["name"] == "g"
     assert listed == again
+
+
+def test_a_dump_to_a_fifo_nobody_reads_is_an_answer_not_a_hang(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """open() of a FIFO without a reader would block the agent for good: it waits for a
+    reader at most FIFO_OPEN_TIMEOUT (shortened here), answers exit 5, keeps serving."""
+    from xsmig import cli as xcli
+
+    monkeypatch.setenv("XSMIG_STORE", str(tmp_path / "store"))
+    monkeypatch.setattr(xcli, "FIFO_OPEN_TIMEOUT", 0.5)
+    fifo = tmp_path / "nobody.fifo"
+    os.mkfifo(fifo)
+    _, made, dumped, listed = ask([{"argv": ["create", "g", "--pages", "64"]},
+                                   {"argv": ["digest", "g", "--dump", str(fifo)]},
+                                   {"argv": ["list"]}])
+    assert made["status"] == 0
+    assert dumped["status"] == 5 and "no reader" in str(dumped["stderr"]), dumped
+    assert listed["status"] == 0 and "g" in str(listed["stdout"])
