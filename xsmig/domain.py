@@ -15,6 +15,7 @@ anything else is a StateError naming the file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -45,7 +46,7 @@ def open_regular(path: Path, flags: int = os.O_RDONLY, limit: int | None = None)
     except FileNotFoundError:
         raise
     except OSError as e:
-        what = "is a symlink" if e.errno == 40 else e.strerror  # ELOOP: O_NOFOLLOW's refusal
+        what = "is a symlink" if e.errno == errno.ELOOP else e.strerror  # O_NOFOLLOW
         raise StateError(f"domain file {path} {what}: not read") from None
     try:
         st = os.fstat(fd)
