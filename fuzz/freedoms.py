@@ -10,8 +10,9 @@ values restore ignores) anywhere in the body and repeated, unknown ext-info bloc
 the ext-info blocks after vcpu in any order, unknown optional blocks in the
 extended-info section.
 
-v2: PAGE_DATA records split, merged and reordered, pages sent again, holes then data
-(an XTAB entry first, the page later) and data then holes, vCPU records in any order,
+v2 (the libxc stream, bare or inside libxl's framing): PAGE_DATA records split, merged
+and reordered, pages sent again, holes then data (an XTAB entry first, the page later)
+and data then holes, vCPU records in any order,
 zero-length EXTENDED/XSAVE records (erratum 1), SHARED_INFO, X86_TSC_INFO and the
 toolstack record anywhere after the static data, unknown optional records anywhere
 after the headers.
@@ -261,6 +262,24 @@ def v2(data: bytes, rnd: random.Random) -> bytes:
     return b"".join(parts)
 
 
+_LIBXC_MARK = b"\xff" * 8 + b"XENF"
+
+
+def _libxc_span(data: bytes) -> tuple[int, int]:
+    """Where the libxc stream is: all of a bare one; inside libxl's framing (libxl's
+    header and records before it, its END record's end after), the libxc records are
+    rewritten and libxl's kept as they are."""
+    start = data.find(_LIBXC_MARK) if data[:8] == b"LibxlFmt" else 0
+    pos = start + 40
+    while True:
+        rtype, length = struct.unpack_from("<II", data, pos)
+        pos += 8 + length + (-length % 8)
+        if rtype == fmt.REC_END:
+            return start, pos
+
+
 def rewrite(data: bytes, rnd: random.Random) -> bytes:
-    return v2(data, rnd) if data[:8] == b"\xff" * 8 and data[8:12] == b"XENF" else legacy(
-        data, rnd)
+    if data[:12] != _LIBXC_MARK and data[:8] != b"LibxlFmt":
+        return legacy(data, rnd)
+    start, end = _libxc_span(data)
+    return data[:start] + v2(data[start:end], rnd) + data[end:]

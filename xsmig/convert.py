@@ -60,6 +60,8 @@ class ConvertSink:
         self.header = header
         self._announced = bytearray(header.p2m_size)
         legacy_vcpu0 = header.vcpu0_block if header.encoding in fmt.LEGACY_ENCODINGS else None
+        if isinstance(self.emitter, V2Emitter):  # libxl's header marks converted streams
+            self.emitter.converted = legacy_vcpu0 is not None
         self.emitter.begin(StreamStart(header.p2m_size, header.guest, header.frame_list,
                                        header.extended_contexts,
                                        max(header.xsave_limit - 16, 0), legacy_vcpu0))
@@ -132,12 +134,14 @@ def convert(source: BinaryIO, out: BinaryIO, target: fmt.Encoding, *, abi: Layou
             word_size: int | None = None, source_width: int | None = None,
             expect: fmt.Encoding | None = None, own: Layout | None = None,
             source_byte_order: str | None = None,
-            max_pages: int = fmt.MAX_P2M_SIZE) -> ConvertStats:
+            max_pages: int = fmt.MAX_P2M_SIZE,
+            v2_format: fmt.V2Format = fmt.V2Format.LIBXL) -> ConvertStats:
     """Read any stream from `source`, write it to `out` in `target` (legacy targets with
-    the ABI `abi`, extended with `word_size` if given). Raises what restore would raise
-    for the same input, before the last bytes are written."""
+    the ABI `abi`, extended with `word_size` if given; v2 in `v2_format`'s framing).
+    Raises what restore would raise for the same input, before the last bytes are
+    written."""
     emitter = make_emitter(out, target, abi, word_size=word_size,
-                           xen_version=fmt.V2_CONVERTER_VERSION)
+                           xen_version=fmt.V2_CONVERTER_VERSION, v2_format=v2_format)
     counting = CountingReader(source)
     scratch = scratch_dir("xsmig-convert-")
     check = VerifySink(DomainDir(scratch / "domain"))
