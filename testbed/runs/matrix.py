@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from testbed.errors import TestbedError
+from testbed.hosts import backends
 from testbed.images.arch import ARCHES, NIGHTLY, parse_arches
 
 HELP = "run the cross-bitness migration matrix (grid, junit.xml, results.json, report.html)"
@@ -77,6 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run only shard K of N (1-based) of the selected cells: deterministic and "
         "balanced, the same slices on every machine; merge with `python -m testbed merge`",
     )
+    backends.configure(parser)
     parser.add_argument("--list", action="store_true", help="list the selected cells and exit")
 
 
@@ -130,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         # session would re-apply it to the slice, where a term may match no cell.
         select=None if args.shard else args.select,
         mode=args.mode,
+        backend=backends.Backend.from_args(args),
     )
     results_file = settings.report_dir / "results.json"
     results_file.unlink(missing_ok=True)

@@ -143,6 +143,9 @@ def test_a_healed_host_keeps_its_object_and_pin_and_takes_the_new_port() -> None
     assert same.port == 40099  # an impostor's port is never adopted
 
 
+STARTS = ("containers.run(", "containers.create(", "docker run", '"docker", "run"')
+
+
 def test_one_stack_starts_every_container() -> None:
     """Only testbed/hosts/hosts.py starts containers, so every one carries the reaper's labels."""
     repo = Path(__file__).resolve().parents[2]
@@ -151,6 +154,7 @@ def test_one_stack_starts_every_container() -> None:
         for d in ("testbed", "scenarios", "tests", "bench", "images")
         for p in (repo / d).rglob("*.py")
         if p != Path(__file__).resolve()
-        and any(s in p.read_text() for s in ("containers.run(", "containers.create(", "docker run"))
+        and any(s in p.read_text() for s in STARTS)
     )
-    assert starters == ["testbed/hosts/hosts.py"]
+    # bench/arches.py times the bare image's interpreter (no host, no SSH): docs/performance.md
+    assert starters == ["bench/arches.py", "testbed/hosts/hosts.py"]
