@@ -12,7 +12,6 @@ those of the one asked for (docs/testbed.md, "Which pairs each scenario runs on"
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Collection, Iterable
 from functools import cache
 from types import ModuleType
@@ -30,8 +29,6 @@ from scenarios import (
 )
 from scenarios.hosts import arch_of
 from scenarios.model import Cell
-
-ENV_ARCHES = "XSMIG_MATRIX_ARCHES"
 
 _MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, convert, faults)
 # Modules whose pairs depend on the whole selection: cells(arches).
@@ -110,14 +107,6 @@ def on_arches(cells: list[Cell], arches: Collection[str]) -> list[Cell]:
     chosen, selected = _chosen(_ordered(wanted)), _matrix()[1]
     return [c for c in cells if {arch_of(h) for h in c.hops} <= wanted
             and (c.id not in selected or c.id in chosen)]
-
-
-def arches_from_env() -> list[str]:
-    """``--arches`` as the matrix passes it to pytest (XSMIG_MATRIX_ARCHES); default:
-    the nightly set."""
-    from scenarios.arches import NIGHTLY, parse_arches
-
-    return parse_arches(os.environ.get(ENV_ARCHES) or ",".join(NIGHTLY))
 
 
 def by_id() -> dict[str, Cell]:

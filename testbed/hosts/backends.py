@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +21,6 @@ from testbed.hosts.engines import EngineSpec, parse_engine
 if TYPE_CHECKING:
     from testbed.hosts.hosts import Fleet
     from testbed.hosts.inventory import Inventory
-
-ENV_ENGINES = "XSMIG_MATRIX_ENGINES"  # space-separated NAME=URL
-ENV_INVENTORY = "XSMIG_MATRIX_INVENTORY"
-
 
 @dataclass(frozen=True)
 class Backend:
@@ -53,16 +47,6 @@ class Backend:
     def from_args(cls, args: argparse.Namespace) -> Backend:
         inv = getattr(args, "inventory", None)
         return cls(tuple(getattr(args, "engine", None) or ()), inv.resolve() if inv else None)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Backend:
-        env = os.environ if env is None else env
-        inv = env.get(ENV_INVENTORY)
-        return cls(tuple(shlex.split(env.get(ENV_ENGINES, ""))), Path(inv) if inv else None)
-
-    def to_env(self) -> dict[str, str]:
-        return {ENV_ENGINES: shlex.join(self.engines),
-                ENV_INVENTORY: str(self.inventory) if self.inventory else ""}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""``python -m testbed merge REPORT_DIR... [-o DIR]``: one report from the shards' reports.
+"""``python -m testbed merge REPORT_DIR... [--report-dir DIR]``: one report from the shards.
 
 Each runner of a fanned-out matrix (``--shard K/N``) writes its own report directory;
 this reads their results.json, checks that no cell appears twice, orders the cells
@@ -28,8 +28,10 @@ class MergeError(TestbedError):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("report_dirs", nargs="+", type=Path, metavar="REPORT_DIR",
                         help="report directories of the shards (each with results.json)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("reports/merged"),
-                        metavar="DIR", help="where the merged reports go (default reports/merged)")
+    parser.add_argument("-o", "--output", "--report-dir", dest="output", type=Path,
+                        default=Path("reports/merged"), metavar="DIR",
+                        help="where the merged reports go (default reports/merged); "
+                        "--report-dir as matrix spells it")
 
 
 def read_shard(report_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:

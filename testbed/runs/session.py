@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
 import tempfile
 import time
@@ -28,12 +27,6 @@ from testbed.hosts.hosts import Fleet, new_run_id
 from testbed.hosts.sources import REPO, parse_refs, resolve_sources
 from testbed.reports import report
 
-ENV_JOBS = "XSMIG_MATRIX_JOBS"
-ENV_REPORT_DIR = "XSMIG_MATRIX_REPORT_DIR"
-ENV_KEEP = "XSMIG_MATRIX_KEEP_HOSTS"
-ENV_REFS = "XSMIG_MATRIX_REFS"  # space-separated HOSTSPEC=GITREF
-ENV_SELECT = "XSMIG_MATRIX_SELECT"
-ENV_MODE = "XSMIG_MATRIX_MODE"  # qemu (default) | native
 DEFAULT_REPORT_DIR = REPO / "reports" / "matrix"
 
 
@@ -71,32 +64,6 @@ class Settings:
     select: str | None = None
     mode: str = "qemu"
     backend: Backend = field(default_factory=Backend)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        return cls(
-            jobs=max(1, int(env.get(ENV_JOBS) or default_jobs())),
-            report_dir=Path(env.get(ENV_REPORT_DIR, str(DEFAULT_REPORT_DIR))),
-            keep_hosts=env.get(ENV_KEEP, "") not in ("", "0"),
-            ref_specs=shlex.split(env.get(ENV_REFS, "")),
-            select=env.get(ENV_SELECT) or None,
-            mode=env.get(ENV_MODE, "qemu"),
-            backend=Backend.from_env(env),
-        )
-
-    def to_env(self) -> dict[str, str]:
-        env = {
-            ENV_JOBS: str(self.jobs),
-            ENV_REPORT_DIR: str(self.report_dir),
-            ENV_KEEP: "1" if self.keep_hosts else "0",
-            ENV_REFS: shlex.join(self.ref_specs),
-            ENV_MODE: self.mode,
-            **self.backend.to_env(),
-        }
-        if self.select:
-            env[ENV_SELECT] = self.select
-        return env
 
 
 def _cost(cell: Cell) -> int:

@@ -139,15 +139,14 @@ def test_ports_are_published_on_the_engines_address() -> None:
     assert publish_ip(Engine("far", None, "build-a.lan")) == "0.0.0.0"  # a name cannot be bound
 
 
-def test_backend_options_exclude_each_other_and_travel_through_the_environment() -> None:
+def test_backend_options_exclude_each_other() -> None:
     with pytest.raises(TestbedError, match="exclude each other"):
         Backend(("a=local",), Path("hosts.toml"))
     with pytest.raises(EngineError):
         Backend(("broken",))
     b = Backend(("a=unix:///tmp/x.sock", "b=tcp://h:2376"))
-    assert Backend.from_env(b.to_env()) == b
-    assert Backend.from_env(Backend().to_env()) == Backend()
     assert Backend().describe() == "local engine" and b.describe() == "engines a, b"
+    assert Backend(inventory=Path("h.toml")).describe() == "inventory h.toml"
 
 
 INVENTORY = """
