@@ -31,7 +31,11 @@ class Backend:
         if self.engines and self.inventory is not None:
             raise TestbedError("--engine and --inventory exclude each other: containers on "
                                "engines, or real machines")
-        self.specs()  # a bad spec fails before anything starts
+        self.specs()  # a bad spec or inventory fails before anything starts
+        if self.inventory is not None:
+            from testbed.hosts.inventory import load
+
+            load(self.inventory)
 
     def specs(self) -> list[EngineSpec]:
         return [parse_engine(e) for e in self.engines]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import shlex
 import threading
 import time
@@ -41,6 +42,11 @@ AGENT_START_TIMEOUT = 60.0
 # has carried less than this: with the largest cell (~270 MB) on top it stays below
 # paramiko's re-key volume (512 MiB), so no migration ever re-keys mid-stream.
 BULK_REUSE_LIMIT = 192 << 20
+# paramiko logs a failed handshake's traceback from its transport thread (to stderr, by
+# logging's last resort) although connect() raises it too: an engine whose port proxy
+# accepts before sshd listens (docker-proxy, no iptables) printed one per early try.
+# The runner reports connection failures itself, as SSHError.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def _transport(sock: Any, /, **kwargs: Any) -> paramiko.Transport:
