@@ -141,16 +141,15 @@ class Fleet:
             self.engines = (Engine("local", self.client),)
 
     def engine(self, name: str) -> Engine:
-        """The engine host `name` runs on (fixed at start: hosts/engines.spread)."""
-        if name not in self._placement:
-            self._placement.update(spread([*self._placement, name], self.engines))
-        return self._placement[name]
+        """The engine host `name` runs on (fixed once placed: hosts/engines.spread)."""
+        return self._placement.setdefault(name, spread([name], self.engines)[name])
 
     # -- start -------------------------------------------------------------
     def start(self, names: Sequence[str], progress: Callable[[str], None] | None = None) -> None:
         """Start the named hosts concurrently; a host that fails is recorded, not raised."""
         say = progress or (lambda _msg: None)
-        self._placement.update(spread(names, self.engines))
+        for n, e in spread(names, self.engines).items():
+            self._placement.setdefault(n, e)  # a host never moves to another engine
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             for state in pool.map(self._start_one, names):
                 self.states[state.spec.name] = state

@@ -146,7 +146,7 @@ def test_backend_options_exclude_each_other() -> None:
         Backend(("broken",))
     b = Backend(("a=unix:///tmp/x.sock", "b=tcp://h:2376"))
     assert Backend().describe() == "local engine" and b.describe() == "engines a, b"
-    with pytest.raises(TestbedError, match="inventory /nonexistent.toml: "):
+    with pytest.raises(TestbedError, match=r"inventory /nonexistent\.toml: "):
         Backend(inventory=Path("/nonexistent.toml"))
 
 

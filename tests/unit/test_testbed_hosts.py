@@ -158,3 +158,70 @@ def test_one_stack_starts_every_container() -> None:
     )
     # bench/arches.py times the bare image's interpreter (no host, no SSH): docs/performance.md
     assert starters == ["bench/arches.py", "testbed/hosts/hosts.py"]
+
+
+class RemoteClient(FakeClient):
+    """An engine that cannot see this machine's files: containers are created, filled
+    with xsmig (put_archive), then started."""
+
+    def __init__(self, logs: bytes, status: str) -> None:
+        super().__init__(logs, status)
+        self.archives: list[tuple[str, bytes]] = []
+        self.steps: list[str] = []
+
+    def run(self, image: str, **kw: Any) -> FakeContainer:
+        raise AssertionError("a remote engine's host is never started with a bind mount")
+
+    def create(self, image: str, **kw: Any) -> FakeContainer:
+        c = FakeContainer(kw["name"], kw["labels"], self.logs, self.status)
+        client = self
+
+        def put_archive(path: str, data: bytes) -> bool:
+            client.steps.append("put_archive")
+            client.archives.append((path, data))
+            return True
+
+        def start() -> None:
+            client.steps.append("start")
+
+        c.put_archive = put_archive  # type: ignore[attr-defined]
+        c.start = start  # type: ignore[attr-defined]
+        self.steps.append("create")
+        self.started.append((c, kw))
+        return c
+
+
+def test_hosts_spread_over_engines_and_a_remote_one_gets_xsmig_copied_in(
+    tmp_path: Path,
+) -> None:
+    import io
+    import tarfile
+
+    from testbed.hosts.engines import Engine
+
+    pkg = tmp_path / "xsmig"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "cli.py").write_text("MAIN = 1\n")
+    here, far = FakeClient(b"", "exited"), RemoteClient(b"", "exited")
+    images = {"i386": "xsmig-host-i386:t", "amd64": "xsmig-host-amd64:t"}
+    names = ("amd64-a", "amd64-b", "i386-a", "i386-b")
+    f = Fleet(here, "run1", ClientKey.generate(), images, dict.fromkeys(names, pkg),
+              engines=(Engine("here", here), Engine("far", far, "10.9.8.7", copy_sources=True)))
+    with f:
+        f.start(list(names))
+        assert {n: f.engine(n).name for n in names} == {
+            "amd64-a": "here", "amd64-b": "far", "i386-a": "here", "i386-b": "far"}
+    assert sorted(kw["name"] for _, kw in here.started) == ["xsmig-run1-amd64-a",
+                                                             "xsmig-run1-i386-a"]
+    assert far.steps == ["create", "put_archive", "start"] * 2
+    kw = far.started[0][1]
+    assert kw["ports"] == {"22/tcp": ("10.9.8.7", None)} and "volumes" not in kw
+    path, data = far.archives[0]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert path == "/" and sorted(tar.getnames()) == ["opt/xsmig/xsmig/__init__.py",
+                                                           "opt/xsmig/xsmig/cli.py"]
+        # The seeded bytecode records its source's mtime: the copy keeps it.
+        copied = tar.getmember("opt/xsmig/xsmig/cli.py").mtime
+        assert int(copied) == int((pkg / "cli.py").stat().st_mtime)
+    assert all(c.removed for c, _ in here.started + far.started)
