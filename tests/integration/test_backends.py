@@ -67,12 +67,17 @@ def test_inventory_refuses_a_machine_of_another_abi(tmp_path: Path) -> None:
     from machines import standins
 
     with standins(tmp_path / "boxes", ["amd64"]) as inventory:
-        text = inventory.read_text().replace('arch = "amd64"', 'arch = "i386"')
+        # The amd64 box listed twice: as itself, and claimed to be an i386 machine.
+        text = inventory.read_text()
+        entry = text[text.index("[[host]]"):]
+        lying = entry.replace('name = "box-amd64"', 'name = "liar"').replace(
+            'arch = "amd64"', 'arch = "i386"')
         wrong = tmp_path / "wrong.toml"
-        wrong.write_text(text)
-        got, log, _ = _matrix(tmp_path / "report", "--inventory", str(wrong))
-    assert set(got.values()) == {"failed"}, log
-    assert "is declared i386 but its python3 is amd64" in log
+        wrong.write_text(text + "\n" + lying)
+        got, log, doc = _matrix(tmp_path / "report", "--inventory", str(wrong))
+    assert set(got.values()) == {"failed"}, log  # every cell has an i386 host
+    messages = " ".join(str(c["message"]) for c in doc["cells"])  # type: ignore[attr-defined]
+    assert "liar is declared i386 but its python3 is amd64" in messages, messages
 
 
 @pytest.mark.skipif(not os.environ.get("XSMIG_TEST_ENGINE"),
