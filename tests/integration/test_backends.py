@@ -93,3 +93,49 @@ def test_remote_engine_runs_the_cells_and_removes_its_containers(tmp_path: Path)
     far = docker.DockerClient(base_url=url)
     left = far.containers.list(all=True, filters={"label": "org.xsmig.testbed"})
     assert [c.name for c in left if c.labels.get("org.xsmig.keep") != "1"] == []
+
+
+# A run in miniature on an inventory: deploy one host, say where, wait to be ended.
+CHILD = """
+import sys, time
+from pathlib import Path
+from testbed.hosts.inventory import inventory
+repo, path = Path(sys.argv[1]), Path(sys.argv[2])
+with inventory(path, ["i386-a"], run_id="cleanup", mounts={"i386-a": repo / "xsmig"}) as inv:
+    inv.host("i386-a")  # raises unless deployed
+    print("UP", inv.deployed["i386-a"].directory, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_inventory_deployment_is_removed_on_sigterm(tmp_path: Path) -> None:
+    import signal
+
+    from machines import standins
+
+    from testbed.hosts.inventory import _client_key, load
+    from testbed.hosts.ssh import Host, parse_public_key
+
+    with standins(tmp_path / "boxes", ["i386"]) as inventory:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(REPO), str(inventory)],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().split()
+            assert line[:1] == ["UP"], proc.stderr.read() if proc.stderr else ""
+            directory = line[1]
+            (m,) = load(inventory)
+            box = Host(m.name, m.port, parse_public_key(m.host_key), _client_key(m.key),
+                       m.address, m.user)
+            try:
+                assert box.run(["test", "-x", f"{directory}/bin/xsmig"]).ok  # deployed
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+                assert proc.returncode == 128 + signal.SIGTERM
+                assert not box.run(["test", "-e", directory]).ok  # and gone
+            finally:
+                box.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
