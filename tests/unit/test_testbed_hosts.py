@@ -156,8 +156,7 @@ def test_one_stack_starts_every_container() -> None:
         if p != Path(__file__).resolve()
         and any(s in p.read_text() for s in STARTS)
     )
-    # bench/arches.py times the bare image's interpreter (no host, no SSH): docs/performance.md
-    assert starters == ["bench/arches.py", "testbed/hosts/hosts.py"]
+    assert starters == ["testbed/hosts/hosts.py"]
 
 
 class RemoteClient(FakeClient):
