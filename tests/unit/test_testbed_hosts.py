@@ -166,7 +166,7 @@ class RemoteClient(FakeClient):
     def __init__(self, logs: bytes, status: str) -> None:
         super().__init__(logs, status)
         self.archives: list[tuple[str, bytes]] = []
-        self.steps: list[str] = []
+        self.steps: dict[str, list[str]] = {}  # container name -> its steps, in order
 
     def run(self, image: str, **kw: Any) -> FakeContainer:
         raise AssertionError("a remote engine's host is never started with a bind mount")
@@ -175,17 +175,18 @@ class RemoteClient(FakeClient):
         c = FakeContainer(kw["name"], kw["labels"], self.logs, self.status)
         client = self
 
+        steps = self.steps.setdefault(kw["name"], ["create"])
+
         def put_archive(path: str, data: bytes) -> bool:
-            client.steps.append("put_archive")
+            steps.append("put_archive")
             client.archives.append((path, data))
             return True
 
         def start() -> None:
-            client.steps.append("start")
+            steps.append("start")
 
         c.put_archive = put_archive  # type: ignore[attr-defined]
         c.start = start  # type: ignore[attr-defined]
-        self.steps.append("create")
         self.started.append((c, kw))
         return c
 
@@ -213,7 +214,10 @@ def test_hosts_spread_over_engines_and_a_remote_one_gets_xsmig_copied_in(
             "amd64-a": "here", "amd64-b": "far", "i386-a": "here", "i386-b": "far"}
     assert sorted(kw["name"] for _, kw in here.started) == ["xsmig-run1-amd64-a",
                                                              "xsmig-run1-i386-a"]
-    assert far.steps == ["create", "put_archive", "start"] * 2
+    assert far.steps == {  # hosts start concurrently: each container in order
+        "xsmig-run1-amd64-b": ["create", "put_archive", "start"],
+        "xsmig-run1-i386-b": ["create", "put_archive", "start"],
+    }
     kw = far.started[0][1]
     assert kw["ports"] == {"22/tcp": ("10.9.8.7", None)} and "volumes" not in kw
     path, data = far.archives[0]
