@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import shlex
+import sys
 import tarfile
 import threading
 import time
@@ -39,6 +40,7 @@ import paramiko
 from scenarios.arches import ARCHES
 from scenarios.hosts import HostSpec
 from testbed.errors import TestbedError
+from testbed.hosts import bytecode
 from testbed.hosts.hosts import register, unregister
 from testbed.hosts.ssh import ClientKey, Host, parse_public_key
 
@@ -139,10 +141,11 @@ def _client_key(path: Path) -> ClientKey:
 
 
 WRAPPER = """#!/bin/sh
-# xsmig as the runner deployed it: everything it writes stays in this directory.
+# xsmig as the runner deployed it: everything it writes stays in this directory
+# (bytecode too: beside its sources, the stdlib's from the system's own __pycache__).
 d={dir}
 export PYTHONPATH="$d${{PYTHONPATH:+:$PYTHONPATH}}"
-export PYTHONPYCACHEPREFIX="$d/pycache"
+unset PYTHONPYCACHEPREFIX
 export XSMIG_STORE="${{XSMIG_STORE:-$d/store}}"
 export XSMIG_HOST_ID="${{XSMIG_HOST_ID:-{host_id}}}"
 exec {python} -S -m xsmig "$@"
@@ -150,7 +153,9 @@ exec {python} -S -m xsmig "$@"
 
 
 def deployment(package: Path, directory: str, host_id: int, python: str) -> bytes:
-    """A tar of xsmig's sources, the wrapper bin/xsmig and the empty store and scratch."""
+    """A tar of xsmig's sources, the wrapper bin/xsmig and the empty store and scratch;
+    with xsmig's bytecode compiled here, which a machine whose python writes the same
+    format (magic number) uses instead of compiling it (under QEMU: seconds)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         def add(name: str, data: bytes, mode: int) -> None:
@@ -158,19 +163,25 @@ def deployment(package: Path, directory: str, host_id: int, python: str) -> byte
             info.size, info.mode, info.mtime = len(data), mode, int(time.time())
             tar.addfile(info, io.BytesIO(data))
 
-        for d in ("bin", "store", "scratch", "pycache"):
+        for d in ("bin", "store", "scratch"):
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o700
             tar.addfile(info)
         text = WRAPPER.format(dir=shlex.quote(directory), host_id=host_id,
                               python=shlex.quote(python))
         add("bin/xsmig", text.encode(), 0o755)
+        tag = sys.implementation.cache_tag
         for path in sorted(package.rglob("*.py")):
             if "__pycache__" not in path.parts:
-                info = tar.gettarinfo(str(path), f"xsmig/{path.relative_to(package)}")
-                info.mode = 0o644
+                rel = path.relative_to(package)
+                info = tar.gettarinfo(str(path), f"xsmig/{rel}")
+                info.mode = 0o644  # mtime kept: the bytecode's header records it
                 with path.open("rb") as f:
                     tar.addfile(info, f)
+                code = bytecode.pyc(path, f"{directory}/xsmig/{rel.as_posix()}")
+                if code is not None:
+                    add(f"xsmig/{rel.parent}/__pycache__/{path.stem}.{tag}.pyc".replace(
+                        "/./", "/"), code, 0o644)
     return buf.getvalue()
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import marshal
+import struct
+import sys
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,13 +211,21 @@ def test_the_deployment_keeps_everything_in_its_directory(tmp_path: Path) -> Non
     (pkg / "__pycache__").mkdir()
     (pkg / "__pycache__" / "junk.py").write_text("")
     data = deployment(pkg, "/tmp/xsmig-r-abc", 11, "python3")
+    tag = sys.implementation.cache_tag
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = set(tar.getnames())
         wrapper = tar.extractfile("bin/xsmig").read().decode()  # type: ignore[union-attr]
-    assert names == {"bin", "store", "scratch", "pycache", "bin/xsmig", "xsmig/__init__.py",
-                     "xsmig/stream/format.py"}
-    for line in ('d=/tmp/xsmig-r-abc', 'PYTHONPYCACHEPREFIX="$d/pycache"',
+        pyc = tar.extractfile(f"xsmig/stream/__pycache__/format.{tag}.pyc").read()  # type: ignore[union-attr]
+        src = tar.getmember("xsmig/stream/format.py")
+    assert names == {"bin", "store", "scratch", "bin/xsmig", "xsmig/__init__.py",
+                     "xsmig/stream/format.py", f"xsmig/__pycache__/__init__.{tag}.pyc",
+                     f"xsmig/stream/__pycache__/format.{tag}.pyc"}
+    for line in ('d=/tmp/xsmig-r-abc', 'unset PYTHONPYCACHEPREFIX',
                  'XSMIG_STORE="${XSMIG_STORE:-$d/store}"', 'XSMIG_HOST_ID="${XSMIG_HOST_ID:-11}"',
                  'exec python3 -S -m xsmig "$@"'):
         assert line in wrapper
+    # The bytecode is valid for the deployed source: same mtime and size in its header.
+    assert pyc[:4] == importlib.util.MAGIC_NUMBER
+    assert struct.unpack("<II", pyc[8:16]) == (int(src.mtime), src.size)
+    assert marshal.loads(pyc[16:]).co_filename == "/tmp/xsmig-r-abc/xsmig/stream/format.py"
 
