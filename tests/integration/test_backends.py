@@ -1,7 +1,7 @@
 """The same cells through the other two backends of the host facade (docs/scale-out.md):
 real machines by inventory (stand-ins: sshd containers without xsmig, started outside
-the run) and a remote Docker engine (a second dockerd on this machine, given by
-XSMIG_TEST_ENGINE=unix:///...; tests/integration/standins/engine.sh starts one).
+the run) and a remote Docker engine (a second dockerd on this machine, started by the
+test through tests/integration/standins/engine.sh, or given by XSMIG_TEST_ENGINE=URL).
 
 Few cells on purpose: the whole cold matrix through each backend is recorded in
 docs/testbed.md ("Backends"), with its command.
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,13 +82,36 @@ def test_inventory_refuses_a_machine_of_another_abi(tmp_path: Path) -> None:
     assert "liar is declared i386 but its python3 is amd64" in messages, messages
 
 
-@pytest.mark.skipif(not os.environ.get("XSMIG_TEST_ENGINE"),
-                    reason="no second engine (XSMIG_TEST_ENGINE=unix:///...; "
-                    "tests/integration/standins/engine.sh start)")
-def test_remote_engine_runs_the_cells_and_removes_its_containers(tmp_path: Path) -> None:
+STANDINS = Path(__file__).resolve().parent / "standins"
+
+
+@pytest.fixture(scope="module")
+def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A remote engine: XSMIG_TEST_ENGINE when given, else a second dockerd started here
+    on its own socket, data root and bridge (standins/engine.sh), stopped afterwards."""
+    given = os.environ.get("XSMIG_TEST_ENGINE")
+    if given:
+        yield given
+        return
+    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+        pytest.fail("a second engine needs root and dockerd, or XSMIG_TEST_ENGINE=URL")
+    where = str(tmp_path_factory.mktemp("engine2"))
+    script = str(STANDINS / "engine.sh")
+    started = subprocess.run(["sh", script, "start", where], capture_output=True, text=True,
+                             timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["sh", script, "stop", where], capture_output=True, timeout=120)
+
+
+def test_remote_engine_runs_the_cells_and_removes_its_containers(
+    tmp_path: Path, second_engine: str
+) -> None:
     import docker
 
-    url = os.environ["XSMIG_TEST_ENGINE"]
+    url = second_engine
     got, log, doc = _matrix(tmp_path / "report", "--engine", f"far={url}")
     assert got == CELLS, log
     assert doc["meta"]["backend"] == "engines far"  # type: ignore[index]
