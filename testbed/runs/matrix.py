@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from testbed.errors import TestbedError
+from testbed.hosts import backends
 from testbed.images.arch import ARCHES, NIGHTLY, parse_arches
 
 HELP = "run the cross-bitness migration matrix (grid, junit.xml, results.json, report.html)"
@@ -75,6 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run only shard K of N (1-based) of the selected cells: deterministic and "
         "balanced, the same slices on every machine; merge with `python -m testbed merge`",
     )
+    backends.configure(parser)
     parser.add_argument("--list", action="store_true", help="list the selected cells and exit")
     nightly = parser.add_argument_group("nightly (docs/testbed.md, 'Nightly against a baseline')")
     nightly.add_argument(
@@ -145,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         ref_specs=list(args.xsmig_ref),
         select=args.select,
         mode=args.mode,
+        backend=backends.Backend.from_args(args),
         baseline=args.baseline.resolve() if args.baseline else None,
         history=args.history.resolve() if args.history else None,
         history_keep=args.history_keep,

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from scenarios.model import Cell
+from testbed.cells.domains import HostProvider
 from testbed.cells.execute import run_cell
 from testbed.cells.results import FAILED, CellResult
 from testbed.errors import TestbedError
-from testbed.hosts.hosts import Fleet, fleet, new_run_id
+from testbed.hosts.backends import Backend, hosts
+from testbed.hosts.hosts import Fleet, new_run_id
 from testbed.hosts.sources import REPO, parse_refs, resolve_sources
 from testbed.reports import report
 from testbed.runs import nightly
@@ -62,6 +64,7 @@ class Settings:
     ref_specs: list[str] = field(default_factory=list)
     select: str | None = None
     mode: str = "qemu"
+    backend: Backend = field(default_factory=Backend)
     # The nightly workflow (testbed/runs/nightly.py, reports/baseline.py, reports/history.py)
     baseline: Path | None = None
     history: Path | None = None
@@ -74,7 +77,7 @@ def _cost(cell: Cell) -> int:
     return cell.domain.pages * (len(cell.hops) - 1) * (cell.rounds or 1) + cell.domain.vcpus * 64
 
 
-def warm_agents(f: Fleet, names: Sequence[str], jobs: int) -> None:
+def warm_agents(f: HostProvider, names: Sequence[str], jobs: int) -> None:
     """Start each host's bookkeeping agents at once, while nothing else runs: a cell
     then finds them warm. Best effort: a host that cannot is left to plain commands."""
     hosts = []
@@ -90,7 +93,7 @@ def warm_agents(f: Fleet, names: Sequence[str], jobs: int) -> None:
 
 def run_cells(
     cells: Sequence[Cell],
-    f: Fleet,
+    f: HostProvider,
     settings: Settings,
     refs: dict[str, str],
     console: Any,
@@ -165,7 +168,8 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     settings.report_dir.mkdir(parents=True, exist_ok=True)
     before = nightly.load_baseline(settings)  # a bad --baseline fails before any host starts
     console.print(
-        f"run {run_id}: {len(cells)} cells on {len(names)} hosts, {jobs_note(settings.jobs)}, "
+        f"run {run_id}: {len(cells)} cells on {len(names)} hosts ({settings.backend.describe()}), "
+        f"{jobs_note(settings.jobs)}, "
         f"reports in {settings.report_dir}",
         highlight=False,
     )
@@ -188,6 +192,7 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         "jobs": settings.jobs,
         "usable_cores": usable_cores(),
         "mode": settings.mode,
+        "backend": settings.backend.describe(),
         "hosts": {n: labels[n] for n in names},
         "host_setup_seconds": round(setup, 3),
         "select": settings.select,
@@ -230,8 +235,9 @@ def run_on_fresh_hosts(
     for n in names:
         if labels[n] != "worktree":
             console.print(f"  {n} runs xsmig from {labels[n]}", highlight=False)
-    with fleet(
+    with hosts(
         names,
+        settings.backend,
         run_id=run_id or new_run_id(),
         mounts=mounts,
         source_labels=labels,
@@ -244,7 +250,7 @@ def run_on_fresh_hosts(
         results = run_cells(
             cells, f, settings, refs, console, report_dir=report_dir, keep_artifacts=keep_artifacts
         )
-        if keep:
+        if keep and isinstance(f, Fleet):  # only containers are kept
             _print_kept(f, report_dir or settings.report_dir)
     if not keep:  # kept hosts still mount their exported sources
         shutil.rmtree(exports, ignore_errors=True)
