@@ -176,7 +176,13 @@ BYTE_ORDER_LITTLE = 0
 BYTE_ORDER_BIG = 1
 BYTE_ORDERS = ("little", "big")  # indexed by the sinf byte_order field
 GUEST_X86_PV = 1
-REQUIRED_FEATURES_KNOWN = 0  # no required feature is defined yet: any bit set is refused
+# sinf required features: what a reader must understand to restore the stream right; a
+# reader refuses any bit it does not know (so did every earlier release), which is how
+# the extended-info block keeps a staged roll-out safe (the mail's "feature flags").
+SINF_REQ_XEN_XSAVE = 0x0001  # the xsave buffers are Xen's (xcr0, xcr0_accum, then the
+# area), written since 0.3.0; 0.1.0 and 0.2.0 read the area alone, would misread the
+# buffer and refuse the bit instead. Set whenever the stream carries xsave state.
+REQUIRED_FEATURES_KNOWN = SINF_REQ_XEN_XSAVE
 
 
 # -- Migration v2 (Xen 4.6+; libxc-migration-stream.pandoc, revision 3) --
