@@ -168,7 +168,7 @@ def _sinf_word(s: Stream) -> tuple[bytes, int]:
 
 
 def _sinf_required(s: Stream) -> tuple[bytes, int]:
-    return s.patched(20, "<I", 1), 4
+    return s.patched(20, "<I", 1 << 31), 4  # a bit no release knows (bit 0 is Xen xsave)
 
 
 def _unknown_mandatory_block(s: Stream) -> tuple[bytes, int]:
