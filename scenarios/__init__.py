@@ -23,6 +23,7 @@ from scenarios import (
     faults,
     hostile,
     legacy,
+    live_workload,
     no_ext_info,
     pingpong,
     shapes,
@@ -33,7 +34,8 @@ from scenarios.model import Cell
 
 ENV_ARCHES = "XSMIG_MATRIX_ARCHES"
 
-_MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, convert, faults)
+_MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, convert, faults,
+            live_workload)
 # Modules whose pairs depend on the whole selection: cells(arches).
 SELECTED: tuple[ModuleType, ...] = (pingpong, shapes, truncated, hostile)
 

@@ -6,8 +6,9 @@ and clears the bitmap and sends the pages dirtied since the previous fetch (in l
 encodings these are more page batches, in v2 more PAGE_DATA records: a restorer keeps
 the last copy of a page). The rounds stop when
 - the pages dirty now are at most --dirty-threshold ("threshold"), or
-- the estimated downtime fits --max-downtime ("downtime"): dirty pages times the last
-  round's seconds per page, or
+- the estimated downtime fits --max-downtime ("downtime"): the dirty pages' bytes at
+  the rate the output has taken bytes since the save began (an output that buffers
+  ahead, such as an SSH window, makes it optimistic until the buffer is full), or
 - --max-rounds rounds have been sent ("round-limit": the guest dirties faster than the
   link carries, and the last round is as big as the guest makes it).
 Then the guest is paused (xsmig/guest.py), the last round sent from the bitmap, and
@@ -85,8 +86,9 @@ class LiveRounds:
         number, stop = 0, "no-guest"
         while guest:
             dirty = log.count()
-            per_page = line["seconds"] / line["pages"] if line["pages"] else 0.0
-            estimate = dirty * (per_page or PAGE_SIZE / (64 << 20))
+            elapsed = time.monotonic() - started
+            sent = sum(r["bytes"] for r in self.rounds)
+            estimate = dirty * PAGE_SIZE * elapsed / sent if sent else float(dirty)
             line["dirty_after"], line["downtime_estimate"] = dirty, round(estimate, 4)
             self._say(line)
             if dirty <= self.opts.dirty_threshold:
