@@ -27,7 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from testbed.arch import ARCHES  # noqa: E402
+from testbed.images.arch import ARCHES  # noqa: E402
 
 START_LOOP = (
     "for i in $(seq {n}); do s=$(date +%s%N); /usr/local/bin/python3 -c pass; "

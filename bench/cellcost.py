@@ -32,10 +32,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import scenarios
-from testbed.execute import run_cell
-from testbed.hosts import fleet, new_run_id
-from testbed.sources import resolve_sources
-from testbed.ssh import Host
+from testbed.cells.execute import run_cell
+from testbed.hosts.hosts import fleet, new_run_id
+from testbed.hosts.sources import resolve_sources
+from testbed.hosts.ssh import Host
 
 HOSTS = ["i386-a", "amd64-b"]
 PAIR = "i386-to-amd64"

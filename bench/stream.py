@@ -6,7 +6,7 @@ Starts i386-a and amd64-b (the i386-to-amd64 pair), creates a 64-bit guest on i3
 
   openssh     `ssh src cat STREAM | ssh dst 'cat >/dev/null'`: OpenSSH's client pumping the
               stream's bytes through this machine between the same two hosts
-  paramiko    the same `cat` pair through the testbed's own pump (testbed.migrate.stream)
+  paramiko    the same `cat` pair through the testbed's own pump (testbed.cells.migrate.stream)
   e2e         `xsmig save | xsmig restore` across the hosts through that pump, as a
               large cell runs it (restored digest checked against the source's)
   host-pipe   on the source host, emulated: `xsmig save | xsmig restore` inside one host
@@ -16,7 +16,7 @@ Starts i386-a and amd64-b (the i386-to-amd64 pair), creates a 64-bit guest on i3
 
 and prints MB/s and the ratios e2e/openssh and pipe/copy (issue 9 targets: >= 0.6).
 
-`--pumps` runs paramiko and e2e once per runner pump variant (testbed.migrate.Pump:
+`--pumps` runs paramiko and e2e once per runner pump variant (testbed.cells.migrate.Pump:
 `default`, `classic` = the pump before issue 9's second pass, `threaded`), and
 `--repeat N` does the openssh / per-variant rounds N times, interleaved, so variants
 are compared against baselines of the same moment (ratios: medians of per-round ones).
@@ -48,9 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from testbed import migrate  # noqa: E402
-from testbed.hosts import Fleet, fleet, new_run_id  # noqa: E402
-from testbed.sources import resolve_sources  # noqa: E402
-from testbed.ssh import Host  # noqa: E402
+from testbed.hosts.hosts import Fleet, fleet, new_run_id  # noqa: E402
+from testbed.hosts.sources import resolve_sources  # noqa: E402
+from testbed.hosts.ssh import Host  # noqa: E402
 
 HOSTS = ["i386-a", "amd64-b"]
 STREAM = "/tmp/bench.stream"

@@ -12,7 +12,6 @@ those of the one asked for (docs/testbed.md, "Which pairs each scenario runs on"
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Collection, Iterable
 from functools import cache
 from types import ModuleType
@@ -32,8 +31,6 @@ from scenarios import (
 from scenarios.hosts import arch_of
 from scenarios.model import Cell
 
-ENV_ARCHES = "XSMIG_MATRIX_ARCHES"
-
 _MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, convert, faults,
             live_workload)
 # Modules whose pairs depend on the whole selection: cells(arches).
@@ -41,7 +38,7 @@ SELECTED: tuple[ModuleType, ...] = (pingpong, shapes, truncated, hostile)
 
 
 def _ordered(arches: Iterable[str]) -> tuple[str, ...]:
-    from testbed.arch import ARCHES
+    from scenarios.arches import ARCHES
 
     wanted = set(arches)
     return tuple(a for a in ARCHES if a in wanted)
@@ -49,7 +46,7 @@ def _ordered(arches: Iterable[str]) -> tuple[str, ...]:
 
 def _selections() -> list[tuple[str, ...]]:
     """Every non-empty selection: the nightly set first, then all, then the rest."""
-    from testbed.arch import ARCHES, NIGHTLY
+    from scenarios.arches import ARCHES, NIGHTLY
 
     subsets = [c for k in range(1, len(ARCHES) + 1) for c in itertools.combinations(ARCHES, k)]
     first = [_ordered(NIGHTLY), tuple(ARCHES)]
@@ -59,7 +56,7 @@ def _selections() -> list[tuple[str, ...]]:
 def _selected(module: ModuleType, arches: tuple[str, ...]) -> list[Cell]:
     """A SELECTED module's cells for one selection. A selection holding the nightly set
     keeps the nightly cells too, so CI's verdicts stay part of any larger run."""
-    from testbed.arch import NIGHTLY
+    from scenarios.arches import NIGHTLY
 
     cells: list[Cell] = list(module.cells(arches))
     nightly = _ordered(NIGHTLY)
@@ -112,14 +109,6 @@ def on_arches(cells: list[Cell], arches: Collection[str]) -> list[Cell]:
     chosen, selected = _chosen(_ordered(wanted)), _matrix()[1]
     return [c for c in cells if {arch_of(h) for h in c.hops} <= wanted
             and (c.id not in selected or c.id in chosen)]
-
-
-def arches_from_env() -> list[str]:
-    """``--arches`` as the matrix passes it to pytest (XSMIG_MATRIX_ARCHES); default:
-    the nightly set."""
-    from testbed.arch import NIGHTLY, parse_arches
-
-    return parse_arches(os.environ.get(ENV_ARCHES) or ",".join(NIGHTLY))
 
 
 def by_id() -> dict[str, Cell]:

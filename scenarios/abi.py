@@ -1,6 +1,6 @@
 """Expected outcomes derived from the two hosts' ABIs, not listed per pair.
 
-An ABI here is the three facts the host report proves (testbed.arch / xsmig.layout's
+An ABI here is the three facts the host report proves (xsmig.layout's
 table: word size, uint64 alignment, byte order). The rules are the oracle of
 docs/stream-format.md, restated from the facts alone (no call into xsmig's detection):
 
@@ -28,26 +28,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
+from scenarios.arches import ARCHES
 from scenarios.model import IDENTICAL, Expect, Retry, refused
-from testbed.arch import ARCHES, get_arch
+from xsmig.layout import ABIS, Layout
 
 ASK_WIDTH = refused(3, 4, naming="--source-width")  # read as 32-bit, a 64-bit stream fails
 CROSS_NATIVE = refused(3, 4)  # a legacy reader misparses: malformed or refused, both clean
 NEW_ENCODING = refused(4)
 
 
-@dataclass(frozen=True)
-class Abi:
-    word: int  # bytes of an unsigned long
-    align: int  # alignment of a uint64 in a struct
-    order: str  # "little" or "big"
-
-
-def abi_of(arch: str) -> Abi:
-    spec = get_arch(arch)
-    return Abi(spec.sizeof_long, spec.uint64_align, spec.byte_order)
+def abi_of(arch: str) -> Layout:
+    """The architecture's ABI; layouts compare by their three facts, not their names."""
+    return ABIS[arch]
 
 
 def expect(
@@ -59,8 +52,8 @@ def expect(
         if encoding != "native":
             return NEW_ENCODING, None
         return (IDENTICAL if a == b else CROSS_NATIVE), None
-    if encoding == "native" and no_ext_info and a.word == 8 and a.order == "little":
-        if b.word == 8:  # the mail's rule: the restorer's own width, which is right
+    if encoding == "native" and no_ext_info and a.ulong_size == 8 and a.byte_order == "little":
+        if b.ulong_size == 8:  # the mail's rule: the restorer's own width, which is right
             return IDENTICAL, None
         return ASK_WIDTH, Retry(source_width=64)
     return IDENTICAL, None
@@ -68,7 +61,7 @@ def expect(
 
 def native_guest_width(src: str) -> int:
     """Guest width a native stream without extended info can carry: the source's."""
-    return abi_of(src).word * 8
+    return abi_of(src).ulong_size * 8
 
 
 # -- Which pairs the hand-computed scenarios run on, derived from the same facts --
@@ -78,7 +71,8 @@ def native_guest_width(src: str) -> int:
 def differences(src: str, dst: str) -> int:
     """How many of the three facts differ between two architectures' ABIs (0-3)."""
     a, b = abi_of(src), abi_of(dst)
-    return (a.word != b.word) + (a.align != b.align) + (a.order != b.order)
+    return ((a.ulong_size != b.ulong_size) + (a.u64_align != b.u64_align)
+            + (a.byte_order != b.byte_order))
 
 
 def stream_abi(encoding: str, arch: str) -> tuple[object, ...]:
@@ -86,11 +80,11 @@ def stream_abi(encoding: str, arch: str) -> tuple[object, ...]:
     same value write the same bytes for the same guest (docs/stream-format.md 1-4, 9)."""
     a = abi_of(arch)
     if encoding == "native":
-        return (a.word, a.align, a.order)
+        return (a.ulong_size, a.u64_align, a.byte_order)
     if encoding == "extended":  # sinf declares the saver's word size; records packed
-        return (a.word, a.order)
+        return (a.ulong_size, a.byte_order)
     if encoding == "escaped":  # every ulong 8 bytes, records packed
-        return (a.order,)
+        return (a.byte_order,)
     return ()  # v2: no native-width field, little-endian on every ABI
 
 
@@ -98,7 +92,7 @@ def field_order(encoding: str, arch: str) -> str:
     """Byte order of the integers after the stream's header (batch counts, record
     lengths): the source's own in the legacy family (declared by sinf in extended,
     undeclared in native and escaped), always little in v2 (the image header says so)."""
-    return "little" if encoding == "v2" else abi_of(arch).order
+    return "little" if encoding == "v2" else abi_of(arch).byte_order
 
 
 def _ordered(arches: Iterable[str]) -> list[str]:
@@ -133,9 +127,9 @@ def relation(src: str, dst: str) -> str:
     (equal words, other alignment or byte order)."""
     a, b = abi_of(src), abi_of(dst)
     if a == b:
-        return f"same-abi-{a.word * 8}"
-    if a.word != b.word:
-        return "widen" if a.word < b.word else "narrow"
+        return f"same-abi-{a.ulong_size * 8}"
+    if a.ulong_size != b.ulong_size:
+        return "widen" if a.ulong_size < b.ulong_size else "narrow"
     return "same-width"
 
 

@@ -1,7 +1,7 @@
 """Faults mid-migration on real hosts: a cut link, a killed or stalled host, a full disk.
 
 One cell per host pair and column runs every fault in turn on the same guest
-(testbed/faults.py does the injecting). For each fault the guest must survive:
+(testbed/cells/faults.py does the injecting). For each fault the guest must survive:
 the source domain is still there with its digest unchanged (after a restart
 where the source was killed), the destination holds no domain of that name
 (after a restart where it was killed), the report names the cause, and then the
@@ -21,7 +21,7 @@ from scenarios.model import IDENTICAL, Cell, Domain
 NAME = "faults"
 DESCRIPTION = "inject a fault mid-stream, check nothing was lost, heal, retry"
 PAGES = 1024  # 4 MiB: the stream outgrows the faulted save's SSH window and the pipes, so
-# every fault lands mid-stream (testbed.faults.FAULT_WINDOW)
+# every fault lands mid-stream (testbed.cells.faults.FAULT_WINDOW)
 TRIGGER = 1 << 20  # inject once this many stream bytes have reached the destination
 
 

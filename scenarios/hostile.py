@@ -27,9 +27,9 @@ from collections.abc import Iterable
 
 from scenarios import offsets
 from scenarios.abi import abis_differ, representatives
+from scenarios.arches import ARCHES
 from scenarios.hosts import PAIRS
 from scenarios.model import Cell, Domain, refused
-from testbed.arch import ARCHES
 
 NAME = "hostile"
 DESCRIPTION = "a batch count or record length patched in flight: exit 3, nothing left"

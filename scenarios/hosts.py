@@ -1,8 +1,8 @@
 """The hosts a run may start: two per architecture, each with its own frame allocation.
 
-Generated from testbed.arch.ARCHES, so a new architecture brings its hosts and pairs
-with it. Same-architecture pairs always cross two distinct hosts; a run starts only
-the hosts its selected cells use.
+Generated from scenarios.arches.ARCHES (the names of xsmig.layout.ABIS), so a new
+architecture brings its hosts and pairs with it. Same-architecture pairs always cross
+two distinct hosts; a run starts only the hosts its selected cells use.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from testbed.arch import ARCHES, NIGHTLY
+from scenarios.arches import ARCHES, NIGHTLY
 
 
 @dataclass(frozen=True)

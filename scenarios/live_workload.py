@@ -9,7 +9,7 @@ while `xsmig save --live` sends pre-copy rounds, then pauses it and sends the re
 Every cell checks that the destination equals the source at the pause (digest), that
 every counter page holds the counter the guest had at the pause (`xsmig guest-check`,
 naming the first stale page), and reports rounds, pages per round, downtime (from the
-pause until the destination has restored) and total time (testbed/live.py).
+pause until the destination has restored) and total time (testbed/cells/live.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 import itertools
 
 from scenarios.abi import expect
+from scenarios.arches import ARCHES
 from scenarios.hosts import CROSS_WIDTH, PAIRS
 from scenarios.model import ENCODINGS, Cell, Domain, Live
-from testbed.arch import ARCHES
 
 NAME = "live-workload"
 OUTRUN = "live-workload-outrun"

@@ -105,7 +105,7 @@ class Cell:
     retry: Retry | None = None
     faults: tuple[str, ...] = ()  # faults injected mid-migration, in order (scenarios/faults.py)
     convert: tuple[str, ...] = ()  # on the source, pipe the save through `xsmig convert --to`
-    live: Live | None = None  # a running guest, a live save (testbed/live.py)
+    live: Live | None = None  # a running guest, a live save (testbed/cells/live.py)
     timeout: float = 300.0
     tags: tuple[str, ...] = field(default=())
 

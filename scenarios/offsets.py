@@ -35,7 +35,7 @@ def legacy_first_chunk(encoding: str, src: str, guest_width: int, *,
     of variable length (the writer's version and machine), so they have no fixed sum."""
     if encoding not in ("native", "escaped"):
         raise ValueError(f"no fixed first-chunk offset in a {encoding} stream")
-    word = ESCAPED_WORD if encoding == "escaped" else abi_of(src).word
+    word = ESCAPED_WORD if encoding == "escaped" else abi_of(src).ulong_size
     at = fmt.U32.size if encoding == "escaped" else 0
     at += word + word + fmt.U32.size  # p2m_size, ext-info signature, ext-info size
     at += fmt.EXT_BLOCK.size + BY_WIDTH[guest_width].size  # vcpu block

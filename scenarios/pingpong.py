@@ -14,9 +14,9 @@ import itertools
 from collections.abc import Iterable
 
 from scenarios.abi import chain, expect
+from scenarios.arches import ARCHES
 from scenarios.hosts import arch_of
 from scenarios.model import ENCODINGS, Cell, Domain, Expect
-from testbed.arch import ARCHES
 
 NAME = "pingpong"
 DESCRIPTION = "round the ring of architectures twice, digest unchanged at every hop"

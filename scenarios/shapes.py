@@ -17,9 +17,9 @@ import itertools
 from collections.abc import Iterable
 
 from scenarios.abi import abi_of, expect, ring_pairs
+from scenarios.arches import ARCHES
 from scenarios.hosts import PAIRS
 from scenarios.model import Cell, Domain
-from testbed.arch import ARCHES
 
 LARGE = Domain(pages=65536, guest_width=64)  # 256 MiB
 SPARSE = Domain(shape="sparse")
@@ -40,7 +40,7 @@ def _cell(scenario: str, src: str, dst: str, enc: str, domain: Domain, *,
 
 def live_encoding(src: str, dst: str) -> str:
     """Escaped across word sizes (a native stream would need the mail's rule), else native."""
-    return "escaped" if abi_of(src).word != abi_of(dst).word else "native"
+    return "escaped" if abi_of(src).ulong_size != abi_of(dst).ulong_size else "native"
 
 
 def cells(arches: Iterable[str] = tuple(ARCHES)) -> list[Cell]:
@@ -61,7 +61,7 @@ def cells(arches: Iterable[str] = tuple(ARCHES)) -> list[Cell]:
         out.append(_cell("live", src, dst, live_encoding(src, dst), Domain(guest_width=64),
                          rounds=3))
     for src, dst in steps:
-        if abi_of(src).word < abi_of(dst).word:
+        if abi_of(src).ulong_size < abi_of(dst).ulong_size:
             out.append(_cell("live", src, dst, "extended", Domain(guest_width=32), rounds=3))
     # v2 live: later rounds are more PAGE_DATA records before the vCPU records.
     for src, dst in steps:

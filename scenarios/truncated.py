@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from scenarios import offsets
 from scenarios.abi import abi_of, relation, representatives
+from scenarios.arches import ARCHES
 from scenarios.hosts import PAIRS
 from scenarios.model import Cell, Domain, Expect, refused
-from testbed.arch import ARCHES
 from xsmig.stream import format as fmt
 
 NAME = "truncated"
@@ -49,7 +49,7 @@ def _fixed(offset: int) -> Callable[[str], int]:
 
 def _mid_first_batch_count(src: str) -> int:
     """Two bytes into the native stream's first batch count: the count itself cut."""
-    return offsets.legacy_first_chunk("native", src, abi_of(src).word * 8) + 2
+    return offsets.legacy_first_chunk("native", src, abi_of(src).ulong_size * 8) + 2
 
 
 CUTS: tuple[Cut, ...] = (
@@ -69,7 +69,7 @@ CUTS: tuple[Cut, ...] = (
 
 def guest_width(cut: Cut, src: str) -> int:
     """The cut's guest width; 0 means the source toolstack's own."""
-    return cut.guest_width or abi_of(src).word * 8
+    return cut.guest_width or abi_of(src).ulong_size * 8
 
 
 def cells(arches: Iterable[str] = tuple(ARCHES)) -> list[Cell]:

@@ -22,13 +22,13 @@ from types import ModuleType
 from testbed.errors import TestbedError
 
 COMMANDS: dict[str, str] = {
-    "build-images": "testbed.images",
-    "doctor": "testbed.doctor",
-    "host-check": "testbed.hostcheck",
-    "matrix": "testbed.matrix",
-    "merge": "testbed.merge",
-    "repro": "testbed.repro",
-    "soak": "testbed.soak",
+    "build-images": "testbed.images.images",
+    "doctor": "testbed.images.doctor",
+    "host-check": "testbed.hosts.hostcheck",
+    "matrix": "testbed.runs.matrix",
+    "merge": "testbed.reports.merge",
+    "repro": "testbed.runs.repro",
+    "soak": "testbed.runs.soak",
 }
 
 

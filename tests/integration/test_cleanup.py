@@ -1,6 +1,6 @@
 """Cleanup proven on real Docker: whatever way a run ends, its containers go.
 
-Each test starts one real host through the matrix's own stack (testbed.hosts) in a
+Each test starts one real host through the matrix's own stack (testbed.hosts.hosts) in a
 child process, ends that process in one way, and looks for the run's containers
 by their label. Kept short: one host per test.
 """
@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from testbed.hosts import fleet
+    from testbed.hosts.hosts import fleet
     repo = Path(sys.argv[1])
     with fleet(["i386-a"], run_id=sys.argv[2], mounts={"i386-a": repo / "xsmig"}) as f:
         f.host("i386-a")  # raises unless the host is up
@@ -42,7 +42,7 @@ FAILING_TEST = textwrap.dedent(
     """
     import os
     from pathlib import Path
-    from testbed.hosts import fleet
+    from testbed.hosts.hosts import fleet
 
     def test_fails_mid_way():
         repo = Path(os.environ["XSMIG_TEST_REPO"])
@@ -56,7 +56,7 @@ FAILING_TEST = textwrap.dedent(
 
 @pytest.fixture
 def client() -> Iterator[Any]:
-    from testbed.engine import docker_client
+    from testbed.images.engine import docker_client
 
     c = docker_client()
     yield c
@@ -64,7 +64,7 @@ def client() -> Iterator[Any]:
 
 
 def containers_of(client: Any, run_id: str) -> list[Any]:
-    from testbed import reaper
+    from testbed.hosts import reaper
 
     found: list[Any] = client.containers.list(
         all=True, filters={"label": f"{reaper.RUN_ID}={run_id}"}
@@ -140,7 +140,7 @@ def test_sigterm_removes_the_containers_before_exiting(client: Any) -> None:
 
 
 def test_after_sigkill_the_next_run_reaps_them(client: Any) -> None:
-    from testbed import reaper
+    from testbed.hosts import reaper
 
     with child_run(client, "kill") as (run_id, proc):
         os.kill(proc.pid, signal.SIGKILL)
@@ -148,7 +148,7 @@ def test_after_sigkill_the_next_run_reaps_them(client: Any) -> None:
         left = containers_of(client, run_id)
         assert len(left) == 1  # nothing could clean up: the orphan is there...
         assert reaper.orphans(left, reaper.current_runner()) == left  # ...and known dead
-        # What every run does first (testbed.hosts.fleet), limited to this run.
+        # What every run does first (testbed.hosts.hosts.fleet), limited to this run.
         assert reaper.reap(client, run_id=run_id) == [left[0].name]
         assert containers_of(client, run_id) == []
 

@@ -71,7 +71,7 @@ def _local_streams(abi: str) -> dict[str, str]:
 def test_s390x_interpreter_writes_the_streams_the_abi_model_predicts() -> None:
     """The ABI model is what the unit tests (and --toolstack) simulate in-process: a real
     big-endian interpreter must write byte-identical streams."""
-    from testbed.images import ensure_image
+    from testbed.images.images import ensure_image
 
     image = ensure_image("s390x", quiet=True).tag
     proc = subprocess.run(

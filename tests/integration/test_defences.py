@@ -18,7 +18,7 @@ HOST = "amd64-b"
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Any]:
-    from testbed.hosts import fleet as start
+    from testbed.hosts.hosts import fleet as start
 
     with start([HOST], mounts={HOST: REPO / "xsmig"}) as f:
         f.host(HOST)  # raises unless the host came up
@@ -51,7 +51,7 @@ def test_the_pinned_key_and_the_run_key_get_in(fleet: Any) -> None:
 
 
 def test_an_unpinned_or_wrong_host_key_is_refused(fleet: Any) -> None:
-    from testbed.ssh import ClientKey
+    from testbed.hosts.ssh import ClientKey
 
     host = fleet.host(HOST)
     key = fleet.key.pkey
@@ -63,7 +63,7 @@ def test_an_unpinned_or_wrong_host_key_is_refused(fleet: Any) -> None:
 
 
 def test_login_is_key_only_and_only_for_the_run_key(fleet: Any) -> None:
-    from testbed.ssh import ClientKey
+    from testbed.hosts.ssh import ClientKey
 
     host = fleet.host(HOST)
     with pytest.raises(paramiko.AuthenticationException):

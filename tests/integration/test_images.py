@@ -39,14 +39,14 @@ HOST_IDS = {"i386": 71, "amd64": 72}
 class Host:
     arch: str
     container: Any
-    ssh: Any  # testbed.ssh.Host: pinned key, key-only login
+    ssh: Any  # testbed.hosts.ssh.Host: pinned key, key-only login
     report: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def built() -> dict[str, Any]:
-    from testbed.images import ensure_images
-    from testbed.progress import PlainReporter
+    from testbed.images.images import ensure_images
+    from testbed.images.progress import PlainReporter
 
     return {img.arch: img for img in ensure_images(list(ARCHES), reporter=PlainReporter())}
 
@@ -55,9 +55,9 @@ def built() -> dict[str, Any]:
 def started(
     package: Path, arches: tuple[str, ...], mode: str = "qemu"
 ) -> Iterator[dict[str, Host]]:
-    """Hosts started by the matrix's own stack (testbed.hosts): same labels, same removal."""
+    """Hosts started by the matrix's own stack (testbed.hosts.hosts): same labels, same removal."""
     from scenarios.hosts import HostSpec
-    from testbed.hosts import fleet
+    from testbed.hosts.hosts import fleet
 
     specs = {f"test-{a}": HostSpec(f"test-{a}", a, HOST_IDS[a]) for a in arches}
     with fleet(list(specs), mounts={n: package for n in specs}, mode=mode, specs=specs) as f:
@@ -98,7 +98,7 @@ EXPECTED = {"i386": ("i686", 4, 4), "amd64": ("x86_64", 8, 8)}
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_report_matches_arch_under_qemu(hosts: dict[str, Host], arch: str) -> None:
-    from testbed.images import check_host_report
+    from testbed.images.images import check_host_report
 
     r = hosts[arch].report
     assert (r["machine"], r["sizeof_long"], r["uint64_align"]) == EXPECTED[arch]
@@ -113,7 +113,7 @@ def test_report_matches_arch_under_qemu(hosts: dict[str, Host], arch: str) -> No
 
 
 def test_hosts_refuse_each_others_arch(hosts: dict[str, Host]) -> None:
-    from testbed.images import check_host_report
+    from testbed.images.images import check_host_report
 
     assert check_host_report("amd64", hosts["i386"].report)
     assert check_host_report("i386", hosts["amd64"].report)
@@ -168,7 +168,7 @@ def test_real_xsmig_through_the_wrapper(built: dict[str, Any]) -> None:
 
 
 def test_native_mode_reports_native(built: dict[str, Any], fake_package: Path) -> None:
-    from testbed.images import check_host_report
+    from testbed.images.images import check_host_report
 
     with started(fake_package, ("i386",), mode="native") as h:
         report = h["i386"].report
@@ -179,7 +179,7 @@ def test_native_mode_reports_native(built: dict[str, Any], fake_package: Path) -
 
 
 def test_second_build_is_a_cache_hit(built: dict[str, Any]) -> None:
-    from testbed.images import ensure_image
+    from testbed.images.images import ensure_image
 
     for arch in ARCHES:
         again = ensure_image(arch, quiet=True)

@@ -1,10 +1,12 @@
-"""The cross-bitness migration matrix, one pytest test per cell.
+"""The cross-bitness migration matrix as pytest tests: one test per cell.
 
-Cells run concurrently on shared hosts: the session fixture runs every
-collected cell on a thread pool (XSMIG_MATRIX_JOBS, default 2) and writes the
-reports; each test then asserts its own cell's verdict. `python -m testbed
-matrix` drives this module; plain pytest works too, with -k or
-XSMIG_MATRIX_SELECT to choose cells. See docs/testbed.md.
+pytest consumes the runner's session, it does not drive it: the session-scoped
+fixture runs `testbed.session.run_matrix` once, in this process, over the collected
+cells (the same function `python -m testbed matrix` calls), and each test asserts
+its own cell's result. Settings come from the `--matrix-*` options
+(tests/integration/conftest.py); `-k` narrows the cells further. A session that
+cannot run at all (an image that cannot be built, no engine) ends pytest with one
+message, not one error per cell. See docs/testbed.md.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from pathlib import Path
 import pytest
 
 import scenarios
+from scenarios.arches import NIGHTLY, parse_arches
 from scenarios.model import Cell
-from testbed.results import CellResult
-from testbed.selection import select
-from testbed.session import Settings, run_matrix
-
-CELLS = scenarios.on_arches(scenarios.all_cells(), scenarios.arches_from_env())
+from testbed.cells.results import CellResult
+from testbed.errors import TestbedError
+from testbed.runs.selection import select
+from testbed.runs.session import DEFAULT_REPORT_DIR, Settings, default_jobs, run_matrix
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 if importlib.util.find_spec("pytest_timeout") is not None:
@@ -28,48 +30,75 @@ if importlib.util.find_spec("pytest_timeout") is not None:
     pytestmark.append(pytest.mark.timeout(0))
 
 
-def _wanted(request: pytest.FixtureRequest, settings: Settings) -> list[Cell]:
+def _settings(config: pytest.Config) -> Settings:
+    report_dir = config.getoption("--matrix-report-dir")
+    return Settings(
+        jobs=config.getoption("--matrix-jobs") or default_jobs(),
+        report_dir=Path(report_dir).resolve() if report_dir else DEFAULT_REPORT_DIR,
+        select=config.getoption("--matrix-select"),
+        mode=config.getoption("--matrix-mode"),
+    )
+
+
+def _cells(config: pytest.Config) -> list[Cell]:
+    arches = parse_arches(config.getoption("--matrix-arches") or ",".join(NIGHTLY))
+    return select(scenarios.on_arches(scenarios.all_cells(), arches),
+                  config.getoption("--matrix-select"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" in metafunc.fixturenames:
+        try:
+            cells = _cells(metafunc.config)
+        except TestbedError as exc:  # a bad --matrix-select or --matrix-arches
+            raise pytest.UsageError(str(exc)) from None
+        metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
+
+
+def _collected(request: pytest.FixtureRequest) -> list[Cell]:
+    """The cells left after collection and -k: the session runs exactly these."""
     chosen: list[Cell] = []
     for item in request.session.items:
         spec = getattr(item, "callspec", None)
         if spec is not None and isinstance(spec.params.get("cell"), Cell):
             chosen.append(spec.params["cell"])
-    if not settings.select:
-        return chosen
-    # Terms are matched against the whole matrix: `python -m testbed matrix` has already
-    # deselected the other cells, and an exclusion like `!v2` matches none of those left.
-    wanted = {c.id for c in select(scenarios.all_cells(), settings.select)}
-    return [c for c in chosen if c.id in wanted]
+    return chosen
 
 
 @pytest.fixture(scope="session")
-def matrix_results(request: pytest.FixtureRequest) -> dict[str, CellResult]:
+def matrix_settings(request: pytest.FixtureRequest) -> Settings:
+    return _settings(request.config)
+
+
+@pytest.fixture(scope="session")
+def matrix_results(
+    request: pytest.FixtureRequest, matrix_settings: Settings
+) -> dict[str, CellResult]:
     if hasattr(request.config, "workerinput"):
-        # Every xdist worker would run the whole matrix: concurrency is --jobs, inside.
-        pytest.fail("run the matrix without pytest-xdist; use XSMIG_MATRIX_JOBS", pytrace=False)
-    settings = Settings.from_env()
-    cells = _wanted(request, settings)
+        # Every xdist worker would run the whole matrix: concurrency is --matrix-jobs, inside.
+        pytest.fail("run the matrix without pytest-xdist; use --matrix-jobs", pytrace=False)
     capture = request.config.pluginmanager.getplugin("capturemanager")
     # Live progress and the grid go straight to the terminal, not into a captured test.
     with capture.global_and_fixture_disabled():
         print()
-        results = run_matrix(cells, settings)
+        try:
+            results = run_matrix(_collected(request), matrix_settings)
+        except TestbedError as exc:
+            pytest.exit(f"the matrix could not run: {exc}", returncode=1)
     return {r.id: r for r in results}
 
 
-def _artifact_dir(r: CellResult) -> str:
-    report_dir = Settings.from_env().report_dir
-    return str(report_dir / Path(r.artifacts[0]).parent) if r.artifacts else "(none)"
+def _artifact_dir(r: CellResult, settings: Settings) -> str:
+    return str(settings.report_dir / Path(r.artifacts[0]).parent) if r.artifacts else "(none)"
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
-def test_cell(cell: Cell, matrix_results: dict[str, CellResult]) -> None:
-    if cell.id not in matrix_results:
-        pytest.skip(f"not selected by {Settings.from_env().select!r}")
+def test_cell(
+    cell: Cell, matrix_results: dict[str, CellResult], matrix_settings: Settings
+) -> None:
     r = matrix_results[cell.id]
     if not r.ok:
         pytest.fail(
             f"{r.message}\nexpected: {r.expected}\nactual: {r.actual}\n"
-            f"artifacts: {_artifact_dir(r)}\nrepro: {r.repro}",
+            f"artifacts: {_artifact_dir(r, matrix_settings)}\nrepro: {r.repro}",
             pytrace=False,
         )

@@ -1,5 +1,5 @@
 """What the fake hosts and channels of the testbed unit tests share: the connection
-surface of testbed.ssh.Host that they do not exercise, and paramiko's partial send."""
+surface of testbed.hosts.ssh.Host that they do not exercise, and paramiko's partial send."""
 
 from __future__ import annotations
 

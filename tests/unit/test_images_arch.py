@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from testbed.arch import ARCHES, UnknownArchError, get_arch, parse_arches
-from testbed.hosts import parse_start_log
-from testbed.images import check_host_report
+from testbed.hosts.hosts import parse_start_log
+from testbed.images.arch import ARCHES, UnknownArchError, get_arch, parse_arches
+from testbed.images.images import check_host_report
 
 
 def report(arch: str, mode: str = "qemu") -> dict[str, Any]:

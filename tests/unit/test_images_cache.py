@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from testbed import images
-from testbed.arch import get_arch
-from testbed.mirror import MirrorError, debian_mirror, parse_deb822, parse_one_line, pick_mirror
+from testbed.images import images
+from testbed.images.arch import get_arch
+from testbed.images.mirror import (
+    MirrorError,
+    debian_mirror,
+    parse_deb822,
+    parse_one_line,
+    pick_mirror,
+)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from scenarios.hostile import HUGE_BATCH, HUGE_LENGTH
 from scenarios.hosts import arch_of
 from scenarios.model import Cell, Outcome
 from scenarios.truncated import CUTS, guest_width
-from testbed.arch import ARCHES, NIGHTLY
+from testbed.images.arch import ARCHES, NIGHTLY
 from xsmig.domain import DomainDir
 from xsmig.errors import StreamError
 from xsmig.inspect import inspect_stream
@@ -199,7 +199,7 @@ def test_hostile_patch_lands_on_the_field_it_names(cell: Cell, store: Store) -> 
     data = _stream(cell, store)
     assert cell.patch is not None
     at, value = cell.patch
-    order = "<" if abi_of(src).order == "little" or cell.encoding == "v2" else ">"
+    order = "<" if abi_of(src).byte_order == "little" or cell.encoding == "v2" else ">"
     if cell.encoding == "escaped":
         first = _legacy_chunks(data, src)[0]
         assert first["kind"] == "batch" and first["offset"] == at

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from testbed.ssh import Agent, ClientKey, CommandResult, Host, SSHError
+from testbed.hosts.ssh import Agent, ClientKey, CommandResult, Host, SSHError
 
 
 class Chan:

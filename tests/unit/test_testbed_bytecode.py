@@ -11,7 +11,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from testbed import bytecode
+from testbed.hosts import bytecode
 
 
 def test_every_module_is_compiled_where_the_prefix_looks_for_it(tmp_path: Path) -> None:

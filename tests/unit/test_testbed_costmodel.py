@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from testbed import report
-from testbed.results import PASSED, CellResult
+from testbed.cells.results import PASSED, CellResult
+from testbed.reports import report
 
 
 def cell(cell_id: str, setup: float, transfer: float, checks: float) -> CellResult:

@@ -13,10 +13,10 @@ from pathlib import Path
 from fake_hosts import OneConnection, PartialSend
 
 import scenarios
-from testbed.execute import run_cell
-from testbed.hosts import HostStartError
-from testbed.results import FAILED, PASSED, REFUSED
-from testbed.ssh import CommandResult
+from testbed.cells.execute import run_cell
+from testbed.cells.results import FAILED, PASSED, REFUSED
+from testbed.hosts.hosts import HostStartError
+from testbed.hosts.ssh import CommandResult
 
 CELLS = scenarios.by_id()
 # restore behaviour: (stream, restore argv) -> (exit status, stderr, digest stored or None)
@@ -233,7 +233,7 @@ def test_pingpong_checks_every_hop(tmp_path: Path) -> None:
 
 
 def test_teed_restore_keeps_its_argv_status_and_stderr() -> None:
-    from testbed.artifacts import teed
+    from testbed.cells.artifacts import teed
 
     argv = teed(["xsmig", "restore", "-i", "-", "--name", "it's"], "/tmp/a b.stream")
     assert argv[:2] == ["sh", "-c"]
@@ -265,7 +265,7 @@ def test_a_failed_create_fails_the_cell_and_the_early_restore_gets_nothing(
 
 
 def test_no_cell_dumps_its_source_at_set_up(tmp_path: Path) -> None:
-    from testbed.artifacts import source_dump_path
+    from testbed.cells.artifacts import source_dump_path
 
     for cell_id in ("i386-to-amd64/extended/guest64/large", "i386-to-amd64/escaped/guest64/cold"):
         cell = CELLS[cell_id]

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from testbed import reaper
-from testbed.hosts import Fleet, HostStartError
-from testbed.ssh import ClientKey
+from testbed.hosts import reaper
+from testbed.hosts.hosts import Fleet, HostStartError
+from testbed.hosts.ssh import ClientKey
 
 
 class FakeContainer:
@@ -114,7 +114,7 @@ def test_a_host_whose_report_contradicts_its_arch_is_not_used() -> None:
     import json
 
     from scenarios.hosts import BY_NAME
-    from testbed.hosts import HostState
+    from testbed.hosts.hosts import HostState
 
     f = fleet(FakeClient(b"", "exited"))
     state = HostState(BY_NAME["i386-a"])
@@ -128,8 +128,8 @@ def test_a_host_whose_report_contradicts_its_arch_is_not_used() -> None:
 
 def test_a_healed_host_keeps_its_object_and_pin_and_takes_the_new_port() -> None:
     from scenarios.hosts import BY_NAME
-    from testbed.hosts import HostState
-    from testbed.ssh import Host
+    from testbed.hosts.hosts import HostState
+    from testbed.hosts.ssh import Host
 
     key = ClientKey.generate()
     host_key = ClientKey.generate().pkey
@@ -144,7 +144,7 @@ def test_a_healed_host_keeps_its_object_and_pin_and_takes_the_new_port() -> None
 
 
 def test_one_stack_starts_every_container() -> None:
-    """Only testbed/hosts.py may start containers, so every one carries the reaper's labels."""
+    """Only testbed/hosts/hosts.py starts containers, so every one carries the reaper's labels."""
     repo = Path(__file__).resolve().parents[2]
     starters = sorted(
         str(p.relative_to(repo))
@@ -153,4 +153,4 @@ def test_one_stack_starts_every_container() -> None:
         if p != Path(__file__).resolve()
         and any(s in p.read_text() for s in ("containers.run(", "containers.create(", "docker run"))
     )
-    assert starters == ["testbed/hosts.py"]
+    assert starters == ["testbed/hosts/hosts.py"]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fake_hosts import OneConnection, PartialSend
 
-from testbed import migrate
+from testbed.cells import migrate
 
 # Every pump variant (bench/stream.py compares them) must move the same bytes the same way.
 PUMPS = pytest.mark.parametrize(
@@ -42,7 +42,7 @@ class FakeChannel(PartialSend):
         self.exit_status = status
         self.status_event.set()
 
-    # paramiko.Channel surface used by testbed.migrate / testbed.ssh
+    # paramiko.Channel surface used by testbed.cells.migrate / testbed.hosts.ssh
     def settimeout(self, t: float) -> None:
         pass
 
@@ -259,7 +259,7 @@ def test_connections_go_back_to_the_pool_only_after_a_clean_transfer(tmp_path: P
 
 
 def test_a_used_connection_retires_before_the_rekey_volume() -> None:
-    from testbed.ssh import BULK_REUSE_LIMIT, ClientKey, Host
+    from testbed.hosts.ssh import BULK_REUSE_LIMIT, ClientKey, Host
 
     key = ClientKey.generate()
     host = Host("h", 1, key.pkey, key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scenarios.model import IDENTICAL, Outcome, refused
-from testbed.oracle import Observed, classify, judge
+from testbed.cells.oracle import Observed, classify, judge
 
 D = "ab" * 32
 

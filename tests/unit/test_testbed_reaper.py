@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from testbed import reaper
-from testbed.reaper import Runner, current_runner, orphans, runner_alive
+from testbed.hosts import reaper
+from testbed.hosts.reaper import Runner, current_runner, orphans, runner_alive
 
 ME = Runner("box", "boot-1", 100, "5000")
 NOW = 1_000_000.0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from testbed import report
-from testbed.results import FAILED, PASSED, REFUSED, CellResult, HopRecord
+from testbed.cells.results import FAILED, PASSED, REFUSED, CellResult, HopRecord
+from testbed.reports import report
 
 
 def result(cell_id: str, verdict: str, **kw: object) -> CellResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import scenarios
-from testbed.selection import SelectionError, by_id, select, term_matches
+from testbed.runs.selection import SelectionError, by_id, select, term_matches
 
 CELLS = scenarios.on_arches(scenarios.all_cells(), ("i386", "amd64"))  # the nightly set
 

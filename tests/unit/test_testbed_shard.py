@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import scenarios
-from testbed import report
 from testbed.__main__ import main
-from testbed.merge import MergeError, merge
-from testbed.results import FAILED, PASSED, REFUSED, CellResult
-from testbed.shard import ShardError, assign, cost, parse_shard, shard
+from testbed.cells.results import FAILED, PASSED, REFUSED, CellResult
+from testbed.reports import report
+from testbed.reports.merge import MergeError, merge
+from testbed.runs.shard import ShardError, assign, cost, parse_shard, shard
 
 ALL = scenarios.all_cells()
 NIGHTLY = scenarios.on_arches(ALL, ("i386", "amd64"))
@@ -102,3 +102,15 @@ def test_overlapping_or_missing_shards_are_one_line_errors(tmp_path: Path,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot read") and "\n" not in err
     assert main(["merge", str(tmp_path / "a"), "-o", str(tmp_path / "o")]) == 0
+
+
+def test_merge_takes_report_dir_as_matrix_does_and_keeps_o() -> None:
+    import argparse
+
+    from testbed.reports import merge as merge_cmd
+
+    parser = argparse.ArgumentParser()
+    merge_cmd.configure(parser)
+    assert parser.parse_args(["a", "--report-dir", "x"]).output == Path("x")
+    assert parser.parse_args(["a", "-o", "y"]).output == Path("y")
+    assert parser.parse_args(["a", "--output", "z"]).output == Path("z")

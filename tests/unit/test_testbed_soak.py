@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from testbed.soak import HopFigures, summarise, verdict
+from testbed.runs.soak import HopFigures, summarise, verdict
 
 
 def hop(i: int, fds: int, identical: bool = True, rss: int = 50_000) -> HopFigures:

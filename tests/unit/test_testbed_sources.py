@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from testbed.sources import REPO, RefError, check_refs, export_ref, parse_refs, resolve_sources
+from testbed.hosts.sources import (
+    REPO,
+    RefError,
+    check_refs,
+    export_ref,
+    parse_refs,
+    resolve_sources,
+)
 
 
 def test_specs_name_a_host_an_arch_or_all() -> None:

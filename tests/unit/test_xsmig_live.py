@@ -191,7 +191,7 @@ class _CutLink(io.BytesIO):
         self.limit = limit
 
     def write(self, data: object) -> int:
-        if self.tell() > self.limit:
+        if self.tell() + len(memoryview(data)) > self.limit:  # type: ignore[arg-type]
             raise BrokenPipeError(32, "Broken pipe")
         return super().write(data)  # type: ignore[arg-type]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testbed import reaper
-from testbed.hosts import Fleet
+from testbed.hosts import reaper
+from testbed.hosts.hosts import Fleet
 
 
 def write_access(f: Fleet, directory: Path) -> list[str]:

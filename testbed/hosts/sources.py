@@ -16,7 +16,7 @@ from pathlib import Path
 from scenarios.hosts import HOSTS
 from testbed.errors import TestbedError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class RefError(TestbedError):

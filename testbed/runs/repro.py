@@ -46,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import scenarios
-    from testbed.access import write_access
-    from testbed.execute import run_cell, slug
-    from testbed.hosts import fleet, new_run_id
-    from testbed.selection import by_id
-    from testbed.session import DEFAULT_REPORT_DIR, warm_agents
-    from testbed.sources import check_refs, parse_refs, resolve_sources
+    from testbed.cells.execute import run_cell, slug
+    from testbed.hosts.access import write_access
+    from testbed.hosts.hosts import fleet, new_run_id
+    from testbed.hosts.sources import check_refs, parse_refs, resolve_sources
+    from testbed.runs.selection import by_id
+    from testbed.runs.session import DEFAULT_REPORT_DIR, warm_agents
 
     console = Console()
     cell = by_id(scenarios.all_cells(), args.cell_id)

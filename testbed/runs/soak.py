@@ -93,11 +93,11 @@ def verdict(summary: dict[str, object]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from scenarios.model import IDENTICAL, Cell, Domain
-    from testbed import migrate
+    from testbed.cells import migrate
+    from testbed.cells.domains import create_argv, digest
     from testbed.errors import TestbedError
-    from testbed.execute import create_argv, digest
-    from testbed.hosts import fleet
-    from testbed.sources import resolve_sources
+    from testbed.hosts.hosts import fleet
+    from testbed.hosts.sources import resolve_sources
 
     if args.hops < 1:
         raise TestbedError("--hops must be at least 1")

@@ -11,17 +11,18 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from testbed.arch import Arch
-from testbed.engine import tail
 from testbed.errors import TestbedError
+from testbed.images.arch import Arch
+from testbed.images.engine import tail
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # Removed from the rootfs before it is tarred: caches and docs make the import
@@ -42,13 +43,104 @@ STRIP = (
 
 
 class BuildError(TestbedError):
-    pass
+    """A build step failed: ``step`` names it, ``log`` holds its output, ``cause`` is
+    the key of the likely cause in CAUSES ("" when the log matches none)."""
+
+    def __init__(self, message: str, *, step: str = "", log: Path | None = None,
+                 cause: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+        self.log = log
+        self.cause = cause
 
 
-def step_failed(what: str, log: Path, detail: str = "") -> BuildError:
+class Cause(NamedTuple):
+    key: str
+    says: str  # the likely cause, as the error states it ({mirror} filled in)
+    fix: str  # the command (or action) that fixes it
+    pattern: re.Pattern[str]  # what its tools print
+    fallback_helps: bool  # would the other rootfs builder get past it?
+
+
+# What a failed build's log says, most specific first: a failed step is reported once
+# with the likely cause and its fix. Patterns are what apt, mmdebstrap, debootstrap,
+# the kernel and Docker print.
+CAUSES: tuple[Cause, ...] = (
+    Cause(
+        "disk-full",
+        "disk full",
+        "free space (docker image prune -a; rm -rf the image cache) or point "
+        "XSMIG_IMAGE_CACHE at a bigger disk",
+        re.compile(r"No space left on device|ENOSPC|not enough free space", re.I),
+        False,
+    ),
+    Cause(
+        "missing-tool",
+        "a missing tool",
+        "python3 -m testbed doctor --fix",
+        re.compile(
+            r"install arch-test|command not found|is not installed|"
+            r"No such file or directory: '[^']*(?:strap|chroot|tar)'",
+            re.I,
+        ),
+        True,
+    ),
+    Cause(
+        "binfmt",
+        "binfmt_misc cannot run this architecture's binaries (QEMU not registered)",
+        "python3 -m testbed doctor --fix",
+        re.compile(
+            r"Exec format error|can neither be executed natively nor via qemu|"
+            r"not supported on this machine",
+            re.I,
+        ),
+        False,
+    ),
+    Cause(
+        "mirror",
+        "the Debian mirror {mirror} does not answer",
+        "check that {mirror} serves bookworm (the host's apt sources name it), or set "
+        "XSMIG_DEBIAN_MIRROR=URL to one that does",
+        re.compile(
+            r"Failed to fetch|Could not connect|Connection refused|Temporary failure resolving|"
+            r"Could not resolve|Failed getting release file|Couldn't download|"
+            r"Unable to connect|Connection timed out|No route to host|Network is unreachable|"
+            r"Couldn't find these debs|Failed getting release signature",
+            re.I,
+        ),
+        False,
+    ),
+)
+
+
+def likely_cause(log_text: str) -> Cause | None:
+    return next((c for c in CAUSES if c.pattern.search(log_text)), None)
+
+
+def _read_log(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def step_failed(what: str, log: Path, detail: str = "", *, mirror: str = "") -> BuildError:
+    """One error for a failed step: the step, its log, the likely cause and its fix,
+    then the log's last lines."""
     extra = f" ({detail})" if detail else ""
+    cause = likely_cause(_read_log(log))
+    lines = [f"{what} failed{extra}", f"  log: {log}"]
+    if cause is not None:
+        where = mirror or "(the host's apt sources)"
+        lines.append(f"  likely cause: {cause.says.format(mirror=where)}")
+        lines.append(f"  fix: {cause.fix.format(mirror=where)}")
+    else:
+        lines.append("  likely cause: not recognised; read the log")
+        lines.append("  fix: python3 -m testbed doctor, then rerun with the log's advice")
+    lines.append(f"  --- last lines of {log.name} ---")
+    lines += ["  " + ln for ln in tail(str(log), 8).splitlines()]
     return BuildError(
-        f"{what} failed{extra}; log: {log}\n--- last lines of {log} ---\n{tail(str(log))}"
+        "\n".join(lines), step=what, log=log, cause=cause.key if cause is not None else ""
     )
 
 
@@ -84,14 +176,14 @@ def debootstrap(
     if os.path.exists(KEYRING):
         cmd.append(f"--keyring={KEYRING}")
     cmd += [suite, str(rootfs), mirror]
-    _logged_run(cmd, log, f"debootstrap of {arch.name}", rootfs)
+    _logged_run(cmd, log, f"debootstrap of {arch.name}", rootfs, mirror=mirror)
     # dpkg fsyncs every file it writes; a throwaway rootfs that is tarred right
     # after needs none of that (measured: about a quarter of the build time).
     unsafe = rootfs / "etc/dpkg/dpkg.cfg.d/xsmig-unsafe-io"
     unsafe.parent.mkdir(parents=True, exist_ok=True)
     unsafe.write_text("force-unsafe-io\n")
     second = ["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"]
-    _logged_run(second, log, f"debootstrap (second stage) of {arch.name}", rootfs)
+    _logged_run(second, log, f"debootstrap (second stage) of {arch.name}", rootfs, mirror=mirror)
     unsafe.unlink()
 
 
@@ -132,7 +224,7 @@ def mmdebstrap(
     if os.path.exists(KEYRING):
         cmd.append(f"--keyring={KEYRING}")
     cmd += [suite, str(partial), mirror]
-    _logged_run(cmd, log, f"mmdebstrap of {arch.name}", Path("/nonexistent"))
+    _logged_run(cmd, log, f"mmdebstrap of {arch.name}", Path("/nonexistent"), mirror=mirror)
     info = tar_info(partial)
     partial.rename(tarball)  # only complete tarballs ever count as cached
     return info
@@ -152,7 +244,7 @@ def tar_info(tarball: Path) -> dict[str, object]:
     return {"packages": parse_status(status), "python": python}
 
 
-def _logged_run(cmd: list[str], log: Path, what: str, rootfs: Path) -> None:
+def _logged_run(cmd: list[str], log: Path, what: str, rootfs: Path, *, mirror: str = "") -> None:
     with open(log, "a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
@@ -162,7 +254,7 @@ def _logged_run(cmd: list[str], log: Path, what: str, rootfs: Path) -> None:
         if inner.exists():
             with open(log, "a") as out:
                 out.write(f"--- {inner} ---\n{tail(str(inner), 30)}\n")
-        raise step_failed(what, log, f"exit {proc.returncode}")
+        raise step_failed(what, log, f"exit {proc.returncode}", mirror=mirror)
 
 
 def strip_rootfs(rootfs: Path) -> None:

@@ -3,6 +3,8 @@
 Adding one is one more ``Arch(...)`` entry in ``ARCHES`` (plus its ABI in
 ``xsmig.layout.ABIS``, which says word size, uint64 alignment and byte order: the
 facts the host report must prove and the matrix derives its expectations from).
+The names and their order are the ABIs' (scenarios.arches); this adds how to build
+and run each one.
 An architecture whose binaries the build machine's CPU cannot run needs binfmt_misc
 (see ``needs_binfmt``): the image's /bin/sh, sshd and coreutils are then foreign
 binaries too. i386 and amd64 binaries run on an x86_64 kernel as they are, so
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+from scenarios import arches as names
 from testbed.errors import TestbedError
 from xsmig.layout import ABIS, Layout
 
@@ -114,7 +117,7 @@ ARCHES: dict[str, Arch] = {
         ),
     )
 }
-NIGHTLY = ("i386", "amd64")  # the default --arches: what every CI night runs
+NIGHTLY = names.NIGHTLY  # the default --arches: what every CI night runs
 
 
 class UnknownArchError(TestbedError):
@@ -131,11 +134,7 @@ def get_arch(name: str) -> Arch:
 
 def parse_arches(text: str) -> list[str]:
     """``--arches`` value: comma-separated names, or ``all``; order as in ARCHES."""
-    names = {n.strip() for n in text.split(",") if n.strip()}
-    if names == {"all"}:
-        return list(ARCHES)
-    if not names:
-        raise UnknownArchError("--arches needs at least one architecture (or all)")
-    for name in names:
-        get_arch(name)
-    return [n for n in ARCHES if n in names]
+    try:
+        return names.parse_arches(text)
+    except names.UnknownArch as exc:
+        raise UnknownArchError(str(exc)) from None

@@ -19,14 +19,12 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scenarios.model import Cell
-from testbed import artifacts, migrate
-from testbed.results import CellResult, HopRecord
-
-if TYPE_CHECKING:
-    from testbed.execute import HostProvider
+from testbed.cells import artifacts, migrate
+from testbed.cells.domains import CellError, HostProvider, create_argv, digest
+from testbed.cells.results import CellResult, HopRecord
 
 
 def rounds_of(save_stderr: str) -> list[dict[str, Any]]:
@@ -59,8 +57,6 @@ def summary(lines: list[dict[str, Any]], restored_at: float, seconds: float,
 
 
 def run_live(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
-    from testbed.execute import CellError, create_argv, digest
-
     assert cell.live is not None and len(cell.hops) == 2
     live = cell.live
     src, dst = provider.host(cell.hops[0]), provider.host(cell.hops[1])

@@ -1,4 +1,4 @@
-"""``python -m testbed merge REPORT_DIR... [-o DIR]``: one report from the shards' reports.
+"""``python -m testbed merge REPORT_DIR... [--report-dir DIR]``: one report from the shards.
 
 Each runner of a fanned-out matrix (``--shard K/N``) writes its own report directory;
 this reads their results.json, checks that no cell appears twice, orders the cells
@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from testbed.cells.results import CellResult
 from testbed.errors import TestbedError
-from testbed.results import CellResult
 
 HELP = "merge the reports of matrix shards (--shard K/N) into one"
 
@@ -28,8 +28,10 @@ class MergeError(TestbedError):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("report_dirs", nargs="+", type=Path, metavar="REPORT_DIR",
                         help="report directories of the shards (each with results.json)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("reports/merged"),
-                        metavar="DIR", help="where the merged reports go (default reports/merged)")
+    parser.add_argument("-o", "--output", "--report-dir", dest="output", type=Path,
+                        default=Path("reports/merged"), metavar="DIR",
+                        help="where the merged reports go (default reports/merged); "
+                        "--report-dir as matrix spells it")
 
 
 def read_shard(report_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
@@ -87,7 +89,7 @@ def copy_artifacts(results: list[CellResult], sources: dict[str, Path], out: Pat
 
 
 def run(args: argparse.Namespace) -> int:
-    from testbed import report
+    from testbed.reports import report
 
     out: Path = args.output
     results, meta, sources = merge(args.report_dirs)

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import paramiko
 
-from testbed.ssh import CHUNK, Host, SSHError, drain_stderr, send_all, wait_exit
+from testbed.hosts.ssh import CHUNK, Host, SSHError, drain_stderr, send_all, wait_exit
 
 WINDOW = 16 << 20  # SSH receive window of the save's channel
 
@@ -263,7 +263,7 @@ def stream(
                     d_chan.settimeout(max(0.1, deadline - time.monotonic()))
                     send_all(d_chan, data)
                     total += len(data)
-                    if tap is not None:  # fault injection (testbed.faults): bytes delivered so far
+                    if tap is not None:  # fault injection (cells/faults.py): bytes delivered so far
                         tap(total, s_chan, d_chan)
                 except OSError:
                     # The restorer refused the stream: a result, not an error. The rest is

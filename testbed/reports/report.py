@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scenarios.model import ENCODINGS, GUEST_WIDTHS
-from testbed.results import FAILED, PASSED, REFUSED, CellResult
+from testbed.cells.results import FAILED, PASSED, REFUSED, CellResult
 
 COLUMNS = [f"{e}/guest{w}" for e in ENCODINGS for w in GUEST_WIDTHS]
 SYMBOL = {PASSED: "✓ pass", REFUSED: "⊘ refused", FAILED: "✗ FAIL"}

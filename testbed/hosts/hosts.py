@@ -1,7 +1,7 @@
 """Container lifecycle of the test hosts: start, wait for sshd, and always remove.
 
 Containers are labelled with the run id and the runner's identity
-(testbed.reaper), publish sshd on 127.0.0.1 only, and are removed when the run
+(testbed.hosts.reaper), publish sshd on 127.0.0.1 only, and are removed when the run
 ends: normally, on an exception, on Ctrl-C or SIGTERM (signal handlers), at
 interpreter exit (atexit), and if all of those were skipped (SIGKILL, a crash),
 by the next run's reaper.
@@ -24,9 +24,9 @@ from types import FrameType
 from typing import Any
 
 from scenarios.hosts import BY_NAME, HostSpec
-from testbed import bytecode, reaper
 from testbed.errors import TestbedError
-from testbed.ssh import LOOPBACK, ClientKey, Host, SSHError, parse_public_key
+from testbed.hosts import bytecode, reaper
+from testbed.hosts.ssh import LOOPBACK, ClientKey, Host, SSHError, parse_public_key
 
 NETWORK = "bridge"  # Docker's default network: the hosts' only one
 
@@ -34,7 +34,7 @@ READY_TIMEOUT = 120.0
 READY_POLL = 0.1  # seconds between looks at a starting host's log (two cheap API calls)
 MOUNT_POINT = "/opt/xsmig/xsmig"  # the image puts /opt/xsmig on PYTHONPATH
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
-# A deliberately small store on every host, for the store-full fault (testbed.faults):
+# A deliberately small store on every host, for the store-full fault (testbed.cells.faults):
 # a restore pointed at it with XSMIG_STORE runs out of space mid-stream, while the
 # host's own store and every other cell on that host are untouched.
 TINY_STORE = "/var/lib/xsmig-tiny"
@@ -166,7 +166,7 @@ class Fleet:
                     "XSMIG_AUTHORIZED_KEY": self.key.public_line,
                     "XSMIG_HOST_ID": str(spec.host_id),
                     "XSMIG_MODE": self.mode,
-                    # Empty: unset, for the entrypoint's host report (testbed.bytecode).
+                    # Empty: unset, for the entrypoint's host report (testbed.hosts.bytecode).
                     "PYTHONPYCACHEPREFIX": "",
                 },
                 ports={"22/tcp": (LOOPBACK, None)},
@@ -222,7 +222,7 @@ class Fleet:
     def _prepare(self, host: Host) -> None:
         """What a fresh host's first cell would otherwise wait for; best effort each.
 
-        Bytecode in the interpreters' cache (testbed.bytecode), and one spare connection
+        Bytecode in the interpreters' cache (testbed.hosts.bytecode), and one spare connection
         for the first migration (Host.bulk), logged in meanwhile.
         """
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -246,7 +246,7 @@ class Fleet:
 
     def _check_report(self, state: HostState) -> None:
         """A host that is not what its name says (wrong width, no QEMU) must not pass cells."""
-        from testbed.images import check_host_report
+        from testbed.images.images import check_host_report
 
         try:
             report = json.loads(state.report)
@@ -284,7 +284,7 @@ class Fleet:
             raise HostStartError(f"host {name} has no container in this run")
         return state.container
 
-    # -- faults (testbed.faults): break a host on purpose, then heal it ----------
+    # -- faults (testbed.cells.faults): break a host on purpose, then heal it ----------
     def kill(self, name: str) -> None:
         """SIGKILL the whole container: every process on the host dies at once."""
         self.container(name).kill()
@@ -427,8 +427,8 @@ def fleet(
     specs: Mapping[str, HostSpec] | None = None,
 ) -> Iterator[Fleet]:
     """Reap dead runs, build/reuse the images, start the hosts; remove them at the end."""
-    from testbed.engine import docker_client
-    from testbed.images import ensure_images
+    from testbed.images.engine import docker_client
+    from testbed.images.images import ensure_images
 
     say = progress or (lambda _msg: None)
     client = docker_client()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import fcntl
 import hashlib
 import json
@@ -28,16 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed import imagebuild
-from testbed.arch import ARCHES, Arch, get_arch
 from testbed.errors import TestbedError
-from testbed.mirror import debian_mirror
-from testbed.progress import PlainReporter, Reporter, RichReporter, SilentReporter, make_reporter
+from testbed.images import imagebuild
+from testbed.images.arch import ARCHES, Arch, get_arch
+from testbed.images.mirror import SUITE, debian_mirror
+from testbed.images.prereqs import Check, build_problems, describe_missing
+from testbed.images.progress import (
+    PlainReporter,
+    Reporter,
+    RichReporter,
+    SilentReporter,
+    make_reporter,
+)
 
 HELP = "build (or reuse) the host images (i386, amd64, armhf, arm64, s390x)"
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
-SUITE = "bookworm"
+IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 VARIANT = "minbase"
 INCLUDE = ("python3", "openssh-server")
 PYTHON_SERIES = "3.11"  # bookworm's python3
@@ -166,45 +173,8 @@ def _ensure_base(client: Any, arch: Arch, rebuild: bool, reporter: Reporter) -> 
     info_file = cache / f"rootfs-{arch.name}-{bhash}.json"
     log = cache / "logs" / f"{arch.name}-base.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    if (rebuild or not (tarball.exists() and info_file.exists())) and builder() == "mmdebstrap":
-        with reporter.step(arch.name, f"mmdebstrap {SUITE} {VARIANT} ({arch.debian_arch})"):
-            started = time.monotonic()
-            info = imagebuild.mmdebstrap(
-                arch,
-                suite=SUITE,
-                variant=VARIANT,
-                include=INCLUDE,
-                mirror=debian_mirror(SUITE),
-                tarball=tarball,
-                log=log,
-            )
-            info.update(built_at=_now(), builder="mmdebstrap",
-                        build_seconds=round(time.monotonic() - started, 1))
-            info_file.write_text(json.dumps(info, sort_keys=True))
-    elif rebuild or not (tarball.exists() and info_file.exists()):
-        mirror = debian_mirror(SUITE)
-        rootfs = cache / "work" / f"{arch.name}-{bhash}"
-        with reporter.step(arch.name, f"debootstrap {SUITE} {VARIANT} ({arch.debian_arch})"):
-            imagebuild.debootstrap(
-                arch,
-                suite=SUITE,
-                variant=VARIANT,
-                include=INCLUDE,
-                mirror=mirror,
-                rootfs=rootfs,
-                debs=cache / "debs" / arch.debian_arch,
-                log=log,
-            )
-        with reporter.step(arch.name, "tar rootfs"):
-            imagebuild.strip_rootfs(rootfs)
-            info = {
-                "packages": imagebuild.installed_packages(rootfs),
-                "python": imagebuild.python_path(rootfs),
-                "built_at": _now(),
-            }
-            info_file.write_text(json.dumps(info, sort_keys=True))
-            imagebuild.make_tarball(rootfs, tarball, log)
-            shutil.rmtree(rootfs)
+    if rebuild or not (tarball.exists() and info_file.exists()):
+        _build_rootfs(arch, cache, tarball, info_file, log, reporter)
     else:
         reporter.note(arch.name, f"rootfs tarball cached: {tarball}")
     info = json.loads(info_file.read_text())
@@ -222,6 +192,104 @@ def builder() -> str:
     if forced:
         raise TestbedError(f"XSMIG_ROOTFS_BUILDER={forced!r}: use mmdebstrap or debootstrap")
     return "mmdebstrap" if shutil.which("mmdebstrap") else "debootstrap"
+
+
+def _plan_builders(arch: Arch, cache: Path) -> list[str]:
+    """The rootfs builders to try, in order, each with its prerequisites present
+    (the one table, testbed.images.prereqs): mmdebstrap, then debootstrap as the fallback.
+    None usable: one error naming what is missing and the command that fixes it."""
+    first = builder()
+    order = [first] if os.environ.get("XSMIG_ROOTFS_BUILDER") else [first, "debootstrap"]
+    usable: list[tuple[str, list[Check]]] = []
+    missing: list[tuple[str, list[Check]]] = []
+    for name in dict.fromkeys(order):
+        problems = build_problems([arch], cache, name)
+        (missing if problems else usable).append((name, problems))
+    if not usable:
+        seen: dict[str, Check] = {}
+        for _name, problems in missing:
+            for c in problems:
+                seen.setdefault(c.name, c)
+        raise imagebuild.BuildError(
+            f"cannot build the {arch.name} image, prerequisites missing: "
+            + describe_missing(list(seen.values())),
+            step="prerequisites",
+            cause="missing-tool",
+        )
+    return [name for name, _ in usable]
+
+
+def _build_rootfs(
+    arch: Arch, cache: Path, tarball: Path, info_file: Path, log: Path, reporter: Reporter
+) -> None:
+    """Build the rootfs tarball with the first builder that works. A failed mmdebstrap
+    falls back to debootstrap (said in the progress) unless the cause is one that
+    debootstrap would meet too (mirror, disk); then the first failure is the error."""
+    builders = _plan_builders(arch, cache)
+    if builders[0] != builder():
+        reporter.note(
+            arch.name,
+            f"{builder()} cannot run here (python3 -m testbed doctor says why); "
+            f"building with {builders[0]} instead",
+        )
+    mirror = debian_mirror(SUITE)
+    for i, name in enumerate(builders):
+        this_log = log if i == 0 else log.with_name(f"{arch.name}-base-{name}.log")
+        try:
+            if name == "mmdebstrap":
+                _mmdebstrap(arch, mirror, tarball, info_file, this_log, reporter)
+            else:
+                _debootstrap(arch, cache, mirror, tarball, info_file, this_log, reporter)
+            return
+        except imagebuild.BuildError as exc:
+            nxt = builders[i + 1] if i + 1 < len(builders) else None
+            cause = next((c for c in imagebuild.CAUSES if c.key == exc.cause), None)
+            if nxt is None or (cause is not None and not cause.fallback_helps):
+                raise
+            reporter.note(
+                arch.name,
+                f"{name} failed ({exc.step}; log: {exc.log}); falling back to {nxt}",
+            )
+
+
+def _mmdebstrap(
+    arch: Arch, mirror: str, tarball: Path, info_file: Path, log: Path, reporter: Reporter
+) -> None:
+    with reporter.step(arch.name, f"mmdebstrap {SUITE} {VARIANT} ({arch.debian_arch})"):
+        started = time.monotonic()
+        info = imagebuild.mmdebstrap(
+            arch, suite=SUITE, variant=VARIANT, include=INCLUDE, mirror=mirror,
+            tarball=tarball, log=log,
+        )
+        info.update(built_at=_now(), builder="mmdebstrap",
+                    build_seconds=round(time.monotonic() - started, 1))
+        info_file.write_text(json.dumps(info, sort_keys=True))
+
+
+def _debootstrap(
+    arch: Arch, cache: Path, mirror: str, tarball: Path, info_file: Path, log: Path,
+    reporter: Reporter,
+) -> None:
+    bhash = base_hash(arch)
+    rootfs = cache / "work" / f"{arch.name}-{bhash}"
+    started = time.monotonic()
+    with reporter.step(arch.name, f"debootstrap {SUITE} {VARIANT} ({arch.debian_arch})"):
+        imagebuild.debootstrap(
+            arch, suite=SUITE, variant=VARIANT, include=INCLUDE, mirror=mirror,
+            rootfs=rootfs, debs=cache / "debs" / arch.debian_arch, log=log,
+        )
+    with reporter.step(arch.name, "tar rootfs"):
+        imagebuild.strip_rootfs(rootfs)
+        info = {
+            "packages": imagebuild.installed_packages(rootfs),
+            "python": imagebuild.python_path(rootfs),
+            "built_at": _now(),
+            "builder": "debootstrap",
+            "build_seconds": round(time.monotonic() - started, 1),
+        }
+        imagebuild.make_tarball(rootfs, tarball, log)
+        info_file.write_text(json.dumps(info, sort_keys=True))
+        shutil.rmtree(rootfs)
 
 
 def _now() -> str:
@@ -284,6 +352,7 @@ def _build(client: Any, arch: Arch, rebuild: bool, reporter: Reporter) -> BuiltI
         "xsmig.manifest": json.dumps(manifest, sort_keys=True),
     }
     log = cache_dir() / "logs" / f"{arch.name}-layer.log"
+    log.parent.mkdir(parents=True, exist_ok=True)  # the base image may be cached, the dir not
     with reporter.step(arch.name, f"build {tag}"):
         context = imagebuild.layer_context(image_files(), generated)
         imagebuild.build_layer(
@@ -297,7 +366,7 @@ def ensure_image(
     arch: str, *, rebuild: bool = False, quiet: bool = False, reporter: Reporter | None = None
 ) -> BuiltImage:
     """The host image for ``arch``, built only when its inputs changed (or ``rebuild``)."""
-    from testbed.engine import docker_client
+    from testbed.images.engine import docker_client
 
     spec = get_arch(arch)
     if reporter is None:
@@ -306,6 +375,15 @@ def ensure_image(
     try:
         with _lock(cache_dir() / "locks" / f"{spec.name}.lock"):
             return _build(client, spec, rebuild, reporter)
+    except OSError as exc:  # a cache that cannot be written, say: one error, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise imagebuild.BuildError(
+            f"the {spec.name} image could not be built: {exc.strerror or exc}{where}; "
+            f"check the image cache {cache_dir()} (XSMIG_IMAGE_CACHE) and python3 -m testbed "
+            "doctor",
+            step=f"build of the {spec.name} image",
+            cause="disk-full" if exc.errno == errno.ENOSPC else "",
+        ) from None
     finally:
         client.close()
 

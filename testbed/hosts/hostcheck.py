@@ -1,6 +1,6 @@
 """``python -m testbed host-check``: start one host per architecture, show its report.
 
-The hosts are started by the matrix's own code (testbed.hosts: same labels, same
+The hosts are started by the matrix's own code (testbed.hosts.hosts: same labels, same
 pinned key-only SSH, same removal on exit and reaping after a crash). Each is
 checked against its declared architecture, then reached over SSH to prove that
 login and the emulating ``python3`` entry work there too, then removed.
@@ -12,11 +12,11 @@ import argparse
 import json
 from pathlib import Path
 
-from testbed.arch import ARCHES, get_arch
 from testbed.errors import TestbedError
+from testbed.images.arch import ARCHES, get_arch
 
 HELP = "start one host per architecture, print and check its report, remove it"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SSH_PROBE = "command -v python3 && xsmig-host-report"
 CHECK_HOST_ID = 90  # XSMIG_HOST_ID of check hosts: any id the matrix does not use
 
@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scenarios.hosts import HostSpec
-    from testbed.hosts import fleet
+    from testbed.hosts.hosts import fleet
 
     specs = [get_arch(a) for a in (args.arch or ARCHES)]
     mode = "native" if args.native else "qemu"

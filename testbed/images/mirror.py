@@ -14,6 +14,7 @@ from pathlib import Path
 from testbed.errors import TestbedError
 
 APT_ETC = Path("/etc/apt")
+SUITE = "bookworm"  # the Debian release every host image is built from
 
 
 @dataclass(frozen=True)

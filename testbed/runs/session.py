@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
 import tempfile
 import time
@@ -19,19 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from scenarios.model import Cell
-from testbed import report
+from testbed.cells.execute import run_cell
+from testbed.cells.results import FAILED, CellResult
 from testbed.errors import TestbedError
-from testbed.execute import run_cell
-from testbed.hosts import Fleet, fleet, new_run_id
-from testbed.results import FAILED, CellResult
-from testbed.sources import REPO, parse_refs, resolve_sources
+from testbed.hosts.hosts import Fleet, fleet, new_run_id
+from testbed.hosts.sources import REPO, parse_refs, resolve_sources
+from testbed.reports import report
 
-ENV_JOBS = "XSMIG_MATRIX_JOBS"
-ENV_REPORT_DIR = "XSMIG_MATRIX_REPORT_DIR"
-ENV_KEEP = "XSMIG_MATRIX_KEEP_HOSTS"
-ENV_REFS = "XSMIG_MATRIX_REFS"  # space-separated HOSTSPEC=GITREF
-ENV_SELECT = "XSMIG_MATRIX_SELECT"
-ENV_MODE = "XSMIG_MATRIX_MODE"  # qemu (default) | native
 DEFAULT_REPORT_DIR = REPO / "reports" / "matrix"
 
 
@@ -68,30 +61,6 @@ class Settings:
     ref_specs: list[str] = field(default_factory=list)
     select: str | None = None
     mode: str = "qemu"
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        return cls(
-            jobs=max(1, int(env.get(ENV_JOBS) or default_jobs())),
-            report_dir=Path(env.get(ENV_REPORT_DIR, str(DEFAULT_REPORT_DIR))),
-            keep_hosts=env.get(ENV_KEEP, "") not in ("", "0"),
-            ref_specs=shlex.split(env.get(ENV_REFS, "")),
-            select=env.get(ENV_SELECT) or None,
-            mode=env.get(ENV_MODE, "qemu"),
-        )
-
-    def to_env(self) -> dict[str, str]:
-        env = {
-            ENV_JOBS: str(self.jobs),
-            ENV_REPORT_DIR: str(self.report_dir),
-            ENV_KEEP: "1" if self.keep_hosts else "0",
-            ENV_REFS: shlex.join(self.ref_specs),
-            ENV_MODE: self.mode,
-        }
-        if self.select:
-            env[ENV_SELECT] = self.select
-        return env
 
 
 def _cost(cell: Cell) -> int:
@@ -224,7 +193,7 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
 
 
 def _print_kept(f: Fleet, report_dir: Path) -> None:
-    from testbed.access import write_access
+    from testbed.hosts.access import write_access
 
     for line in write_access(f, report_dir):
         print(line, flush=True)  # plain print: commands to copy must not be wrapped

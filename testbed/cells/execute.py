@@ -13,26 +13,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from scenarios.model import Cell, Outcome
-from testbed import artifacts, migrate
+from testbed.cells import artifacts, migrate
+from testbed.cells.domains import CellError, HostProvider, create_argv, digest, domain_exists
+from testbed.cells.oracle import Actual, Observed, classify, judge
+from testbed.cells.results import CellResult, HopRecord, repro_command, verdict_for
 from testbed.errors import TestbedError
-from testbed.oracle import Actual, Observed, classify, judge
-from testbed.results import CellResult, HopRecord, repro_command, verdict_for
-from testbed.ssh import Host
+from testbed.hosts.ssh import Host
 
 ARTIFACTS = "artifacts"
-
-
-class CellError(TestbedError):
-    """A step around the migration itself failed (create, digest, list)."""
-
-
-class HostProvider(Protocol):
-    def host(self, name: str) -> Host: ...
-
-    def log_tail(self, name: str) -> str: ...
 
 
 def slug(cell_id: str) -> str:
@@ -46,41 +36,6 @@ class _Hop:
     dst: Host
     transfers: list[migrate.Transfer] = field(default_factory=list)
     actual: Actual | None = None
-
-
-def create_argv(cell: Cell) -> list[str]:
-    d = cell.domain
-    argv = [
-        "create",
-        cell.domain_name,
-        "--pages",
-        str(d.pages),
-        "--guest-width",
-        str(d.guest_width),
-    ]
-    argv += ["--vcpus", str(d.vcpus), "--seed", str(cell.seed), "--shape", d.shape]
-    if not d.extended_state:
-        argv.append("--no-extended-state")
-    if d.max_vcpu_id is not None:
-        argv += ["--max-vcpu-id", str(d.max_vcpu_id)]
-    return argv
-
-
-def digest(host: Host, name: str, timeout: float, dump: str | None = None) -> str:
-    extra = ("--dump", dump) if dump else ()
-    r = host.xsmig("digest", name, *extra, timeout=timeout)
-    if not r.ok or not r.out.strip():
-        raise CellError(
-            f"xsmig digest {name} on {host.name}: exit {r.exit_status}: {r.err.strip()}"
-        )
-    return r.out.splitlines()[0].strip()
-
-
-def domain_exists(host: Host, name: str, timeout: float) -> bool:
-    r = host.xsmig("list", "--json", timeout=timeout)
-    if not r.ok:
-        raise CellError(f"xsmig list on {host.name}: exit {r.exit_status}: {r.err.strip()}")
-    return f'"{name}"' in r.out
 
 
 def attempt(
@@ -174,12 +129,12 @@ def _run(
     result: CellResult,
     early: artifacts.EarlyInspect | None = None,
 ) -> str | None:
-    if cell.faults:  # fault cells break and heal their hosts: testbed/faults.py
-        from testbed.faults import run_faults
+    if cell.faults:  # fault cells break and heal their hosts: testbed/cells/faults.py
+        from testbed.cells.faults import run_faults
 
         return run_faults(cell, provider, workdir, result)
-    if cell.live is not None:  # a running guest on the source: testbed/live.py
-        from testbed.live import run_live
+    if cell.live is not None:  # a running guest on the source: testbed/cells/live.py
+        from testbed.cells.live import run_live
 
         return run_live(cell, provider, workdir, result)
     hosts = [provider.host(n) for n in cell.hops]

@@ -24,20 +24,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import paramiko
 
 from scenarios.faults import EXPECTED, LIVE_CUT, LIVE_FAULTED, LIVE_RATE, LIVE_RETRY, TRIGGER
 from scenarios.model import Cell
-from testbed import migrate
+from testbed.cells import migrate
+from testbed.cells.domains import HostProvider, create_argv, digest
+from testbed.cells.oracle import ERROR_PREFIX
+from testbed.cells.results import CellResult, HopRecord
 from testbed.errors import TestbedError
-from testbed.hosts import TINY_STORE, TINY_STORE_SIZE, Fleet
-from testbed.oracle import ERROR_PREFIX
-from testbed.results import CellResult, HopRecord
-
-if TYPE_CHECKING:
-    from testbed.execute import HostProvider
+from testbed.hosts.hosts import TINY_STORE, TINY_STORE_SIZE, Fleet
 
 STALL_DEADLINE = 12.0  # the runner's deadline on a stalled destination
 NET_DEADLINE = 30.0  # ... and on one taken off the network
@@ -213,8 +210,6 @@ def phase(
     kind: str, k: int, cell: Cell, fleet: Fleet, source_digest: str, workdir: Path
 ) -> tuple[HopRecord, list[str]]:
     """Inject one fault, heal, check nothing was lost, retry. Returns the record and problems."""
-    from testbed.execute import digest
-
     exp = EXPECTED[kind]
     src_name, dst_name = cell.hops[0], cell.hops[1]
     name = cell.domain_name
@@ -323,8 +318,7 @@ def live_phase(
     `source_digest` is not used: the running guest changes the source."""
     import json
 
-    from testbed.execute import digest
-    from testbed.live import rounds_of
+    from testbed.cells.live import rounds_of
 
     del source_digest
     src_name, dst_name = cell.hops[0], cell.hops[1]
@@ -403,8 +397,6 @@ def live_phase(
 
 def run_faults(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
     """The whole fault cell; returns the failure text, or None when every fault was survived."""
-    from testbed.execute import create_argv, digest
-
     if not isinstance(provider, Fleet):
         raise TestbedError("fault cells need hosts they may kill and restart (a Fleet)")
     fleet = provider

@@ -21,13 +21,11 @@ import shlex
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scenarios.model import Cell, Outcome
-from testbed.results import CellResult
-
-if TYPE_CHECKING:
-    from testbed.execute import HostProvider
+from testbed.cells.domains import HostProvider
+from testbed.cells.results import CellResult
 
 
 def source_dump_path(name: str) -> str:

@@ -1,0 +1,1 @@
+"""One cell on its hosts: create, migrate, inject faults, judge, keep artifacts."""

@@ -1,0 +1,1 @@
+"""The machine (engine, binfmt) and the host images, per architecture."""

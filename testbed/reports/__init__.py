@@ -1,0 +1,1 @@
+"""What a run leaves: junit, results.json, HTML, summary; merged shards."""

@@ -1,0 +1,1 @@
+"""Runs of many cells: select, shard, schedule (matrix, repro, soak)."""
