@@ -157,7 +157,12 @@ def pt_target(frames: FrameMap, types: bytes | bytearray) -> Callable[[int], int
 def pt_targets(frames: FrameMap, types: bytes | bytearray) -> pagetable.Translate:
     """pt_target over a page's frames at once (-1 for refused): what rewrite takes."""
     def to_pfns(mfns: list[int]) -> list[int]:
-        return [p if p >= 0 and types[p] != pt.XTAB else -1 for p in frames.pfns(mfns)]
+        pfns = frames.pfns(mfns)
+        # The usual case, every frame the domain's and no target a hole, in C-level scans;
+        # the comprehension only for a table that has a refused entry.
+        if -1 not in pfns and pt.XTAB not in bytes(map(types.__getitem__, pfns)):
+            return pfns
+        return [p if p >= 0 and types[p] != pt.XTAB else -1 for p in pfns]
     return to_pfns
 
 
