@@ -63,6 +63,7 @@ class RunFiles:
         self.dir = store_root / RUN_DIR
         self.state = self.dir / f"{name}.json"
         self.dirty = self.dir / f"{name}.dirty"
+        self.error = self.dir / f"{name}.error"  # why a detached guest stopped, if it failed
 
     def read_state(self) -> dict[str, Any] | None:
         try:
@@ -158,6 +159,8 @@ class Guest:
                 raise StateError(f"guest {self.meta.name!r} is already running "
                                  f"(pid {prev['pid']})")
         self.files.dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.files.error.unlink()
         self.log.create()
         if prev is not None and prev.get("status") == "paused" \
                 and prev.get("working_set") == self.size:
@@ -286,8 +289,10 @@ def run(domain: DomainDir, files: RunFiles, rate: float, *, seconds: float | Non
             os.close(write_end)
         guest.run(seconds)
         files.write_state(guest.state("paused"))
-    except BaseException:
+    except BaseException as e:  # no stderr here: say why in the run directory
         code = 1
+        with contextlib.suppress(Exception):
+            files.error.write_text(f"{type(e).__name__}: {e}\n")
     os._exit(code)
 
 
@@ -309,7 +314,10 @@ def pause(files: RunFiles, timeout: float = PAUSE_TIMEOUT) -> dict[str, Any] | N
         if state is not None and state.get("status") == "paused":
             return state  # recorded after its last write: nothing changes from here on
         if not pid_alive(pid):
-            raise StateError(f"the guest (pid {pid}) died without pausing: its counter "
+            why = ""
+            with contextlib.suppress(OSError):
+                why = f" ({files.error.read_text().strip()})"
+            raise StateError(f"the guest (pid {pid}) died without pausing{why}: its counter "
                              "pages may be mid-pass (check with xsmig guest-check)")
         time.sleep(0.005)
     raise StateError(f"the guest (pid {pid}) did not pause within {timeout:g} s")
