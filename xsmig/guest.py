@@ -16,9 +16,10 @@ Workload:
 Every page it writes is marked in the log-dirty bitmap after its data (xsmig/dirty.py).
 
 Invariant: with state (counter C, position P), working-set pages [0, P) hold C and
-pages [P, end) hold C-1. Pausing (SIGUSR1 or SIGTERM, `xsmig pause`) takes effect at the
-next chunk boundary, where that holds; the guest then records its state as "paused"
-and exits. `xsmig run` on a paused domain resumes from its recorded state.
+pages [P, end) hold C-1. Pausing (`xsmig pause` creates RUN_DIR/NAME.pause; SIGTERM,
+SIGINT and SIGUSR1 too) takes effect at the next chunk boundary, where that holds;
+the guest then records its state as "paused" and exits. `xsmig run` on a paused
+domain resumes from its recorded state.
 
 Run files live beside the store's domains, in RUN_DIR: NAME.json (state, written by
 rename), NAME.dirty (bitmap).
@@ -64,6 +65,7 @@ class RunFiles:
         self.state = self.dir / f"{name}.json"
         self.dirty = self.dir / f"{name}.dirty"
         self.error = self.dir / f"{name}.error"  # why a detached guest stopped, if it failed
+        self.pause = self.dir / f"{name}.pause"  # a pause request, seen at a chunk boundary
 
     def read_state(self) -> dict[str, Any] | None:
         try:
@@ -159,8 +161,9 @@ class Guest:
                 raise StateError(f"guest {self.meta.name!r} is already running "
                                  f"(pid {prev['pid']})")
         self.files.dir.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.files.error.unlink()
+        for stale in (self.files.error, self.files.pause):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         self.log.create()
         if prev is not None and prev.get("status") == "paused" \
                 and prev.get("working_set") == self.size:
@@ -187,7 +190,9 @@ class Guest:
         with self.domain.open_memory("r+b") as mem:
             fd = mem.fileno()
             index = self._chunk_at(self.position)
-            while not self.pause_requested and (end is None or time.monotonic() < end):
+            pause = self.files.pause
+            while not (self.pause_requested or pause.exists()) and (end is None
+                                                                    or time.monotonic() < end):
                 first, n, ws_index = self.chunks[index]
                 # A chunk may start part-way (a resumed position): write only its rest.
                 skip = self.position - ws_index
@@ -305,13 +310,15 @@ def pause(files: RunFiles, timeout: float = PAUSE_TIMEOUT) -> dict[str, Any] | N
     if state is None or state.get("status") == "paused":
         return state
     pid = int(state.get("pid", 0))
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGUSR1)
+    # A request file, not a signal: a signal landing in the middle of the guest's I/O is
+    # one more thing an emulator can get wrong, and the guest looks at every chunk anyway.
+    files.pause.touch()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = files.read_state()
         if state is not None and state.get("status") == "paused":
+            with contextlib.suppress(FileNotFoundError):
+                files.pause.unlink()
             return state  # recorded after its last write: nothing changes from here on
         if not pid_alive(pid):
             why = ""
