@@ -47,7 +47,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from testbed import migrate  # noqa: E402
+from testbed.cells import migrate  # noqa: E402
 from testbed.hosts.hosts import Fleet, fleet, new_run_id  # noqa: E402
 from testbed.hosts.sources import resolve_sources  # noqa: E402
 from testbed.hosts.ssh import Host  # noqa: E402
