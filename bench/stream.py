@@ -211,8 +211,11 @@ def main() -> int:
     if not args.no_host:
         ratio["host_pipe/host_copy"] = secs["host_copy"] / secs["host_pipe"]
         ratio["native_pipe/native_copy"] = secs["native_copy"] / secs["native_pipe"]
+        ratio["host_pipe/host_copy, CPU"] = secs["host_copy_cpu"] / secs["host_pipe_cpu"]
         if args.baseline_ref:
             ratio["host_pipe_base/host_copy"] = secs["host_copy"] / secs["host_pipe_base"]
+            ratio["host_pipe_base/host_copy, CPU"] = (secs["host_copy_cpu"]
+                                                      / secs["host_pipe_base_cpu"])
             ratio["native_pipe_base/native_copy"] = secs["native_copy"] / secs["native_pipe_base"]
     report: dict[str, Any] = {
         "command": " ".join(sys.argv), "pages": pages, "stream_bytes": size, "seconds": secs,
@@ -255,28 +258,47 @@ def _put_baseline(f: Fleet, host: str, ref: str, work: Path) -> Path:
     return local
 
 
+CPU_OF = ("import resource, subprocess, sys, time; t = time.monotonic(); "
+          "subprocess.run(['sh', '-c', sys.argv[1]], check=True); "
+          "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+          "print(time.monotonic() - t, r.ru_utime + r.ru_stime)")
+
+
+def timed_cpu(host: Host, script: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of a script on the host, CPU of all its processes (under QEMU:
+    the emulators' CPU): the CPU figure is what a loaded machine does not blur."""
+    wall, cpu = must(host, ["python3", "-S", "-c", CPU_OF, script]).split()
+    return float(wall), float(cpu)
+
+
 def host_and_native(src: Host, pages: int, work: Path, base: Path | None = None,
                     repeat: int = 1) -> dict[str, float]:
     """The emulated and native save | restore pipes against copy loops (xsmig's own share);
     with a baseline tree, its pipes too, the trees alternating round by round."""
     store = "$(cat /run/xsmig/store)"
-    based = (f"env PYTHONPATH={BASE_DIR} PYTHONPYCACHEPREFIX=/var/cache/xsmig/pycache-base "
+    based = (f"env PYTHONPATH={BASE_DIR} PYTHONPYCACHEPREFIX={BASE_DIR}/pycache "
              f"XSMIG_STORE={store} XSMIG_HOST_ID=$(cat /run/xsmig/host-id) "
              "/usr/local/bin/python3 -S -m xsmig")
     trees = {"": "xsmig"} | ({"_base": based} if base else {})
-    for cmd in trees.values():
-        must(src, ["sh", "-c", f"{cmd} host-info >/dev/null"])  # compile once, untimed
+    for cmd in trees.values():  # compile every module the pipe imports, untimed
+        must(src, ["sh", "-c", f"{cmd} create warm --pages 64 && {cmd} save warm --encoding "
+                               f"extended | {cmd} restore --name warm2 >/dev/null && "
+                               "xsmig destroy warm && xsmig destroy warm2"])
     samples: dict[str, list[float]] = {}
+    def sample(key: str, script: str) -> None:
+        wall, cpu = timed_cpu(src, script)
+        samples.setdefault(key, []).append(wall)
+        samples.setdefault(key + "_cpu", []).append(cpu)
+
     for _ in range(repeat):
         for sfx, cmd in trees.items():
-            samples.setdefault("host_pipe" + sfx, []).append(timed_sh(
-                src, f"{cmd} save big --encoding extended | {cmd} restore --name big2 "
-                     ">/dev/null"))
+            sample("host_pipe" + sfx, f"{cmd} save big --encoding extended | {cmd} restore "
+                                      "--name big2 >/dev/null")
             must(src, ["xsmig", "destroy", "big2"])
-        samples.setdefault("host_copy", []).append(timed_sh(
-            src, f"python3 -c {shlex.quote(COPY)} < {STREAM} | python3 -c {shlex.quote(COPY)} "
-                 f"> {store}/copy; rm -f {store}/copy"))
+        sample("host_copy", f"python3 -c {shlex.quote(COPY)} < {STREAM} | python3 -c "
+                            f"{shlex.quote(COPY)} > {store}/copy; rm -f {store}/copy")
     secs = {k: statistics.median(v) for k, v in samples.items()}
+    print("in-host samples, s:", {k: [round(x, 2) for x in v] for k, v in samples.items()})
     secs.update(native(pages, work, base, repeat))
     return secs
 
