@@ -167,12 +167,11 @@ def xsave_case(tmp: Path) -> tuple[Path, int]:
     store = Store(tmp / "xs-src")
     with store.writing("xs") as domain:
         create(GuestSpec("xs", 4096, 64, 64, None, 1, "standard", True), domain, 1)
-        meta = domain.read_meta()
-        meta.xsave_size = MiB - 16
+        meta = domain.read_meta()._replace(xsave_size=MiB - 32)  # xcnt = 1 MiB, the cap
         domain.write_meta(meta)
-        for vcpu_id in meta.vcpu_ids:
+        for vcpu_id in meta.vcpu_ids:  # Xen's buffer: xcr0, xcr0_accum, the area
             domain.vcpu_path(vcpu_id, "xsave").write_bytes(
-                (3).to_bytes(8, "little") + random.Random(vcpu_id).randbytes(MiB - 16))
+                struct.pack("<QQ", 3, 3) + random.Random(vcpu_id).randbytes(MiB - 32))
     path = tmp / "xsave.bin"
     with open(path, "wb") as f:
         save(store.get("xs"), f, SaveOptions(Encoding.EXTENDED, AMD64))

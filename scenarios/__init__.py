@@ -27,12 +27,13 @@ from scenarios import (
     pingpong,
     shapes,
     truncated,
+    v2libxc,
 )
 from scenarios.hosts import arch_of
 from scenarios.model import Cell
 
 _MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, convert, faults,
-            live_workload)
+            v2libxc, live_workload)
 # Modules whose pairs depend on the whole selection: cells(arches).
 SELECTED: tuple[ModuleType, ...] = (pingpong, shapes, truncated, hostile)
 

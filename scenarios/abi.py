@@ -92,7 +92,7 @@ def field_order(encoding: str, arch: str) -> str:
     """Byte order of the integers after the stream's header (batch counts, record
     lengths): the source's own in the legacy family (declared by sinf in extended,
     undeclared in native and escaped), always little in v2 (the image header says so)."""
-    return "little" if encoding == "v2" else abi_of(arch).byte_order
+    return "little" if encoding.startswith("v2") else abi_of(arch).byte_order
 
 
 def _ordered(arches: Iterable[str]) -> list[str]:

@@ -9,11 +9,12 @@ source's ABI (scenarios/offsets.py; docs/stream-format.md spells the same sums o
   5252, where the first chunk's int32 batch count sits: patched to 8192 in the stream's
   byte order (the source's: a big-endian s390x saver writes it big-endian). Any count
   above 1024 is an error.
-- v2: image header (24) + domain header (16) + X86_PV_INFO (8+8) + STATIC_DATA_END (8)
-  + X86_PV_P2M_FRAMES (8+8+4*8) = 112: the first PAGE_DATA record; its body_length at
-  116 is patched to 0xFFFFFFF0 (little-endian on every source: v2's byte order is
-  declared, and xsmig writes little), which no PAGE_DATA can have: the length must
-  equal 8 + 8 * count + 4096 * pages-with-data, checked before a page is read.
+- v2 (libxl framing): libxl header (16) + LIBXC_CONTEXT (8) + image header (24) +
+  domain header (16) + X86_PV_INFO (8+8) + X86_PV_P2M_FRAMES (8+8+4*8) = 128: the first
+  PAGE_DATA record; its body_length at 132 is patched to 0xFFFFFFF0 (little-endian on
+  every source: v2's byte order is declared, and xsmig writes little), which no
+  PAGE_DATA can have: the length must equal 8 + 8 * count + 4096 * pages-with-data,
+  checked before a page is read.
 
 Pairs (scenarios.abi.representatives): for each destination architecture, one source
 of another ABI per stream layout the encoding has (escaped: per byte order; v2: one),

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 ENCODINGS: tuple[str, ...] = ("native", "escaped", "extended", "v2")
+# v2 is written in libxl's framing (what xl sends); "v2-libxc" is the bare libxc stream
+# (`--v2-format libxc`), a column of its own scenario (scenarios/v2libxc.py).
+V2_LIBXC = "v2-libxc"
 GUEST_WIDTHS: tuple[int, ...] = (32, 64)
 SMALL_PAGES = 2048  # 8 MiB: big enough for several batches, cheap under QEMU
 
@@ -58,6 +61,7 @@ class Domain:
     max_vcpu_id: int | None = None
     shape: str = "standard"
     extended_state: bool = True  # xsave/extended vCPU state; needs the ext-info `xcnt` block
+    physmap: int = 2  # libxl physmap entries (`create --physmap`); bare libxc v2 carries none
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,20 @@ def legacy_first_chunk(encoding: str, src: str, guest_width: int, *,
     return at + p2m_frames(guest_width, pages) * word
 
 
-def v2_first_page_data(guest_width: int, pages: int = SMALL_PAGES) -> int:
-    """Offset of the first PAGE_DATA record's header in a v2 stream (any source):
-    image header + domain header + X86_PV_INFO + STATIC_DATA_END + X86_PV_P2M_FRAMES."""
+# A v2 save's libxc stream starts after libxl's header and its (empty) LIBXC_CONTEXT
+# record; a bare libxc stream (v2-libxc) at 0.
+V2_LIBXL_PREFIX = fmt.LIBXL_HDR.size + fmt.V2_RHDR.size
+
+
+def v2_first_page_data(guest_width: int, pages: int = SMALL_PAGES, *,
+                       framing: str = "libxl") -> int:
+    """Offset of the first PAGE_DATA record's header in a v2 stream (any source): libxl's
+    prefix (libxl framing), image header + domain header + X86_PV_INFO +
+    X86_PV_P2M_FRAMES (version 2: no STATIC_DATA_END)."""
     return (
-        fmt.V2_IHDR.size + fmt.V2_DHDR.size
+        (V2_LIBXL_PREFIX if framing == "libxl" else 0)
+        + fmt.V2_IHDR.size + fmt.V2_DHDR.size
         + fmt.V2_RHDR.size + fmt.V2_PV_INFO.size  # X86_PV_INFO
-        + fmt.V2_RHDR.size  # STATIC_DATA_END
         + fmt.V2_RHDR.size + fmt.V2_P2M_FRAMES_HDR.size + 8 * p2m_frames(guest_width, pages)
     )
 

@@ -58,8 +58,9 @@ CUTS: tuple[Cut, ...] = (
     Cut("narrow", "extended", 64, "first batch", _fixed(70_000)),
     Cut("same-abi-32", "native", 32, "batches", _fixed(4_000_000)),  # late in the batches
     Cut("same-abi-64", "native", 32, "first batch", _fixed(6_000)),
-    # inside the v2 domain header (bytes 24-39)
-    Cut("widen", "v2", 32, "v2 domain header", _fixed(fmt.V2_IHDR.size + 6)),
+    # inside the v2 domain header (bytes 24-39 of the libxc stream, after libxl's 24)
+    Cut("widen", "v2", 32, "v2 domain header",
+        _fixed(offsets.V2_LIBXL_PREFIX + fmt.V2_IHDR.size + 6)),
     Cut("narrow", "v2", 64, "PAGE_DATA", _fixed(3_000_000)),
     Cut("same-abi-64", "v2", 64, "vCPU records", _fixed(8_407_000)),  # they start 8_405_2xx
     # equal words, other alignment or byte order: the first count, in the source's order

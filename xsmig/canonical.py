@@ -55,7 +55,9 @@ class CanonicalDomain:
             "extended_contexts": m.extended_contexts,
             "xsave_size": m.xsave_size,
             "tsc": m.tsc._asdict(),
-            "toolstack_version": m.toolstack_version,
+            # An empty physmap is no guest state, and v2 carries none (Xen's converter drops
+            # it): the version of empty toolstack data is left out.
+            "toolstack_version": m.toolstack_version if m.physmap else None,
             "physmap": [p.to_json() for p in m.physmap],
         }
 
@@ -93,7 +95,8 @@ class CanonicalDomain:
             page[:] = p2mtable.page_content(self.meta, self.types, self.p2m_index[pfn],
                                             p2mtable.identity)
 
-    def vcpus(self) -> Iterator[tuple[int, bytes, bytes, int, bytes]]:
+    def vcpus(self) -> Iterator[tuple[int, bytes, bytes, int, int, bytes]]:
+        """(id, canonical context, extended context, xcr0, xcr0_accum, xsave area)."""
         vl = self.meta.vcpu_layout
         for vcpu_id in self.meta.vcpu_ids:
             state = self.domain.read_vcpu(self.meta, vcpu_id)
@@ -103,7 +106,8 @@ class CanonicalDomain:
                 rewrite_frames(vl, ctx, vcpu_id, translate)
             except FrameFieldError as e:
                 raise StateError(f"domain {self.meta.name!r}: {e}") from None
-            yield vcpu_id, bytes(ctx), state.extended or b"", state.xsave_mask, state.xsave
+            yield (vcpu_id, bytes(ctx), state.extended or b"", state.xcr0, state.xcr0_accum,
+                   state.area)
 
     def shared_info(self) -> bytes:
         data = bytearray(self.domain.shared_info_path.read_bytes())
@@ -118,8 +122,12 @@ class CanonicalDomain:
         h.update(self.types)
         for _pfns, block in self.page_blocks():
             h.update(block)
-        for vcpu_id, ctx, ext, mask, xsave in self.vcpus():
-            h.update(vcpu_id.to_bytes(4, "little") + ctx + ext + mask.to_bytes(8, "little"))
+        for vcpu_id, ctx, ext, xcr0, accum, xsave in self.vcpus():
+            h.update(vcpu_id.to_bytes(4, "little") + ctx + ext + xcr0.to_bytes(8, "little"))
+            if accum != xcr0:
+                # Only then: a domain whose vCPUs all have xcr0_accum == xcr0 (every domain
+                # before xcr0_accum was kept) keeps the digest it had.
+                h.update(b"accum" + accum.to_bytes(8, "little"))
             h.update(len(xsave).to_bytes(8, "little") + xsave)
         h.update(self.shared_info())
         return h.hexdigest()
@@ -140,11 +148,12 @@ class CanonicalDomain:
                 pages[str(pfn)] = _fingerprint(page)
         vl = self.meta.vcpu_layout
         vcpus = {}
-        for vcpu_id, ctx, ext, mask, xsave in self.vcpus():
+        for vcpu_id, ctx, ext, xcr0, accum, xsave in self.vcpus():
             fields: dict[str, Any] = summary(vl, ctx, vcpu_id)
             fields["context"] = _fingerprint(ctx)
             fields["extended"] = _fingerprint(ext)
-            fields["xsave"] = f"{mask:#x}/" + _fingerprint(xsave)
+            masks = f"{xcr0:#x}/" if accum == xcr0 else f"{xcr0:#x}/{accum:#x}/"  # as digest()
+            fields["xsave"] = masks + _fingerprint(xsave)
             vcpus[str(vcpu_id)] = fields
         return {"format": DUMP_FORMAT, "name": self.meta.name, "digest": self.digest(),
                 "metadata": self.metadata(), "types": self.types.hex(), "pages": pages,

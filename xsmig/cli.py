@@ -21,7 +21,7 @@ from xsmig import __version__
 from xsmig.errors import DomainsDiffer, StateError, UsageError, XsmigError
 from xsmig.layout import ABIS, BYTE_ORDERS, Layout, abi, machine
 from xsmig.store import Store, check_name, default_store, pid_alive
-from xsmig.stream.format import MAX_P2M_SIZE, Encoding
+from xsmig.stream.format import MAX_P2M_SIZE, Encoding, V2Format
 from xsmig.stream.io import PolledInput
 from xsmig.synth import SHAPES, GuestSpec, create
 from xsmig.validate import Invalid, load_meta
@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", choices=SHAPES, default="standard")
     p.add_argument("--no-extended-state", action="store_true",
                    help="no extended vCPU contexts or xsave, as guests of the oldest savers")
+    p.add_argument("--physmap", type=int, default=2,
+                   help="entries in libxl's physmap (toolstack data); 0: none (default 2)")
 
     p = cmd("save", "write a domain's save stream")
     p.add_argument("name")
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extended only: the width the sinf block declares (default: native)")
     p.add_argument("--toolstack", choices=TOOLSTACKS, default="native",
                    help="ABI to write with (default: this interpreter's own)")
+    _v2_format_option(p)
     _live_options(p)
 
     p = cmd("run", "run the guest: dirty its pages at a rate until paused (xsmig/guest.py)")
@@ -180,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: this interpreter's own)")
     p.add_argument("--word-size", type=int, choices=(4, 8), default=None,
                    help="extended target only: the width the sinf block declares")
+    _v2_format_option(p)
 
     p = cmd("verify", "check a stream without restoring it (exit 0 only if valid)")
     p.add_argument("file", help="file, or - for stdin")
@@ -432,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
         _std_fd(1, "stdout")
     if args.command == "create":
         spec = GuestSpec(args.name, args.pages, args.guest_width, args.vcpus, args.max_vcpu_id,
-                         args.seed, args.shape, not args.no_extended_state)
+                         args.seed, args.shape, not args.no_extended_state, args.physmap)
         check_name(args.name)
         spec.check()
         with store.writing(args.name) as domain:
@@ -444,7 +448,8 @@ def run(args: argparse.Namespace) -> int:
         domain = store.get(args.name)
         opts = SaveOptions(Encoding(args.encoding), _layout(args.toolstack),
                            ext_info=not args.no_ext_info, rounds=args.rounds,
-                           word_size=args.word_size)
+                           word_size=args.word_size,
+                           v2_format=_v2_format(args, Encoding(args.encoding)))
         live = None
         if args.live:
             from xsmig.guest import RunFiles
@@ -588,11 +593,26 @@ def _convert(args: argparse.Namespace) -> int:
         stats = convert(source, out, target, abi=_layout(args.toolstack),
                         word_size=args.word_size, source_width=args.source_width,
                         expect=expect, own=_layout(args.toolstack),
-                        source_byte_order=args.source_byte_order)
+                        source_byte_order=args.source_byte_order,
+                        v2_format=_v2_format(args, target))
     if args.output != "-":
         print(f"{stats.source.value} -> {stats.target.value}: {stats.bytes_in} -> "
               f"{stats.bytes_out} bytes, {time.monotonic() - started:.2f}s", file=sys.stderr)
     return 0
+
+
+def _v2_format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--v2-format", choices=[f.value for f in V2Format], default=None,
+                   help="v2 only: libxl (what xl sends, the default) or the bare libxc "
+                        "stream, which cannot carry a physmap")
+
+
+def _v2_format(args: argparse.Namespace, encoding: Encoding) -> V2Format:
+    if args.v2_format is None:
+        return V2Format.LIBXL
+    if encoding is not Encoding.V2:
+        raise UsageError("--v2-format goes with v2 only")
+    return V2Format(args.v2_format)
 
 
 def host_info() -> dict[str, Any]:

@@ -46,6 +46,8 @@ class ConvertSink:
                                 f"({header.detection.rule}), not {self.expect.value} (--from)", 0)
         self.header = header
         legacy_vcpu0 = header.vcpu0_block if header.encoding in fmt.LEGACY_ENCODINGS else None
+        if isinstance(self.emitter, V2Emitter):  # libxl's header marks converted streams
+            self.emitter.converted = legacy_vcpu0 is not None
         self.emitter.begin(StreamStart(header.p2m_size, header.guest, header.frame_list,
                                        header.extended_contexts,
                                        max(header.xsave_limit - 16, 0), legacy_vcpu0))
@@ -96,11 +98,12 @@ class ConvertSink:
 def convert(source: BinaryIO, out: BinaryIO, target: fmt.Encoding, *, abi: Layout,
             word_size: int | None = None, source_width: int | None = None,
             expect: fmt.Encoding | None = None, own: Layout | None = None,
-            source_byte_order: str | None = None) -> ConvertStats:
+            source_byte_order: str | None = None,
+            v2_format: fmt.V2Format = fmt.V2Format.LIBXL) -> ConvertStats:
     """Read any stream from `source`, write it to `out` in `target` (legacy targets with
-    the ABI `abi`, extended with `word_size` if given)."""
+    the ABI `abi`, extended with `word_size` if given; v2 in `v2_format`'s framing)."""
     emitter = make_emitter(out, target, abi, word_size=word_size,
-                           xen_version=fmt.V2_CONVERTER_VERSION)
+                           xen_version=fmt.V2_CONVERTER_VERSION, v2_format=v2_format)
     counting = CountingReader(source)
     sink = ConvertSink(emitter, expect)
     header = StreamParser(counting, own=own, source_width=source_width,  # type: ignore[arg-type]

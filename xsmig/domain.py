@@ -5,6 +5,8 @@ A domain directory holds:
   types.bin        one byte per pfn: the page type nibble (pagetypes); XTAB = hole
   memory.bin       p2m_size * 4096 bytes, sparse; page tables hold machine frames
   vcpus/N.ctx      vCPU N's context, frames as machine frames; N.ext, N.xsave beside it
+                   (N.xsave: Xen's xsave buffer, u64 xcr0, u64 xcr0_accum, then the area;
+                   format 1 domains kept u64 xcr0 and the area, xcr0_accum being xcr0)
   shared_info.bin  4096 bytes
 Machine frames come from a FrameMap(host_id, frame_salt, p2m_size).
 """
@@ -12,6 +14,7 @@ Machine frames come from a FrameMap(host_id, frame_salt, p2m_size).
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, cast
@@ -20,7 +23,9 @@ from xsmig.frames import FrameMap
 from xsmig.vcpu import BY_WIDTH, VcpuLayout
 
 PAGE_SIZE = 4096
-META_FORMAT = 1
+META_FORMAT = 2  # written; 1 (before xcr0_accum was kept) is read too
+META_FORMATS = (1, 2)
+_XSAVE_HDR = struct.Struct("<QQ")  # xcr0, xcr0_accum: Xen's xsave buffer starts so
 # Offset of arch.pfn_to_mfn_frame_list_list in shared_info, per guest width: a machine
 # frame the saver zeroes, so canonical state leaves it out.
 SHARED_INFO_FLL_OFFSET = {32: 2320, 64: 3096}
@@ -81,7 +86,7 @@ class DomainMeta(NamedTuple):
     @staticmethod
     def from_json(text: str) -> DomainMeta:
         d = json.loads(text)
-        if d.get("format") != META_FORMAT:
+        if d.get("format") not in META_FORMATS:
             raise ValueError(f"unsupported domain format {d.get('format')!r}")
         d["tsc"] = TscInfo(**d["tsc"])
         d["physmap"] = [PhysmapEntry.from_json(p) for p in d["physmap"]]
@@ -91,8 +96,23 @@ class DomainMeta(NamedTuple):
 class VcpuState(NamedTuple):
     context: bytes
     extended: bytes | None = None
-    xsave_mask: int = 0
-    xsave: bytes = b""
+    xsave: bytes = b""  # Xen's buffer: u64 xcr0, u64 xcr0_accum, the area; b"": no xsave
+
+    @property
+    def xcr0(self) -> int:
+        return _XSAVE_HDR.unpack_from(self.xsave)[0] if self.xsave else 0
+
+    @property
+    def xcr0_accum(self) -> int:
+        return _XSAVE_HDR.unpack_from(self.xsave)[1] if self.xsave else 0
+
+    @property
+    def area(self) -> bytes:
+        return self.xsave[_XSAVE_HDR.size:]
+
+
+def xsave_buffer(xcr0: int, xcr0_accum: int, area: bytes) -> bytes:
+    return _XSAVE_HDR.pack(xcr0, xcr0_accum) + area
 
 
 class DomainDir:
@@ -132,11 +152,12 @@ class DomainDir:
     def read_vcpu(self, meta: DomainMeta, vcpu_id: int) -> VcpuState:
         ctx = self.vcpu_path(vcpu_id, "ctx").read_bytes()
         ext = self.vcpu_path(vcpu_id, "ext").read_bytes() if meta.extended_contexts else None
-        mask, area = 0, b""
+        xsave = b""
         if meta.xsave_size:
-            raw = self.vcpu_path(vcpu_id, "xsave").read_bytes()
-            mask, area = int.from_bytes(raw[:8], "little"), raw[8:]
-        return VcpuState(ctx, ext, mask, area)
+            xsave = self.vcpu_path(vcpu_id, "xsave").read_bytes()
+            if meta.format == 1:  # u64 xcr0, then the area: xcr0_accum was xcr0
+                xsave = xsave[:8] + xsave
+        return VcpuState(ctx, ext, xsave)
 
     # -- writing (only ever into a directory that is not yet published) --
 
@@ -161,8 +182,7 @@ class DomainDir:
         if extended:
             self.vcpu_path(vcpu_id, "ext").write_bytes(state.extended or bytes(128))
         if xsave:
-            self.vcpu_path(vcpu_id, "xsave").write_bytes(
-                state.xsave_mask.to_bytes(8, "little") + state.xsave)
+            self.vcpu_path(vcpu_id, "xsave").write_bytes(state.xsave)
 
     def write_shared_info(self, data: bytes) -> None:
         self.shared_info_path.write_bytes(data)

@@ -121,6 +121,15 @@ def render_text(report: dict[str, Any]) -> str:
     if report.get("v2"):
         v2 = report["v2"]
         lines.append("word size     none: v2 fields have fixed widths")
+        if v2.get("framing") == "libxl":
+            lines.append(f"libxl header  version {v2['libxl_version']}, options "
+                         f"{v2['libxl_options']:#x} (the libxc stream inside LIBXC_CONTEXT)")
+        else:
+            lines.append("framing       bare libxc stream")
+        if v2.get("xl"):
+            xl = v2["xl"]
+            lines.append(f"xl header     mandatory flags {xl['mandatory_flags']:#x}, config "
+                         f"{xl['config_bytes']} bytes")
         lines.append(f"v2 headers    version {v2['version']}, options {v2['options']:#x}, "
                      f"domain type {v2['domain_type']}, page_shift {v2['page_shift']}, "
                      f"Xen {v2['xen_major']}.{v2['xen_minor']}")

@@ -30,6 +30,7 @@ from xsmig.stream.format import (
     EV_VCPU_INFO,
     EV_VCPU_MSRS,
     MAX_P2M_SIZE,
+    XSAVE_RECORD_HDR,
 )
 from xsmig.stream.reader import (
     Batch,
@@ -144,7 +145,7 @@ class RestoreSink:
             raise StreamError(str(e), offset) from None
         self.vcpu_offsets[vcpu_id] = offset
         # Straight to disk: 4096 vCPUs with 1 MiB xsave areas each must not sit in memory.
-        self.domain.write_vcpu_state(vcpu_id, VcpuState(bytes(context), ext, xsave_mask, xsave),
+        self.domain.write_vcpu_state(vcpu_id, VcpuState(bytes(context), ext, xsave),
                                      extended=self.header.extended_contexts,
                                      xsave=bool(self.header.xsave_limit))
 
@@ -174,7 +175,7 @@ class RestoreSink:
             name=self.name, guest_width=header.guest.guest_width, p2m_size=header.p2m_size,
             host_id=self.host_id, frame_salt=frames.salt, vcpu_ids=self.vcpu_ids,
             p2m_frames=header.frame_list, extended_contexts=header.extended_contexts,
-            xsave_size=max(header.xsave_limit - 16, 0), tsc=self.tsc,
+            xsave_size=max(header.xsave_limit - XSAVE_RECORD_HDR, 0), tsc=self.tsc,
             toolstack_version=version, physmap=physmap)
         p2mtable.write_table(memory, meta, self.types, frames.mfns)
         memory.flush()

@@ -18,6 +18,7 @@ from xsmig.domain import (
     PhysmapEntry,
     TscInfo,
     VcpuState,
+    xsave_buffer,
 )
 from xsmig.errors import UsageError
 from xsmig.frames import FrameMap
@@ -32,7 +33,12 @@ MAX_PAGES = 0x0FFFFFFF
 P2M_TABLE_BASE = 16  # pfn of the guest's first p2m-table page (not 0, as in a real kernel)
 START_INFO_PFN = 1
 XSAVE_AREA = 832  # legacy area + xsave header + AVX state
+# Features a vCPU enabled once and dropped since (MPX's BNDREGS, BNDCSR): on some vCPUs
+# xcr0_accum is strictly wider than xcr0, as Xen's buffer then says.
+DROPPED_FEATURES = 0x18
 POOL_BYTES = 8 << 20
+MAX_PHYSMAP = 256
+PHYSMAP_NAMES = [b"vga", b"rom.bios", b"option-rom.0", b"pv-console"]
 BATCH_PAGES = 1024
 PTE_FLAGS = 0x27  # present, rw, user, accessed
 NX = 1 << 63
@@ -48,6 +54,7 @@ class GuestSpec(NamedTuple):
     seed: int = 0
     shape: str = "standard"
     extended_state: bool = True  # False: no extended vCPU contexts or xsave, as the oldest guests
+    physmap: int = 2  # entries in libxl's physmap (toolstack chunk); 0: no toolstack data
 
     def check(self) -> None:
         if self.guest_width not in BY_WIDTH:
@@ -61,6 +68,8 @@ class GuestSpec(NamedTuple):
             raise UsageError(f"need 1 <= --vcpus <= --max-vcpu-id + 1 <= {MAX_VCPU_ID + 1}")
         if self.vcpus > self.pages // 16:
             raise UsageError("too many vCPUs for so few pages")
+        if not 0 <= self.physmap <= MAX_PHYSMAP:
+            raise UsageError(f"--physmap must be between 0 and {MAX_PHYSMAP}")
 
 
 class _PfnPool:
@@ -182,25 +191,44 @@ def create(spec: GuestSpec, domain: DomainDir, host_id: int) -> DomainMeta:
         xsave_size=XSAVE_AREA if spec.extended_state and spec.shape != "sparse" else 0,
         tsc=TscInfo(rng.choice([0, 1, 2]), rng.getrandbits(62), rng.randint(1_000_000, 4_000_000),
                     rng.randint(0, 1000)),
-        toolstack_version=1,
-        physmap=[PhysmapEntry(rng.getrandbits(40) << 12, rng.getrandbits(40) << 12,
-                              rng.randint(1, 64) << 12, name + b"\0")
-                 for name in rng.sample([b"vga", b"rom.bios", b"option-rom.0", b"pv-console"], 2)],
+        toolstack_version=1 if spec.physmap else None,
+        physmap=_physmap(spec.physmap, rng),
     )
     domain.create_empty(pages)
     _write_memory(domain, meta, types, tables, fm, rng)
     domain.write_types(types)
-    for vcpu_id, ctx in zip(vcpu_ids, contexts, strict=True):
+    for index, (vcpu_id, ctx) in enumerate(zip(vcpu_ids, contexts, strict=True)):
         rewrite_frames(vl, ctx, vcpu_id, lambda frame, _f: fm.mfn(frame))
-        xsave = rng.randbytes(meta.xsave_size) if meta.xsave_size else b""
-        domain.write_vcpu(meta, vcpu_id, VcpuState(bytes(ctx), rng.randbytes(128),
-                                                   rng.choice([0x3, 0x7]) if xsave else 0, xsave))
+        area = rng.randbytes(meta.xsave_size) if meta.xsave_size else b""
+        ext = rng.randbytes(128)
+        xsave = b""
+        if area:
+            xcr0 = rng.choice([0x3, 0x7])
+            # odd seeds on vCPU 0, every other vCPU after it: accum wider than xcr0
+            dropped = DROPPED_FEATURES if (index + spec.seed) % 2 else 0
+            xsave = xsave_buffer(xcr0, xcr0 | dropped, area)
+        domain.write_vcpu(meta, vcpu_id, VcpuState(bytes(ctx), ext, xsave))
     shared = bytearray(rng.randbytes(PAGE_SIZE))
     struct.pack_into("<" + vl.word, shared, SHARED_INFO_FLL_OFFSET[spec.guest_width],
                      fm.mfn(p2m_frames[0]))
     domain.write_shared_info(bytes(shared))
     domain.write_meta(meta)
     return meta
+
+
+def _physmap(n: int, rng: random.Random) -> list[PhysmapEntry]:
+    """n entries at distinct phys_offsets (xenstore keys are per phys_offset); the default
+    two are drawn as they always were, so default guests keep their physmap."""
+    names = (rng.sample(PHYSMAP_NAMES, 2) if n == 2 else
+             [PHYSMAP_NAMES[i % 4] + (b".%d" % i if i >= 4 else b"") for i in range(n)])
+    entries: dict[int, PhysmapEntry] = {}
+    for name in names:
+        offset = rng.getrandbits(40) << 12
+        while offset in entries:
+            offset = rng.getrandbits(40) << 12
+        entries[offset] = PhysmapEntry(offset, rng.getrandbits(40) << 12,
+                                       rng.randint(1, 64) << 12, name + b"\0")
+    return list(entries.values())
 
 
 def _make_holes(free: list[int], types: bytearray, rng: random.Random) -> list[int]:

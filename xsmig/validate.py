@@ -20,7 +20,7 @@ from typing import Any
 
 from xsmig import pagetable
 from xsmig import pagetypes as pt
-from xsmig.domain import PAGE_SIZE, DomainDir, DomainMeta, PhysmapEntry, TscInfo
+from xsmig.domain import META_FORMATS, PAGE_SIZE, DomainDir, DomainMeta, PhysmapEntry, TscInfo
 from xsmig.frames import FrameMap
 from xsmig.stream.format import MAX_P2M_SIZE, MAX_PHYSMAP_NAME
 from xsmig.vcpu import (
@@ -33,7 +33,7 @@ from xsmig.vcpu import (
     frame_values,
 )
 
-MAX_XSAVE = (1 << 20) - 16  # xcnt's bound, less the 16-byte xsave header
+MAX_XSAVE = (1 << 20) - 32  # xcnt's bound, less xfeature_mask, size, xcr0, xcr0_accum
 MAX_META_BYTES = 16 << 20  # meta.json holds at most ~2 MiB of frame list for the largest guest
 _VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
@@ -70,8 +70,8 @@ def load_meta(domain: DomainDir) -> DomainMeta:
         d: Any = json.loads(domain.meta_path.read_text())
     except (ValueError, RecursionError, UnicodeDecodeError) as e:
         raise Invalid(f"meta.json is not JSON: {e}") from None
-    if not isinstance(d, dict) or d.get("format") != 1:
-        raise Invalid("meta.json is not an xsmig domain (format 1)")
+    if not isinstance(d, dict) or d.get("format") not in META_FORMATS:
+        raise Invalid("meta.json is not an xsmig domain (format 1 or 2)")
     try:
         tsc, physmap = d["tsc"], d["physmap"]
         if not isinstance(tsc, dict) or not isinstance(physmap, list):
@@ -213,9 +213,13 @@ def check_files(domain: DomainDir, meta: DomainMeta) -> None:
                                             vcpu_id) != EXTENDED_CONTEXT_SIZE:
             raise Invalid(f"vCPU {vcpu_id} extended context is not {EXTENDED_CONTEXT_SIZE} "
                           "bytes", "vcpu", vcpu=vcpu_id)
-        if meta.xsave_size and not 8 <= _size(domain.vcpu_path(vcpu_id, "xsave"),
-                                              f"vCPU {vcpu_id} xsave area", "vcpu",
-                                              vcpu_id) <= 8 + meta.xsave_size:
+        # format 1: xcr0, the area; 2: Xen's buffer (xcr0, xcr0_accum, the area), or empty
+        # for a vCPU that never used xsave
+        header = 8 if meta.format == 1 else 16
+        size = (_size(domain.vcpu_path(vcpu_id, "xsave"), f"vCPU {vcpu_id} xsave area", "vcpu",
+                      vcpu_id) if meta.xsave_size else 0)
+        if meta.xsave_size and not header <= size <= header + meta.xsave_size and \
+                not (size == 0 and meta.format != 1):
             raise Invalid(f"vCPU {vcpu_id} xsave area exceeds xsave_size", "vcpu", vcpu=vcpu_id)
 
 

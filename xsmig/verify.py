@@ -172,7 +172,7 @@ def _summary(header: StreamHeader, sink: VerifySink) -> dict[str, Any]:
             "p2m_size": header.p2m_size, "batches": sink.batches,
             "pages_with_data": sink.pages_with_data, "vcpus": sink.vcpus,
             "extended_contexts": header.extended_contexts,
-            "xsave_area": max(header.xsave_limit - 16, 0)}
+            "xsave_area": max(header.xsave_limit - fmt.XSAVE_RECORD_HDR, 0)}
 
 
 def render(report: dict[str, Any]) -> str:

@@ -37,6 +37,8 @@ def create_argv(cell: Cell) -> list[str]:
         argv.append("--no-extended-state")
     if d.max_vcpu_id is not None:
         argv += ["--max-vcpu-id", str(d.max_vcpu_id)]
+    if d.physmap != 2:  # xsmig's default
+        argv += ["--physmap", str(d.physmap)]
     return argv
 
 

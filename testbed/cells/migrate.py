@@ -154,6 +154,12 @@ def _step(fn: Callable[[], None]) -> None:
         raise _StepFailed(exc) from exc
 
 
+def encoding_args(option: str, encoding: str) -> list[str]:
+    """A cell's encoding as xsmig options: "v2-libxc" is v2 in the bare libxc framing."""
+    base, _, v2_format = encoding.partition("-")
+    return [option, base, "--v2-format", v2_format] if v2_format else [option, encoding]
+
+
 def save_argv(
     name: str,
     encoding: str,
@@ -162,7 +168,7 @@ def save_argv(
     rounds: int | None,
     convert: Sequence[str] = (),
 ) -> list[str]:
-    argv = ["xsmig", "save", name, "--encoding", encoding, "-o", "-"]
+    argv = ["xsmig", "save", name, *encoding_args("--encoding", encoding), "-o", "-"]
     if no_ext_info:
         argv.append("--no-ext-info")
     if rounds is not None:
@@ -171,7 +177,7 @@ def save_argv(
         # Convert on the source host: save | xsmig convert --to A | xsmig convert --to B.
         # A failing stage makes the next one see a truncated stream, so the last status
         # (the one a pipeline reports) still fails.
-        stages = [argv] + [["xsmig", "convert", "--to", target] for target in convert]
+        stages = [argv] + [["xsmig", "convert", *encoding_args("--to", t)] for t in convert]
         return ["sh", "-c", " | ".join(shlex.join(stage) for stage in stages)]
     return argv
 

@@ -44,15 +44,15 @@ def _src_dst(cell: Cell) -> tuple[str, str]:
 NIGHTLY_HOSTILE = {
     "i386-to-amd64/escaped/guest64/hostile": (5252, b"\x00\x20\x00\x00"),
     "amd64-to-i386/escaped/guest64/hostile": (5252, b"\x00\x20\x00\x00"),
-    "i386-to-amd64/v2/guest64/hostile": (116, b"\xf0\xff\xff\xff"),
-    "amd64-to-i386/v2/guest64/hostile": (116, b"\xf0\xff\xff\xff"),
+    "i386-to-amd64/v2/guest64/hostile": (132, b"\xf0\xff\xff\xff"),
+    "amd64-to-i386/v2/guest64/hostile": (132, b"\xf0\xff\xff\xff"),
 }
 NIGHTLY_TRUNCATED = {
     "i386-to-amd64/escaped/guest64/truncated": 6,
     "amd64-to-i386/extended/guest64/truncated": 70_000,
     "i386-to-i386/native/guest32/truncated": 4_000_000,
     "amd64-to-amd64/native/guest32/truncated": 6_000,
-    "i386-to-amd64/v2/guest32/truncated": 30,
+    "i386-to-amd64/v2/guest32/truncated": 54,
     "amd64-to-i386/v2/guest64/truncated": 3_000_000,
     "amd64-to-amd64/v2/guest64/truncated": 8_407_000,
 }
@@ -161,19 +161,26 @@ def _stream(cell: Cell, store: Store) -> bytes:
     name = cell.domain_name
     with store.writing(name) as domain:
         create(GuestSpec(name, d.pages, d.guest_width, d.vcpus, d.max_vcpu_id, cell.seed,
-                         d.shape, d.extended_state), domain, 1)
+                         d.shape, d.extended_state, d.physmap), domain, 1)
     src: DomainDir = store.get(name)
     return save_bytes(src, cell.encoding, ABIS[arch_of(cell.hops[0])],
                       ext_info=not cell.no_ext_info, rounds=cell.rounds or 1)
 
 
+LIBXL_PREFIX = 24  # libxl's header (16) and its empty LIBXC_CONTEXT record (8)
+
+
 def _v2_records(data: bytes) -> list[tuple[int, int, int]]:
-    """(offset, type, body_length) of every v2 record, walked from byte 40."""
-    out, at = [], fmt.V2_IHDR.size + fmt.V2_DHDR.size
+    """(offset, type, body_length) of every libxc record of a libxl-framed v2 stream,
+    walked from byte 24 + 40, up to the libxc END."""
+    assert data[:8] == b"LibxlFmt" and data[16:24] == struct.pack("<II", 1, 0)
+    out, at = [], LIBXL_PREFIX + fmt.V2_IHDR.size + fmt.V2_DHDR.size
     while at < len(data):
         rtype, length = fmt.V2_RHDR.unpack_from(data, at)
         out.append((at, rtype, length))
         at += fmt.V2_RHDR.size + -(-length // 8) * 8
+        if rtype == fmt.REC_END:
+            break
     return out
 
 
@@ -228,7 +235,8 @@ def test_truncation_lands_in_the_region_it_names(cell: Cell, store: Store) -> No
     assert 0 < at < len(data)
     if cell.encoding == "v2":
         if cut.region == "v2 domain header":
-            assert fmt.V2_IHDR.size <= at < fmt.V2_IHDR.size + fmt.V2_DHDR.size
+            start = LIBXL_PREFIX + fmt.V2_IHDR.size
+            assert start <= at < start + fmt.V2_DHDR.size
         else:
             kinds = {"PAGE_DATA": {fmt.REC_PAGE_DATA},
                      "vCPU records": {fmt.REC_X86_PV_VCPU_BASIC, fmt.REC_X86_PV_VCPU_EXTENDED,

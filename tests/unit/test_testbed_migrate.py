@@ -247,6 +247,15 @@ def test_save_argv_with_conversions_is_one_shell_pipeline() -> None:
     ]
 
 
+def test_v2_libxc_is_v2_in_the_bare_libxc_framing() -> None:
+    assert migrate.save_argv("d", "v2-libxc", no_ext_info=False, rounds=None) == [
+        "xsmig", "save", "d", "--encoding", "v2", "--v2-format", "libxc", "-o", "-"]
+    argv = migrate.save_argv("d", "native", no_ext_info=False, rounds=None,
+                             convert=("v2-libxc", "v2", "native"))
+    assert argv[2] == ("xsmig save d --encoding native -o - | xsmig convert --to v2 "
+                       "--v2-format libxc | xsmig convert --to v2 | xsmig convert --to native")
+
+
 def test_connections_go_back_to_the_pool_only_after_a_clean_transfer(tmp_path: Path) -> None:
     src: Any = FakeHost("src", lambda: Save(CHUNKS))
     dst: Any = FakeHost("dst", lambda: Restore())

@@ -101,8 +101,9 @@ def test_hostile_cells_patch_the_first_batch_count_or_record_length_and_expect_e
     hostile = [c for c in NIGHTLY_CELLS if c.scenario == "hostile"]
     assert {c.pair for c in hostile} == {"i386-to-amd64", "amd64-to-i386"}
     # Worked out by hand (docs/stream-format.md): escaped guest64 first batch count at
-    # 5252; v2 guest64 first PAGE_DATA header at 112, its body_length at 116.
-    patches = {"escaped": (5252, b"\x00\x20\x00\x00"), "v2": (116, b"\xf0\xff\xff\xff")}
+    # 5252; v2 guest64 (libxl framing: 16 + 8 before the libxc stream; version 2, no
+    # STATIC_DATA_END) first PAGE_DATA header at 128, its body_length at 132.
+    patches = {"escaped": (5252, b"\x00\x20\x00\x00"), "v2": (132, b"\xf0\xff\xff\xff")}
     assert {c.encoding for c in hostile} == set(patches)
     for cell in hostile:
         assert cell.patch == patches[cell.encoding]
@@ -113,6 +114,18 @@ ALL_ARCHES = ("i386", "amd64", "armhf", "arm64", "s390x")
 # Stream ABIs written out: (word size, uint64 alignment, byte order).
 STREAM_ABI = {"i386": (4, 4, "l"), "amd64": (8, 8, "l"), "armhf": (4, 8, "l"),
               "arm64": (8, 8, "l"), "s390x": (8, 8, "b")}
+
+
+def test_v2_libxc_cells_and_the_framing_chain() -> None:
+    """The bare libxc column: every pair, both guest widths, guests without a physmap
+    (which that format cannot carry), identical; the convert chain through both
+    framings back to native."""
+    libxc = [c for c in CELLS if c.scenario == "v2-libxc"]
+    assert {c.column for c in libxc} == {"v2-libxc/guest32", "v2-libxc/guest64"}
+    assert {c.pair for c in libxc} >= {"i386-to-amd64", "amd64-to-i386", "i386-to-i386"}
+    assert all(c.domain.physmap == 0 and c.expect.outcome is Outcome.IDENTICAL for c in libxc)
+    chain = [c for c in CELLS if c.scenario == "convert-framings"]
+    assert len(chain) == 8 and all(c.convert == ("v2-libxc", "v2", "native") for c in chain)
 
 
 def test_every_pair_of_the_five_arches_has_derived_cells() -> None:

@@ -99,7 +99,7 @@ def _max_vcpu_id(s: Stream) -> tuple[bytes, int]:
 
 def _xsave_size(s: Stream) -> tuple[bytes, int]:
     at = s.vcpu0() + 5168 + 128 + 8
-    return s.patched(at, "<Q", 833), at
+    return s.patched(at, "<Q", 16 + 833), at  # xcnt - 16 is 16 + the 832-byte area
 
 
 def _toolstack_length(s: Stream) -> tuple[bytes, int]:

@@ -134,6 +134,30 @@ def test_r0_v2_image_header(own: object, source_width: int | None) -> None:
     assert (d.encoding, d.width, d.rule[:2], d.note) == (Encoding.V2, None, "R0", None)
 
 
+LIBXL_HEAD = b"LibxlFmt" + bytes.fromhex("00000002 00000000") + bytes.fromhex("01000000") + bytes(4)
+XL_HEAD = b"Xen saved domain, xl format\n \0 \r"[:24]
+
+
+@pytest.mark.parametrize("own", [I386, AMD64], ids=["own-i386", "own-amd64"])
+@pytest.mark.parametrize("source_width", [None, 32, 64])
+def test_r0l_libxl_and_r0x_xl_headers(own: object, source_width: int | None) -> None:
+    """"LibxlFmt" (0x7862694c as a little-endian word: no p2m_size) is v2 in libxl
+    framing; "Xen saved domain, xl format" (0x206e6558) an xl save file, whose stream
+    the rows decide once its header is read."""
+    d = detect(LIBXL_HEAD, profile="current", own=own,  # type: ignore[arg-type]
+               source_width=source_width)
+    assert (d.encoding, d.width, d.rule[:4], d.framing) == (Encoding.V2, None, "R0L:", "libxl")
+    d = detect(XL_HEAD, profile="current", own=own,  # type: ignore[arg-type]
+               source_width=source_width)
+    assert (d.rule[:4], d.framing) == ("R0X:", "xl")
+    d = detect(V2_HEAD, profile="current", own=own,  # type: ignore[arg-type]
+               source_width=source_width)
+    assert d.framing == "libxc"
+    with pytest.raises(StreamError, match="not an xl save file"):
+        detect(XL_HEAD[:8] + bytes(16), profile="current", own=own,  # type: ignore[arg-type]
+               source_width=None)
+
+
 def test_r4_contrived_32bit_lookalike_is_read_as_64bit() -> None:
     """A crafted 32-bit stream matching R4 byte for byte is parsed as 64-bit (and, being
     nonsense as such, fails later checks): the rule is certain for what savers write."""

@@ -103,7 +103,7 @@ def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
     if xsave:
         assert w.take(4) == b"xcnt"
         assert w.u(4) == 4
-        assert w.u(4) == XSAVE_AREA + 16
+        assert w.u(4) == XSAVE_AREA + 32  # xcnt: mask, size, then xcr0, xcr0_accum, area
     assert w.pos - ext_start == total
     # vCPU0's frames are pfns in the stream: start info is pfn 1, cr3 names the top table.
     assert int.from_bytes(vcpu_block[EDX[gw]:EDX[gw] + gw // 8], "little") == 1
@@ -172,10 +172,13 @@ def walk_legacy(w: Walk, domain: DomainDir, ex: Expect) -> None:
     assert w.take(vsize) == vcpu_block  # the tail's vCPU0 is the block's context
     assert w.take(128) == domain.vcpu_path(0, "ext").read_bytes()
     if xsave:
-        area = domain.vcpu_path(0, "xsave").read_bytes()
-        assert w.u(8) == int.from_bytes(area[:8], "little")
-        assert w.u(8) == XSAVE_AREA
-        assert w.take(XSAVE_AREA) == area[8:]
+        # xfeature_mask: the saving host's (x87..AVX-512, PKRU), then Xen's buffer
+        buffer = domain.vcpu_path(0, "xsave").read_bytes()  # u64 xcr0, u64 xcr0_accum, area
+        xcr0, accum = struct.unpack_from("<QQ", buffer)
+        assert xcr0 & 1 and not xcr0 & ~accum and len(buffer) == 16 + XSAVE_AREA
+        assert w.u(8) == 0x2FF
+        assert w.u(8) == 16 + XSAVE_AREA
+        assert w.take(16 + XSAVE_AREA) == buffer
     shared = w.take(4096)
     assert shared[FLL[gw]:FLL[gw] + gw // 8] == bytes(gw // 8)
     assert shared[:FLL[gw]] == domain.shared_info_path.read_bytes()[:FLL[gw]]
@@ -232,9 +235,14 @@ def walk_v2(w: Walk, domain: DomainDir) -> None:
     types = domain.read_types()
     gw = meta.guest_width
     p2m = meta.p2m_size
+    # libxl's header, big-endian: ident "LibxlFmt", version 2, options 0 (little-endian,
+    # not converted); then LIBXC_CONTEXT: type 1, empty
+    assert w.take(8) == b"LibxlFmt"
+    assert w.take(8) == bytes.fromhex("00000002 00000000")
+    assert w.take(8) == struct.pack("<II", 1, 0)
     assert w.take(8) == b"\xff" * 8  # marker
     assert w.take(4) == b"XENF"
-    assert w.take(4) == bytes.fromhex("00000003")  # version 3, big-endian
+    assert w.take(4) == bytes.fromhex("00000002")  # version 2, big-endian
     assert w.take(8) == bytes(8)  # options: little-endian, no reserved bits; reserved
     assert struct.unpack("<IHHII", w.take(16)) == (1, 12, 0, 4, 6)  # x86 PV, 4 KiB, Xen 4.6
     v = V2Walk(w.data)
@@ -242,8 +250,7 @@ def walk_v2(w: Walk, domain: DomainDir) -> None:
     rec = {name: SPEC_RECORDS[name] for name in SPEC_RECORDS}
     assert v.record() == (rec["X86_PV_INFO"], bytes([gw // 8, 4 if gw == 64 else 3]) +
                           bytes(6))
-    assert v.record() == (rec["STATIC_DATA_END"], b"")
-    rtype, body = v.record()
+    rtype, body = v.record()  # version 2: no STATIC_DATA_END (inferred here)
     fpp = 512 if gw == 64 else 1024
     assert rtype == rec["X86_PV_P2M_FRAMES"]
     assert struct.unpack("<II", body[:8]) == (0, p2m - 1)
@@ -266,16 +273,6 @@ def walk_v2(w: Walk, domain: DomainDir) -> None:
     assert struct.unpack("<IIQII", body) == (meta.tsc.mode, meta.tsc.khz, meta.tsc.nsec,
                                              meta.tsc.incarnation, 0)
     rtype, body = v.record()
-    assert rtype == 0x8078736D  # xsmig's optional toolstack record: bit 31 set
-    assert struct.unpack("<II", body[:8]) == (1, len(meta.physmap))
-    pos = 8
-    for pm in meta.physmap:
-        assert struct.unpack_from("<QQQI", body, pos) == (pm.phys_offset, pm.start_addr,
-                                                          pm.size, len(pm.name))
-        assert body[pos + 28:pos + 28 + len(pm.name)] == pm.name  # packed, as escaped
-        pos += 28 + len(pm.name)
-    assert pos == len(body)
-    rtype, body = v.record()
     assert rtype == rec["X86_PV_VCPU_BASIC"]
     assert body[:8] == bytes(8)  # vcpu_id 0, reserved
     assert len(body) == 8 + VCPU_SIZE[gw]
@@ -286,12 +283,19 @@ def walk_v2(w: Walk, domain: DomainDir) -> None:
     if meta.xsave_size:
         rtype, body = v.record()
         assert rtype == rec["X86_PV_VCPU_XSAVE"]
-        area = domain.vcpu_path(0, "xsave").read_bytes()  # u64 mask, then the area
-        assert body == bytes(8) + area[:8] + area[:8] + area[8:]  # xcr0, xcr0_accum, area
+        # vcpu_id 0, reserved; Xen's buffer: u64 xcr0, u64 xcr0_accum, the area
+        assert body == bytes(8) + domain.vcpu_path(0, "xsave").read_bytes()
     rtype, body = v.record()
     assert rtype == rec["SHARED_INFO"] and len(body) == 4096
     assert body[FLL[gw]:FLL[gw] + gw // 8] == bytes(gw // 8)
-    assert v.record() == (rec["END"], b"")
+    assert v.record() == (rec["END"], b"")  # libxc's END, before libxl's records
+    # EMULATOR_XENSTORE_DATA: emulator "unknown" (0), index 0, then NUL-terminated
+    # key/value strings, as Xen's convert-legacy-stream writes the physmap
+    kv = b"".join(b"physmap/%x/start_addr\0%x\0physmap/%x/size\0%x\0physmap/%x/name\0%s\0"
+                  % (pm.phys_offset, pm.start_addr, pm.phys_offset, pm.size, pm.phys_offset,
+                     pm.name[:-1]) for pm in meta.physmap)
+    assert meta.physmap and v.record() == (2, struct.pack("<II", 0, 0) + kv)
+    assert v.record() == (0, b"")  # libxl's END
     assert v.pos == len(v.data), "trailing bytes"
 
 
@@ -381,3 +385,19 @@ def test_v2_does_not_depend_on_the_writer_abi(guests: dict[str, DomainDir], gues
     """No native-width field anywhere: i386 and amd64 writers give the same v2 bytes."""
     assert (save_bytes(guests[guest], Encoding.V2, I386)
             == save_bytes(guests[guest], Encoding.V2, AMD64))
+
+
+@pytest.mark.parametrize("width", [32, 64])
+def test_v2_libxc_is_the_libxl_streams_inner_stream(store: Store, width: int) -> None:
+    """--v2-format libxc writes exactly the bytes between libxl's LIBXC_CONTEXT record and
+    its END (a guest without physmap: no EMULATOR_XENSTORE_DATA); both pinned by hash."""
+    g = make(store, "bare", Guest(pages=64, width=width, seed=1, physmap=0))
+    libxl = save_bytes(g, Encoding.V2, I386)
+    libxc = save_bytes(g, Encoding.V2, AMD64, v2_format=fmt.V2Format.LIBXC)
+    assert libxl[:24] == b"LibxlFmt" + bytes.fromhex("00000002 00000000") + \
+        struct.pack("<II", 1, 0)
+    assert libxl[24:-8] == libxc and libxl[-8:] == bytes(8)
+    assert libxc[:8] == b"\xff" * 8 and libxc[-8:] == bytes(8)  # libxc's END
+    assert hashlib.sha256(libxc).hexdigest() == {
+        32: "f1e6720123481b722cee1a78587ffda7958fc173ae602de4d004e252965f80a3",
+        64: "093af784e602d0a8ba1f5f875a7fcf11bdb20904f6ea5d2a8e030670bc5df4b9"}[width]

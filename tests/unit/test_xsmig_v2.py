@@ -14,6 +14,9 @@ import pytest
 from v2_spec import (
     CHECKPOINT,
     END,
+    L_END,
+    L_LIBXC,
+    L_XENSTORE,
     P2M_FRAMES,
     PAGE_DATA,
     PV_INFO,
@@ -26,8 +29,11 @@ from v2_spec import (
     VCPU_XSAVE,
     VERIFY,
     V2Stream,
+    libxl_records,
+    record,
     spec_check,
     split,
+    xen_check,
 )
 from xsmig_helpers import Guest, digest, expect_error, make, restore_bytes, save_bytes
 
@@ -35,7 +41,7 @@ from xsmig.domain import DomainDir
 from xsmig.errors import StreamError, StreamRefused
 from xsmig.layout import AMD64, I386
 from xsmig.store import Store
-from xsmig.stream.format import Encoding
+from xsmig.stream.format import Encoding, V2Format
 
 
 @pytest.fixture
@@ -43,9 +49,18 @@ def guest(store: Store) -> DomainDir:
     return make(store, "src", Guest(pages=200, width=64, vcpus=2, max_vcpu_id=3, seed=9))
 
 
+def as_v3(data: bytes) -> V2Stream:
+    """The libxc stream inside a libxl save, made version 3 (STATIC_DATA_END after
+    X86_PV_INFO): the edits below were written against v3, and the reader takes both."""
+    s = split(data)
+    s.ihdr = s.ihdr[:12] + struct.pack(">I", 3) + s.ihdr[16:]
+    s.records.insert(1, (STATIC_DATA_END, b""))
+    return s
+
+
 @pytest.fixture
 def stream(guest: DomainDir) -> V2Stream:
-    return split(save_bytes(guest, Encoding.V2, AMD64))
+    return as_v3(save_bytes(guest, Encoding.V2, AMD64))
 
 
 @pytest.mark.parametrize("saver", [I386, AMD64], ids=["i386", "amd64"])
@@ -53,15 +68,27 @@ def stream(guest: DomainDir) -> V2Stream:
 @pytest.mark.parametrize("width", [32, 64])
 def test_streams_pass_an_independent_spec_check(store: Store, saver: object, shape: str,
                                                  width: int) -> None:
-    src = make(store, "g", Guest(pages=300, width=width, vcpus=3, max_vcpu_id=40, seed=4,
-                                 shape=shape, extended=shape != "sparse"))
-    for rounds in (1, 3):
-        data = save_bytes(src, Encoding.V2, saver, rounds=rounds)  # type: ignore[arg-type]
-        assert spec_check(data) == []
-        kinds = [t for t, _ in split(data).records]
-        assert kinds[:4] == [PV_INFO, STATIC_DATA_END, P2M_FRAMES, PAGE_DATA]
-        assert kinds[-2:] == [SHARED_INFO, END]
-        assert kinds.count(VCPU_BASIC) == 3 and TSC_INFO in kinds
+    """Both framings, both interpreter widths: what Xen's own verify-stream-v2 accepts
+    (only the record types it knows, version 2), and the spec's order rules."""
+    for physmap, v2_format in ((2, V2Format.LIBXL), (0, V2Format.LIBXL), (0, V2Format.LIBXC)):
+        src = make(store, "g", Guest(pages=300, width=width, vcpus=3, max_vcpu_id=40, seed=4,
+                                     shape=shape, extended=shape != "sparse", physmap=physmap))
+        for rounds in (1, 3):
+            data = save_bytes(src, Encoding.V2, saver, rounds=rounds,  # type: ignore[arg-type]
+                              v2_format=v2_format)
+            assert spec_check(data) == [] and xen_check(data) == []
+            s = split(data)
+            kinds = [t for t, _ in s.records]
+            assert kinds[:3] == [PV_INFO, P2M_FRAMES, PAGE_DATA]
+            assert kinds[-2:] == [SHARED_INFO, END]
+            assert kinds.count(VCPU_BASIC) == 3 and TSC_INFO in kinds
+            assert all(t < 0x10 for t in kinds)  # no private, optional or v3 record
+            if v2_format is V2Format.LIBXC:
+                assert not s.prefix and not s.suffix
+                continue
+            libxl = [t for t, _ in libxl_records(data)]
+            assert libxl == ([L_LIBXC, L_XENSTORE, L_END] if physmap else [L_LIBXC, L_END])
+        store.destroy("g")
 
 
 def restores_as(store: Store, data: bytes, source: DomainDir) -> None:
@@ -70,8 +97,9 @@ def restores_as(store: Store, data: bytes, source: DomainDir) -> None:
     store.destroy("copy")
 
 
-def test_split_and_join_is_the_identity(stream: V2Stream, guest: DomainDir) -> None:
-    assert stream.to_bytes() == save_bytes(guest, Encoding.V2, I386)
+def test_split_and_join_is_the_identity(guest: DomainDir) -> None:
+    data = save_bytes(guest, Encoding.V2, I386)
+    assert split(data).to_bytes() == data
 
 
 # -- edits a spec-faithful restorer accepts --
@@ -191,20 +219,25 @@ def _pfn_word(value: Callable[[int], int], entry: int = 5) -> Callable[[V2Stream
     return edit
 
 
+def at(offset: int) -> Callable[[V2Stream], int]:
+    """An offset in the libxc stream's headers, after libxl's prefix."""
+    return lambda s: len(s.prefix) + offset
+
+
 def record_at(rtype: int, plus: int = 0, nth: int = 0) -> Callable[[V2Stream], int]:
     return lambda s: s.offset_of(rtype, nth) + plus
 
 
 REJECTED: dict[str, tuple[Callable[[V2Stream], None], type[Exception],
                           Callable[[V2Stream], int]]] = {
-    "version 4": (_ihdr(12, struct.pack(">I", 4)), StreamRefused, lambda s: 12),
-    "reserved option bit": (_ihdr(16, b"\x00\x02"), StreamError, lambda s: 16),
-    "big-endian stream": (_ihdr(16, b"\x00\x01"), StreamRefused, lambda s: 16),
-    "image header reserved": (_ihdr(20, b"\x00\x00\x00\x01"), StreamError, lambda s: 16),
-    "HVM domain": (_dhdr(0, struct.pack("<I", 2)), StreamRefused, lambda s: 24),
-    "unknown domain type": (_dhdr(0, struct.pack("<I", 9)), StreamError, lambda s: 24),
-    "page_shift 13": (_dhdr(4, struct.pack("<H", 13)), StreamError, lambda s: 28),
-    "domain header reserved": (_dhdr(6, b"\x01\x00"), StreamError, lambda s: 30),
+    "version 4": (_ihdr(12, struct.pack(">I", 4)), StreamRefused, at(12)),
+    "reserved option bit": (_ihdr(16, b"\x00\x02"), StreamError, at(16)),
+    "big-endian stream": (_ihdr(16, b"\x00\x01"), StreamRefused, at(16)),
+    "image header reserved": (_ihdr(20, b"\x00\x00\x00\x01"), StreamError, at(16)),
+    "HVM domain": (_dhdr(0, struct.pack("<I", 2)), StreamRefused, at(24)),
+    "unknown domain type": (_dhdr(0, struct.pack("<I", 9)), StreamError, at(24)),
+    "page_shift 13": (_dhdr(4, struct.pack("<H", 13)), StreamError, at(28)),
+    "domain header reserved": (_dhdr(6, b"\x01\x00"), StreamError, at(30)),
     "guest width 5": (_patch(PV_INFO, 0, b"\x05"), StreamError, record_at(PV_INFO, 8)),
     "PV_INFO reserved": (_patch(PV_INFO, 4, b"\x01"), StreamError, record_at(PV_INFO, 10)),
     "v3 without STATIC_DATA_END": (_drop(STATIC_DATA_END), StreamError,
@@ -243,8 +276,10 @@ REJECTED: dict[str, tuple[Callable[[V2Stream], None], type[Exception],
     "no vCPU 0": (lambda s: [_drop(r)(s) for r in (VCPU_BASIC, VCPU_EXTENDED, VCPU_XSAVE)],
                   StreamError, record_at(END)),
     "EXTENDED for one vCPU only": (_drop(VCPU_EXTENDED, 1), StreamRefused, record_at(END)),
-    "xcr0_accum differs": (_patch(VCPU_XSAVE, 16, b"\x0f"), StreamRefused,
-                           record_at(VCPU_XSAVE, 24)),
+    "xcr0 not within xcr0_accum": (_patch(VCPU_XSAVE, 16, b"\x01"), StreamRefused,
+                                   record_at(VCPU_XSAVE, 16)),
+    "xcr0 without x87": (_patch(VCPU_XSAVE, 8, b"\x02"), StreamRefused,
+                         record_at(VCPU_XSAVE, 16)),
     "no SHARED_INFO": (_drop(SHARED_INFO), StreamError, record_at(END)),
     "SHARED_INFO short": (lambda s: s.records.__setitem__(
         s.index(SHARED_INFO), (SHARED_INFO, bytes(4088))), StreamError,
@@ -277,10 +312,18 @@ def test_rejected_edits(store: Store, stream: V2Stream, case: str) -> None:
     assert e.offset == where(stream), str(e)
 
 
-def test_nonzero_padding(store: Store, stream: V2Stream) -> None:
+@pytest.mark.parametrize("layer", ["libxc", "libxl"])
+def test_nonzero_padding(store: Store, stream: V2Stream, layer: str) -> None:
+    if layer == "libxc":
+        _insert_before(SHARED_INFO, (0x80001234, b"hello"))(stream)
+        i = stream.index(0x80001234)
+        pad_at = stream.offsets[i] + 8 + len(stream.records[i][1])
+    else:  # the physmap's EMULATOR_XENSTORE_DATA, after the libxc END
+        end = stream.offsets[-1] + 8
+        body = struct.unpack_from("<I", stream.suffix, 4)[0]
+        assert body % 8 and stream.suffix[:4] == struct.pack("<I", L_XENSTORE)
+        pad_at = end + 8 + body
     data = bytearray(stream.to_bytes())
-    i = next(i for i, (_, body) in enumerate(stream.records) if len(body) % 8)
-    pad_at = stream.offsets[i] + 8 + len(stream.records[i][1])
     data[pad_at] = 1
     assert any("padding" in p for p in spec_check(bytes(data)))
     e = expect_error(StreamError, store, bytes(data))
@@ -314,6 +357,22 @@ def test_legacy_profile_refuses_v2_at_byte_0(store: Store, stream: V2Stream,
                                              own: object) -> None:
     e = expect_error(StreamRefused, store, stream.to_bytes(), own=own, profile="legacy")
     assert e.offset == 0 and "legacy" in str(e)
+
+
+def test_earlier_xsmig_v2_streams_restore_whole(store: Store, guest: DomainDir) -> None:
+    """Version 3 with the private physmap record (optional type 0x8078736D: u32 version,
+    u32 count, physmap records packed to 28 + namelen) and no libxl framing, as earlier
+    xsmig versions wrote: read, the physmap included."""
+    s = as_v3(save_bytes(guest, Encoding.V2, AMD64))
+    physmap = guest.read_meta().physmap
+    body = struct.pack("<II", 1, len(physmap)) + b"".join(
+        struct.pack("<QQQI", p.phys_offset, p.start_addr, p.size, len(p.name)) + p.name
+        for p in physmap)
+    s.prefix = s.suffix = b""
+    s.records.insert(s.index(VCPU_BASIC), (0x8078736D, body))
+    restored = restore_bytes(store, s.to_bytes(), "old")
+    assert restored.read_meta().physmap == guest.read_meta().physmap
+    assert digest(restored) == digest(guest)
 
 
 def test_hypervisor_and_converter_versions(guest: DomainDir, stream: V2Stream) -> None:
@@ -350,9 +409,94 @@ def test_inspect_reads_v2(guest: DomainDir, stream: V2Stream) -> None:
 
     report = inspect_stream(io.BytesIO(stream.to_bytes()))
     assert report["encoding"] == "v2" and report["detection"].startswith("R0")
-    assert report["v2"] == {"version": 3, "options": 0, "domain_type": 1, "page_shift": 12,
+    assert report["v2"] == {"framing": "libxl", "libxl_version": 2, "libxl_options": 0,
+                            "version": 3, "options": 0, "domain_type": 1, "page_shift": 12,
                             "xen_major": 4, "xen_minor": 6}
     assert report["p2m_size"] == 200 and report["guest_width"] == 64
     assert [v["id"] for v in report["tail"]["vcpus"]] == guest.read_meta().vcpu_ids
     text = render_text(report)
     assert "v2 headers    version 3" in text and "Xen 4.6" in text
+
+
+# -- libxl's layer: edits of the records around the libxc stream --
+
+def _libxl_records(data: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """(libxl header, libxl records), LIBXC_CONTEXT's body being the whole libxc stream."""
+    s = split(data)
+    inner = s.ihdr + s.dhdr + b"".join(record(t, b) for t, b in s.records)
+    out, pos = [(1, inner)], 0
+    while pos < len(s.suffix):
+        rtype, length = struct.unpack_from("<II", s.suffix, pos)
+        out.append((rtype, s.suffix[pos + 8:pos + 8 + length]))
+        pos += 8 + length + (-length % 8)
+    return s.prefix[:16], out
+
+
+def _libxl_join(head: bytes, records: list[tuple[int, bytes]]) -> bytes:
+    return head + b"".join(struct.pack("<II", 1, 0) + b if t == 1 else record(t, b)
+                           for t, b in records)
+
+
+def _xenstore(pairs: list[bytes], emulator: int = 0) -> tuple[int, bytes]:
+    return (L_XENSTORE, struct.pack("<II", emulator, 0) + b"\0".join(pairs) + b"\0")
+
+
+PHYS = [b"physmap/1000/start_addr", b"2000", b"physmap/1000/size", b"3000",
+        b"physmap/1000/name", b"vga"]
+LIBXL_REJECTED: dict[str, tuple[Callable[[bytes, list[tuple[int, bytes]]],
+                                         tuple[bytes, list[tuple[int, bytes]]]],
+                                type[Exception], str]] = {
+    "libxl version 3": (lambda h, r: (h[:8] + struct.pack(">I", 3) + h[12:], r), StreamRefused,
+                        "version 3"),
+    "reserved libxl option": (lambda h, r: (h[:12] + struct.pack(">I", 4), r), StreamError,
+                              "reserved bits"),
+    "big-endian libxl": (lambda h, r: (h[:12] + struct.pack(">I", 1), r), StreamRefused,
+                         "big-endian"),
+    "no LIBXC_CONTEXT": (lambda h, r: (h, r[1:]), StreamError, "without a LIBXC_CONTEXT"),
+    "unknown mandatory libxl record": (lambda h, r: (h, [*r[:-1], (6, b""), r[-1]]),
+                                       StreamRefused, "mandatory libxl record type 0x6"),
+    "EMULATOR_CONTEXT": (lambda h, r: (h, [*r[:-1], (3, bytes(8)), r[-1]]), StreamRefused,
+                         "EMULATOR_CONTEXT"),
+    "CHECKPOINT_END": (lambda h, r: (h, [*r[:-1], (4, b""), r[-1]]), StreamRefused,
+                       "Remus/COLO"),
+    "xenstore data without its NUL": (
+        lambda h, r: (h, [*r[:-2], (L_XENSTORE, r[-2][1][:-1]), r[-1]]), StreamError,
+        "NUL-terminated"),
+    "xenstore: an odd number of strings": (
+        lambda h, r: (h, [*r[:-2], _xenstore(PHYS[:-1]), r[-1]]), StreamError,
+        "key/value pairs"),
+    "xenstore: unknown emulator": (lambda h, r: (h, [*r[:-2], _xenstore(PHYS, 7), r[-1]]),
+                                   StreamError, "unknown emulator id 0x7"),
+    "physmap entry without its name": (
+        lambda h, r: (h, [*r[:-2], _xenstore(PHYS[:4]), r[-1]]), StreamError,
+        "lacks its name key"),
+    "physmap size not hex": (
+        lambda h, r: (h, [*r[:-2], _xenstore([*PHYS[:3], b"0x30", *PHYS[4:]]), r[-1]]),
+        StreamError, "not hex"),
+    "a key that is not the physmap's": (
+        lambda h, r: (h, [*r[:-2], _xenstore([*PHYS, b"vnc/port", b"5900"]), r[-1]]),
+        StreamRefused, "vnc/port"),
+    "libxl END not empty": (lambda h, r: (h, [*r[:-1], (0, bytes(8))]), StreamError,
+                            "END record body is 8 bytes"),
+    "data after libxl's END": (lambda h, r: (h, [*r, (0, b"")]), StreamError,
+                               "trailing data after the libxl END"),
+}
+
+
+@pytest.mark.parametrize("case", LIBXL_REJECTED)
+def test_libxl_layer_rejections(store: Store, guest: DomainDir, case: str) -> None:
+    edit, error, words = LIBXL_REJECTED[case]
+    head, records = _libxl_records(save_bytes(guest, Encoding.V2, AMD64))
+    assert [t for t, _ in records] == [L_LIBXC, L_XENSTORE, L_END]
+    data = _libxl_join(*edit(head, records))
+    e = expect_error(error, store, data)
+    assert words in str(e), str(e)
+
+
+def test_libxl_layer_accepts_what_the_spec_allows(store: Store, guest: DomainDir) -> None:
+    """An unknown optional libxl record and an empty EMULATOR_XENSTORE_DATA are skipped;
+    the legacy option bit is informational; restore is unchanged."""
+    head, records = _libxl_records(save_bytes(guest, Encoding.V2, AMD64))
+    records[1:1] = [(0x80000009, b"opt"), (L_XENSTORE, bytes(8))]
+    data = _libxl_join(head[:12] + struct.pack(">I", 2), records)
+    restores_as(store, data, guest)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stream_parts import Stream
 from test_xsmig_badinput import HOSTILE
-from test_xsmig_v2 import ACCEPTED, REJECTED
+from test_xsmig_v2 import ACCEPTED, REJECTED, as_v3
 from v2_spec import VCPU_MSRS, split
 from xsmig_helpers import ENCODINGS, Guest, cli, make, restore_bytes, save_bytes
 
@@ -55,12 +55,13 @@ def test_legacy_rejections_match_restore(streams: dict[str, Stream], case: str) 
 
 @pytest.fixture
 def v2data(source: DomainDir) -> bytes:
-    return save_bytes(source, Encoding.V2, AMD64)
+    return as_v3(save_bytes(source, Encoding.V2, AMD64)).to_bytes()
 
 
 # Valid per the spec, refused by restore because xsmig's domains cannot hold them:
 # verify accepts them with a warning.
-UNREPRESENTABLE = {"xcr0_accum differs", "EXTENDED for one vCPU only"}
+UNREPRESENTABLE = {"xcr0 not within xcr0_accum", "xcr0 without x87",
+                   "EXTENDED for one vCPU only"}
 
 
 @pytest.mark.parametrize("case", REJECTED)
@@ -116,7 +117,7 @@ def test_cli(tmp_path: Path, source: DomainDir, v2data: bytes,
     verdict = json.loads(bad_json.stdout)
     assert bad_json.returncode == 3 and verdict["valid"] is False
     assert verdict["error"]["offset"] == at
-    refused = cli(st, "verify", "-", stdin=v2data[:12] + b"\0\0\0\x09" + v2data[16:])
+    refused = cli(st, "verify", "-", stdin=v2data[:36] + b"\0\0\0\x09" + v2data[40:])
     assert refused.returncode == 4 and "version 9" in refused.stderr.decode()
 
 
@@ -187,3 +188,17 @@ def test_a_page_table_entry_mapping_a_hole_is_refused_by_verify_as_by_restore(
         assert (verdict["error"]["message"], verdict["error"]["offset"]) == (str(e.value),
                                                                            e.value.offset)
         assert f"page table at pfn {pfn:#x}: entry {entry} maps pfn {hole:#x}" in str(e.value)
+
+
+def test_libxl_layer(source: DomainDir) -> None:
+    """The libxl layer's rejections are verify's too; a xenstore key the simulated device
+    model cannot hold is valid with a warning (restore refuses it)."""
+    from test_xsmig_v2 import LIBXL_REJECTED, _libxl_join, _libxl_records
+
+    for case, (edit, _error, words) in LIBXL_REJECTED.items():
+        head, records = _libxl_records(save_bytes(source, Encoding.V2, AMD64))
+        verdict = verify_stream(io.BytesIO(_libxl_join(*edit(head, records))))
+        if case == "a key that is not the physmap's":
+            assert verdict["valid"] and any(words in w for w in verdict["warnings"]), verdict
+        else:
+            assert not verdict["valid"] and words in verdict["error"]["message"], case

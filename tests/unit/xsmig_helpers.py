@@ -17,7 +17,7 @@ from xsmig.errors import XsmigError
 from xsmig.layout import Layout
 from xsmig.restore import restore
 from xsmig.store import Store
-from xsmig.stream.format import Encoding
+from xsmig.stream.format import Encoding, V2Format
 from xsmig.stream.writer import SaveOptions, save
 from xsmig.synth import GuestSpec, create
 
@@ -36,10 +36,11 @@ class Guest:
     seed: int = 1
     shape: str = "standard"
     extended: bool = True
+    physmap: int = 2
 
     def spec(self, name: str) -> GuestSpec:
         return GuestSpec(name, self.pages, self.width, self.vcpus, self.max_vcpu_id, self.seed,
-                         self.shape, self.extended)
+                         self.shape, self.extended, self.physmap)
 
 
 def make(store: Store, name: str, guest: Guest, host_id: int = 1) -> DomainDir:
@@ -49,10 +50,11 @@ def make(store: Store, name: str, guest: Guest, host_id: int = 1) -> DomainDir:
 
 
 def save_bytes(domain: DomainDir, encoding: Encoding | str, layout: Layout, *,
-               ext_info: bool = True, rounds: int = 1, word_size: int | None = None) -> bytes:
+               ext_info: bool = True, rounds: int = 1, word_size: int | None = None,
+               v2_format: V2Format = V2Format.LIBXL) -> bytes:
     buf = io.BytesIO()
     save(domain, buf, SaveOptions(Encoding(encoding), layout, ext_info=ext_info, rounds=rounds,
-                                  word_size=word_size))
+                                  word_size=word_size, v2_format=v2_format))
     return buf.getvalue()
 
 

@@ -11,7 +11,17 @@ from typing import NamedTuple
 from xsmig.errors import StreamError, StreamRefused, UsageError
 from xsmig.layout import BIG, BYTE_ORDERS, LITTLE, Layout
 from xsmig.stream.byteorder import big_width, native_order
-from xsmig.stream.format import ESCAPE, MAX_P2M_SIZE, SINF, V2_ID, V2_MARKER, Encoding
+from xsmig.stream.format import (
+    ESCAPE,
+    LIBXL_IDENT,
+    MAX_P2M_SIZE,
+    SINF,
+    V2_ID,
+    V2_MARKER,
+    XL_MAGIC,
+    Encoding,
+    V2Format,
+)
 
 HEAD_BYTES = 24
 PROFILES = ("current", "legacy")
@@ -24,6 +34,7 @@ class Detection(NamedTuple):
     ext_info: bool | None = None  # what the rule proved about PV extended info, if anything
     byte_order: str = LITTLE  # of the stream's integers (extended: the sinf block says)
     note: str | None = None  # one line for stderr: a decision the operator should know of
+    framing: str | None = None  # v2: "libxl" or "libxc"; "xl": an xl save file's header
 
 
 def _block_id(b: bytes) -> bool:
@@ -54,7 +65,20 @@ def detect(head: bytes, *, profile: str, own: Layout, source_width: int | None,
         # R0: a v2 image header. No legacy stream has 8 bytes of ones (the spec's rule): a
         # native or escaped p2m_size is <= 0x0FFFFFFF and an extended stream has "sinf".
         # --source-width is ignored, as with escaped and extended streams: v2 has no ulong.
-        return Detection(Encoding.V2, None, "R0: v2 image header (marker, XENF)")
+        return Detection(Encoding.V2, None, "R0: v2 image header (marker, XENF): bare libxc",
+                         framing=V2Format.LIBXC)
+    if int.from_bytes(head[:8], "big") == LIBXL_IDENT:
+        # R0L: libxl's header, "LibxlFmt". Its first word is 0x7862694c little-endian,
+        # 0x4c696278 big-endian: above any p2m_size, and not the escape.
+        return Detection(Encoding.V2, None, "R0L: libxl header (LibxlFmt), the libxc stream "
+                                            "inside", framing=V2Format.LIBXL)
+    if head[:8] == XL_MAGIC[:8]:
+        # R0X: an `xl save` file's magic ("Xen save": 0x206e6558, above any p2m_size); the
+        # stream after xl's header is detected by these rules again.
+        if head != XL_MAGIC[:len(head)]:
+            raise StreamError("not an xl save file: its magic is not \"Xen saved domain, xl "
+                              "format\"", 0)
+        return Detection(Encoding.V2, None, "R0X: xl save file header", framing="xl")
     if w0 == ESCAPE:
         if head[4:8] == SINF:
             # R1: "sinf" read as a uint32 is 0x666E6973 > 0x0FFFFFFF: never an escaped p2m_size.

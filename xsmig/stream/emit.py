@@ -35,7 +35,7 @@ class StreamStart:
         self.guest = guest
         self.frame_list = frame_list
         self.extended_contexts = extended_contexts
-        self.xsave_size = xsave_size  # 0: no vCPU uses xsave
+        self.xsave_size = xsave_size  # largest xsave buffer (xcnt - 16); 0: no vCPU uses xsave
         self.vcpu0 = vcpu0  # vCPU 0's canonical context; None: not known yet (LegacyEmitter)
 
 
@@ -48,6 +48,8 @@ class Emitter(Protocol):
     def vcpu_ids(self, ids: list[int]) -> None: ...
     def tsc(self, tsc: TscInfo) -> None: ...
     def toolstack(self, version: int, physmap: Sequence[PhysmapEntry]) -> None: ...
+    # mask: the source's xfeature_mask (0: none known); xsave: Xen's buffer (xcr0,
+    # xcr0_accum, area) or b"".
     def vcpu(self, vcpu_id: int, ctx: bytes, ext: bytes | None, mask: int,
              xsave: bytes) -> None: ...
     def shared_info(self, data: bytes) -> None: ...
@@ -247,7 +249,9 @@ class LegacyEmitter:
         if self.ext_info and self.start.extended_contexts:
             out.write(ext or bytes(EXTENDED_CONTEXT_SIZE))
         if self.ext_info and self.start.xsave_size:
-            out.pack(fmt.XSAVE_HEADER, mask, len(xsave))
+            # xfeature_mask is the saving host's; it holds every feature a vCPU used.
+            accum = fmt.XSAVE_BUFFER_HDR.unpack_from(xsave)[1] if xsave else 0
+            out.pack(fmt.XSAVE_HEADER, (mask or fmt.HOST_XFEATURE_MASK) | accum, len(xsave))
             out.write(xsave)
 
     def shared_info(self, data: bytes) -> None:

@@ -33,7 +33,16 @@ U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 # tsc_info is packed: uint32 mode, uint64 nsec, uint32 khz, uint32 incarnation (20 bytes)
 TSC_INFO = struct.Struct("<IQII")
-XSAVE_HEADER = struct.Struct("<QQ")  # xfeature_mask, size
+XSAVE_HEADER = struct.Struct("<QQ")  # xfeature_mask, size; then Xen's xsave buffer (below)
+# The `size` bytes after XSAVE_HEADER are the buffer XEN_DOMCTL_getvcpuextstate returns:
+# u64 xcr0, u64 xcr0_accum (every feature the vCPU ever enabled: a superset of xcr0), then
+# the xsave area. xcnt = size + 16. v2's X86_PV_VCPU_XSAVE body is the same buffer.
+XSAVE_BUFFER_HDR = struct.Struct("<QQ")  # xcr0, xcr0_accum
+XSAVE_RECORD_HDR = 32  # xcnt less the area: xfeature_mask, size, xcr0, xcr0_accum
+XCR0_X87 = 0x1  # architecturally always set in xcr0 (XSETBV faults otherwise)
+# The simulated hosts' XCR0 feature mask (x87, SSE, AVX, MPX bounds/csr, AVX-512 x3, PKRU):
+# what a legacy saver writes as xfeature_mask. Xen 4.5 takes it from the hypervisor.
+HOST_XFEATURE_MASK = 0x2FF
 # Legacy PV extended-info: char id[4], uint32 size, then size bytes
 EXT_BLOCK = struct.Struct("<4sI")
 EXT_VCPU = b"vcpu"
@@ -151,7 +160,10 @@ REQUIRED_FEATURES_KNOWN = 0  # no required feature is defined yet: any bit set i
 V2_IHDR = struct.Struct(">QIIHHI")
 V2_MARKER = 0xFFFFFFFFFFFFFFFF
 V2_ID = 0x58454E46  # "XENF"
-V2_VERSION = 3  # written; 2 and 3 are read
+# Written: version 2, as the simulated Xen 4.6 wrote (and Xen's own verify-stream-v2 of
+# that era accepts no other); 2 and 3 are read. A v2 stream has no STATIC_DATA_END: the
+# restorer infers it at X86_PV_P2M_FRAMES.
+V2_VERSION = 2
 V2_VERSIONS = (2, 3)
 V2_OPT_BIG_ENDIAN = 0x0001
 V2_OPT_RESERVED = 0xFFFE
@@ -186,9 +198,11 @@ REC_CHECKPOINT_DIRTY_PFN_LIST = 0x0F
 REC_STATIC_DATA_END = 0x10
 REC_X86_CPUID_POLICY = 0x11
 REC_X86_MSR_POLICY = 0x12
-# xsmig's own optional record: libxl's toolstack data (physmap), which the simulated
-# domain keeps and Xen's libxl carries in its own stream layer. Packed records (28 +
-# namelen bytes, as in escaped streams). A reader that ignores it loses only that.
+# Read, never written: earlier xsmig versions carried libxl's toolstack data (physmap) in
+# this private optional record (u32 version, u32 count, physmap records packed to 28 +
+# namelen bytes). Xen's verifier refuses any record it does not know, so xsmig now
+# writes the physmap as libxl does (EMULATOR_XENSTORE_DATA, below); reading the old
+# record keeps those streams restoring whole.
 REC_XSMIG_TOOLSTACK = V2_OPTIONAL | 0x78736D  # "xsm"
 
 
@@ -205,7 +219,7 @@ class Role(Enum):
     SIGNAL = "signal"  # zero-length markers: VERIFY, CHECKPOINT
     STATIC_END = "static_end"
     STATIC = "static"  # static data the simulated host accepts as is (CPU policies)
-    TOOLSTACK = "toolstack"
+    TOOLSTACK = "toolstack"  # earlier xsmig versions' physmap record (read only)
     NOT_PV = "not_pv"  # valid in the spec, not in an x86 PV forward stream
     DEPRECATED = "deprecated"
 
@@ -271,3 +285,89 @@ def v2_record_name(rtype: int) -> str:
 
 def v2_padding(length: int) -> int:
     return -length % V2_ALIGN
+
+
+# -- The libxl stream around the libxc one (libxl-migration-stream.pandoc, version 2) --
+# What `xl migrate` and `xl save` send: a header, then records framed as v2's are (u32
+# type, u32 body_length, body, zero padding to 8). LIBXC_CONTEXT (empty) hands the stream
+# to libxc: its whole stream follows, up to and including its END; then libxl's records
+# resume. The legacy toolstack chunk's physmap travels as EMULATOR_XENSTORE_DATA.
+
+
+class V2Format(StrEnum):
+    """The framing of a v2 stream: `--v2-format`."""
+
+    LIBXL = "libxl"  # what xl sends: the libxc stream inside libxl records (the default)
+    LIBXC = "libxc"  # the bare libxc stream: no physmap
+
+
+LIBXL_HDR = struct.Struct(">QII")  # ident, version, options: always big-endian
+LIBXL_IDENT = 0x4C6962786C466D74  # "LibxlFmt"
+LIBXL_VERSION = 2
+LIBXL_OPT_BIG_ENDIAN = 0x1
+LIBXL_OPT_LEGACY = 0x2  # the stream was converted from a legacy one
+LIBXL_OPT_RESERVED = 0xFFFFFFFC
+LIBXL_EMULATOR_HDR = struct.Struct("<II")  # emulator_id, index
+EMULATOR_UNKNOWN = 0  # "in the case of a legacy stream": what Xen's converter writes
+EMULATOR_IDS = {0: "unknown", 1: "qemu-traditional", 2: "qemu-upstream"}
+
+LREC_END = 0x0
+LREC_LIBXC_CONTEXT = 0x1
+LREC_EMULATOR_XENSTORE_DATA = 0x2
+LREC_EMULATOR_CONTEXT = 0x3
+LREC_CHECKPOINT_END = 0x4
+LREC_CHECKPOINT_STATE = 0x5
+
+
+class LibxlRole(Enum):
+    END = "end"
+    LIBXC = "libxc"  # the libxc stream follows
+    XENSTORE = "xenstore"  # emulator header, then NUL-terminated key, value, key, value...
+    NOT_PV = "not_pv"  # an emulator's context: HVM only
+    CHECKPOINT = "checkpoint"  # Remus/COLO: refused, as the legacy compressed chunks are
+
+
+class LibxlRecord(NamedTuple):
+    type: int
+    name: str
+    role: LibxlRole
+    exact: int | None = None
+    min_length: int = 0
+    max_length: int = 1 << 20
+
+
+LIBXL_RECORDS: dict[int, LibxlRecord] = {r.type: r for r in [
+    LibxlRecord(LREC_END, "END", LibxlRole.END, exact=0),
+    LibxlRecord(LREC_LIBXC_CONTEXT, "LIBXC_CONTEXT", LibxlRole.LIBXC, exact=0),
+    LibxlRecord(LREC_EMULATOR_XENSTORE_DATA, "EMULATOR_XENSTORE_DATA", LibxlRole.XENSTORE,
+                min_length=LIBXL_EMULATOR_HDR.size, max_length=MAX_TOOLSTACK),
+    LibxlRecord(LREC_EMULATOR_CONTEXT, "EMULATOR_CONTEXT", LibxlRole.NOT_PV,
+                min_length=LIBXL_EMULATOR_HDR.size),
+    LibxlRecord(LREC_CHECKPOINT_END, "CHECKPOINT_END", LibxlRole.CHECKPOINT, exact=0),
+    LibxlRecord(LREC_CHECKPOINT_STATE, "CHECKPOINT_STATE", LibxlRole.CHECKPOINT),
+]}
+
+# The physmap as xenstore keys, as Xen's convert-legacy-stream writes them: per entry, in
+# the toolstack chunk's order, `physmap/<phys_offset hex>/start_addr` = start (hex),
+# `.../size` = size (hex), `.../name` = the name without its NUL. Lower-case hex, no 0x.
+PHYSMAP_KEY = "physmap/{:x}/{}"
+PHYSMAP_FIELDS_KV = ("start_addr", "size", "name")
+PHYSMAP_TOOLSTACK_VERSION = 1  # libxl's toolstack data version: the only one it wrote
+
+# -- An `xl save` file: xl's header, the domain config, then the stream --
+# char magic[32]; then u32 byteorder (0x01020304 in the writer's order), mandatory_flags,
+# optional_flags, optional_data_len (xl_saverestore.c); then optional_data_len bytes:
+# u32 config_len and the config (JSON when mandatory flag 1). Mandatory flag 2: the
+# stream is a libxl (v2) one; without it, a legacy stream.
+XL_MAGIC = b"Xen saved domain, xl format\n \0 \r"
+XL_HDR = struct.Struct("<IIII")
+XL_BYTEORDER = 0x01020304
+XL_FLAG_JSON = 0x1
+XL_FLAG_STREAMV2 = 0x2
+XL_FLAGS_KNOWN = XL_FLAG_JSON | XL_FLAG_STREAMV2
+MAX_XL_OPTIONAL = 1 << 20
+
+
+def libxl_record_name(rtype: int) -> str:
+    record = LIBXL_RECORDS.get(rtype)
+    return record.name if record else f"libxl record {rtype:#x}"

@@ -82,6 +82,21 @@ class StreamReader:
             self.readinto(scratch[:k], what)
             n -= k
 
+    def peek(self, n: int) -> bytes:
+        """Up to n bytes (fewer at the end of the stream), left to be read again."""
+        data = bytearray()
+        while len(data) < n:
+            if self._prefix:
+                take = bytes(self._prefix[:n - len(data)])
+                self._prefix = self._prefix[len(take):]
+            else:
+                take = self._f.read(n - len(data)) or b""
+                if not take:
+                    break
+            data += take
+        self._prefix = memoryview(bytes(data) + bytes(self._prefix))
+        return bytes(data)
+
     def at_eof(self) -> bool:
         if self._prefix:
             return False

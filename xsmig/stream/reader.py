@@ -52,10 +52,11 @@ class StreamHeader:
         self.writer: dict[str, object] | None = None
         self.vcpu0_block: bytes | None = None
         self.extended_contexts = False
-        self.xsave_limit = 0  # xcnt value: xsave area size + 16; 0: no xsave in the tail
+        # xcnt: 16 + the largest xsave buffer (xcr0, xcr0_accum, area); 0: no xsave
+        self.xsave_limit = 0
         self.frame_list: list[int] = []
         self.frame_list_offset = 0  # of the p2m frame list's first entry
-        self.v2: dict[str, int] | None = None  # v2 only: the image and domain headers' fields
+        self.v2: dict[str, object] | None = None  # v2 only: the image and domain headers' fields
 
     @property
     def encoding(self) -> fmt.Encoding:
@@ -105,6 +106,8 @@ class StreamSink(Protocol):
     def on_batch(self, batch: Batch) -> None: ...
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None: ...
     def on_unmapped(self, offset: int, pfns: list[int]) -> None: ...  # once per chunk
+    # xsave_mask: the legacy stream's xfeature_mask (the saving host's; 0 from v2); xsave:
+    # Xen's buffer (u64 xcr0, u64 xcr0_accum, the area), b"" when the vCPU has none.
     def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
                 xsave_mask: int, xsave: bytes) -> None: ...
     def on_shared_info(self, offset: int, data: bytes) -> None: ...
@@ -155,11 +158,34 @@ class StreamParser:
                            source_width=self._source_width,
                            source_byte_order=self._source_byte_order)
         r = StreamReader(self._f, head)
+        framing: dict[str, object] = {}
+        if detection.framing == "xl":
+            # an `xl save` file: xl's header, then a stream these rules detect again
+            from xsmig.stream.libxl import read_xl_header
+
+            framing["xl"] = xl = read_xl_header(r)
+            inner = r.peek(HEAD_BYTES)
+            detection = detect(inner, profile=self._profile, own=self._own,
+                               source_width=self._source_width,
+                               source_byte_order=self._source_byte_order)
+            is_libxl = detection.framing == fmt.V2Format.LIBXL
+            if detection.framing == "xl" or is_libxl != xl["libxl"]:
+                raise StreamError(f"the xl header says {'a libxl' if xl['libxl'] else 'a legacy'}"
+                                  f" stream follows, but {detection.rule}", r.offset)
+            detection = detection._replace(rule=f"R0X: xl save file header, then "
+                                                f"{detection.rule}")
         if detection.encoding is fmt.Encoding.V2:
             from xsmig.stream.v2reader import V2Parser  # v2reader builds on this module
 
-            return V2Parser(r, detection, self._scratch, max_pages=self._max_pages,
-                            lenient=self._lenient).parse(sink)
+            v2 = V2Parser(r, detection, self._scratch, max_pages=self._max_pages,
+                          lenient=self._lenient)
+            if detection.framing == fmt.V2Format.LIBXL:
+                from xsmig.stream.libxl import LibxlParser
+
+                return LibxlParser(r, detection, v2).parse(sink, {**framing,
+                                                                  "framing": "libxl"})
+            v2.framing = {**framing, "framing": "libxc"}
+            return v2.parse(sink)
         try:
             header = self._header(r, detection)
             sink.on_header(header)
@@ -326,8 +352,11 @@ class StreamParser:
                 if size != 4:
                     raise StreamError(f"xcnt block of {size} bytes, not 4", at)
                 (header.xsave_limit,) = in_order(fmt.U32, r.byte_order).unpack(payload)
-                if not 16 < header.xsave_limit <= 1 << 20:
-                    raise StreamError(f"xcnt {header.xsave_limit} out of range", at)
+                if not fmt.XSAVE_HEADER.size + fmt.XSAVE_BUFFER_HDR.size < header.xsave_limit \
+                        <= 1 << 20:
+                    raise StreamError(f"xcnt {header.xsave_limit} out of range (16 + Xen's "
+                                      "buffer: 16 bytes of xcr0 and xcr0_accum, then the "
+                                      "area)", at)
             # Unknown blocks are skipped, as Xen 4.5's restorer does.
 
     # -- body --
@@ -472,13 +501,35 @@ class StreamParser:
             if header.xsave_limit:
                 xat = r.offset
                 mask, size = r.unpack(fmt.XSAVE_HEADER, f"vCPU {vcpu_id} xsave header")
-                if size > header.xsave_limit - 16:
-                    raise StreamError(f"vCPU {vcpu_id} xsave area of {size} bytes exceeds "
+                if size > header.xsave_limit - fmt.XSAVE_HEADER.size:
+                    raise StreamError(f"vCPU {vcpu_id} xsave buffer of {size} bytes exceeds "
                                       f"xcnt", xat + 8)
-                xsave = r.read(size, f"vCPU {vcpu_id} xsave area")
+                xsave = r.read(size, f"vCPU {vcpu_id} xsave buffer")
+                if size:  # 0: a vCPU that never used xsave
+                    _check_xsave_buffer(vcpu_id, mask, xsave, xat + 16)
             sink.on_vcpu(at, vcpu_id, ctx, ext, mask, xsave)
         at = r.offset
         sink.on_shared_info(at, r.read(fmt.PAGE_SIZE, "shared info"))
+
+
+def _check_xsave_buffer(vcpu_id: int, mask: int, xsave: bytes, at: int) -> None:
+    """Xen's buffer starts with xcr0 and xcr0_accum, and the hypervisor keeps x87 in xcr0,
+    xcr0 within xcr0_accum and xcr0_accum within the host's mask. xsmig before the buffer
+    was Xen's (issue 15) wrote the area alone after the same xfeature_mask/size header: its area's
+    first 16 bytes fail these rules (docs/stream-format.md, "The xsave buffer"), and
+    such a stream is refused, naming the cause, rather than restored with a wrong xcr0."""
+    if len(xsave) > fmt.XSAVE_BUFFER_HDR.size:
+        xcr0, accum = fmt.XSAVE_BUFFER_HDR.unpack_from(xsave)
+        if xcr0 & fmt.XCR0_X87 and not xcr0 & ~accum and not accum & ~mask:
+            return
+        what = (f"xcr0 {xcr0:#x}, xcr0_accum {accum:#x}, xfeature_mask {mask:#x}: not x87 "
+                "in xcr0 within xcr0_accum within the host's mask")
+    else:
+        what = f"{len(xsave)} bytes, no room for xcr0, xcr0_accum and an area"
+    raise StreamRefused(f"vCPU {vcpu_id} xsave buffer is not Xen's ({what}); earlier xsmig "
+                        "versions wrote the xsave area without its 16-byte xcr0/xcr0_accum "
+                        "header, and such streams are not read: save the domain again with this "
+                        "version", at)
 
 
 def parse_toolstack(data: bytes, layout: Layout, base: int) -> tuple[int, list[PhysmapEntry]]:

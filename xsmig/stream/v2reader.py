@@ -50,14 +50,13 @@ _MSR_ENTRY = 16  # xen_msr_entry_t: idx, flags, val
 
 
 class _Vcpu:
-    __slots__ = ("basic", "basic_at", "ext", "mask", "others", "xsave")
+    __slots__ = ("basic", "basic_at", "ext", "others", "xsave")
 
     def __init__(self) -> None:
         self.basic: bytes | None = None
         self.basic_at = 0
         self.ext: bytes | None = None
-        self.mask = 0
-        self.xsave: bytes | None = None
+        self.xsave: bytes | None = None  # Xen's buffer: xcr0, xcr0_accum, the area
         self.others: list[str] = []  # names of records seen, for messages
 
 
@@ -74,7 +73,8 @@ class V2Parser:
         self.pfn_buf = memoryview(bytearray(8 * fmt.MAX_BATCH))
         self.max_pages = max_pages
         self.version = 0
-        self.info: dict[str, int] = {}
+        self.info: dict[str, object] = {}
+        self.framing: dict[str, object] = {"framing": "libxc"}  # what wraps the libxc stream
         self.guest: VcpuLayout | None = None
         self.static_end = False
         self.header: StreamHeader | None = None
@@ -89,17 +89,18 @@ class V2Parser:
 
     def _headers(self) -> None:
         r = self.r
+        base = r.offset  # 0, or after libxl's header and LIBXC_CONTEXT record
         marker, ident, version, options, res1, res2 = r.unpack(fmt.V2_IHDR, "image header")
         if marker != fmt.V2_MARKER or ident != fmt.V2_ID:
-            raise StreamError("not a v2 image header", 0)
+            raise StreamError("not a v2 image header", base)
         if version not in fmt.V2_VERSIONS:
             raise StreamRefused(f"v2 image version {version}: this reader knows versions 2 "
-                                "and 3", 12)
+                                "and 3", base + 12)
         if options & fmt.V2_OPT_RESERVED or res1 or res2:
             raise StreamError(f"reserved bits set in the image header (options {options:#x}, "
-                              f"reserved {res1:#x} {res2:#x})", 16)
+                              f"reserved {res1:#x} {res2:#x})", base + 16)
         if options & fmt.V2_OPT_BIG_ENDIAN:
-            raise StreamRefused("big-endian v2 streams are not supported", 16)
+            raise StreamRefused("big-endian v2 streams are not supported", base + 16)
         at = r.offset
         dtype, shift, res, major, minor = r.unpack(fmt.V2_DHDR, "domain header")
         if dtype != fmt.V2_DOMAIN_X86_PV:
@@ -112,12 +113,15 @@ class V2Parser:
         if shift != fmt.V2_PAGE_SHIFT:
             raise StreamError(f"page_shift {shift}: x86 pages are 2^12 bytes", at + 4)
         self.version = version
-        self.info = {"version": version, "options": options, "domain_type": dtype,
+        self.info = {**self.framing, "version": version, "options": options, "domain_type": dtype,
                      "page_shift": shift, "xen_major": major, "xen_minor": minor}
 
     # -- records --
 
-    def parse(self, sink: StreamSink) -> StreamHeader:
+    def parse(self, sink: StreamSink, *, framed: bool = False) -> StreamHeader:
+        """Read the libxc stream up to its END. framed (inside libxl records): stop there,
+        leaving the vCPUs and shared info for finish(), once libxl's records are read
+        (their physmap must reach a sink before the vCPUs, as in every encoding)."""
         self._headers()
         r = self.r
         while True:
@@ -140,7 +144,11 @@ class V2Parser:
                                   f"{rec.exact}", at + 4)
             if rec.role is fmt.Role.END:
                 self._padding(length, rec.name)
-                return self._end(at, sink)
+                self._check_end(at)
+                if framed:
+                    assert self.header is not None
+                    return self.header
+                return self.finish(sink, check_eof=True)
             self._record(rec, at, length, sink)
             self._padding(length, rec.name)
 
@@ -213,7 +221,7 @@ class V2Parser:
             if res:
                 raise StreamError("reserved bits set in X86_TSC_INFO", at + 28)
             sink.on_chunk(at, rec.type, fmt.EV_TSC_INFO, TscInfo(mode, nsec, khz, incarnation))
-        elif role is fmt.Role.TOOLSTACK:
+        elif role is fmt.Role.TOOLSTACK:  # earlier xsmig versions' private record
             value = parse_toolstack(r.read(length, rec.name), Layout.clean(8), at + 8)
             sink.on_chunk(at, rec.type, fmt.EV_TOOLSTACK, value)
         elif role is fmt.Role.SIGNAL:
@@ -357,13 +365,16 @@ class V2Parser:
             if size < fmt.V2_XSAVE_HDR.size:
                 raise StreamError(f"X86_PV_VCPU_XSAVE of {size} bytes: shorter than its "
                                   "xcr0/xcr0_accum header", at + 4)
-            xcr0, accum = r.unpack(fmt.V2_XSAVE_HDR, rec.name)
-            if accum != xcr0:
-                self._unrepresentable(f"vCPU {vcpu_id}: xcr0_accum {accum:#x} differs from "
-                                      f"xcr0 {xcr0:#x}; xsmig's vCPUs keep one feature mask",
-                                      at + 24)
+            if size == fmt.V2_XSAVE_HDR.size:
+                raise StreamError("X86_PV_VCPU_XSAVE with xcr0 and xcr0_accum but no xsave "
+                                  "area", at + 4)
             self._account(size, at)
-            state.mask, state.xsave = xcr0, r.read(size - fmt.V2_XSAVE_HDR.size, rec.name)
+            state.xsave = r.read(size, rec.name)  # Xen's buffer, as the legacy tail has it
+            xcr0, accum = fmt.V2_XSAVE_HDR.unpack_from(state.xsave)
+            if not xcr0 & fmt.XCR0_X87 or xcr0 & ~accum:
+                # what Xen's hypervisor refuses to load (XEN_DOMCTL_setvcpuextstate)
+                self.unrepresentable(f"vCPU {vcpu_id}: xcr0 {xcr0:#x} lacks x87 or is not "
+                                      f"within xcr0_accum {accum:#x}", at + 16)
         else:  # MSRS
             if size % fmt.V2_MSR.size:
                 raise StreamError(f"X86_PV_VCPU_MSRS of {size} bytes is no whole number of "
@@ -377,7 +388,7 @@ class V2Parser:
 
     _checkpoint_at = -1
 
-    def _unrepresentable(self, message: str, at: int) -> None:
+    def unrepresentable(self, message: str, at: int) -> None:
         if self.lenient is None:
             raise StreamRefused(message, at)
         self.lenient(f"byte {at}: {message} (valid; xsmig restore refuses it)")
@@ -388,7 +399,7 @@ class V2Parser:
             raise StreamRefused(f"vCPU records exceed {fmt.MAX_V2_VCPU_BYTES} bytes in all",
                                 at)
 
-    def _end(self, at: int, sink: StreamSink) -> StreamHeader:
+    def _check_end(self, at: int) -> None:
         header = self.header
         if self.guest is None:
             raise StreamError("END without an X86_PV_INFO record", at)
@@ -405,19 +416,24 @@ class V2Parser:
         with_ext = {i for i, s in self.vcpus.items() if s.ext is not None}
         if with_ext and with_ext != set(self.vcpus):
             missing = min(set(self.vcpus) - with_ext)
-            self._unrepresentable(f"vCPU {missing} lacks the X86_PV_VCPU_EXTENDED record the "
+            self.unrepresentable(f"vCPU {missing} lacks the X86_PV_VCPU_EXTENDED record the "
                                   "others have; xsmig keeps extended state for all or none", at)
-        areas = [len(s.xsave) for s in self.vcpus.values() if s.xsave is not None]
+        buffers = [len(s.xsave) for s in self.vcpus.values() if s.xsave is not None]
         header.extended_contexts = bool(with_ext)
-        header.xsave_limit = max(areas) + 16 if areas else 0
+        header.xsave_limit = max(buffers) + fmt.XSAVE_HEADER.size if buffers else 0
+
+    def finish(self, sink: StreamSink, *, check_eof: bool) -> StreamHeader:
+        """The vCPUs and shared info, kept until END, to the sink."""
+        header = self.header
+        assert header is not None and self.shared is not None
         ids = sorted(self.vcpus)
         sink.on_chunk(self.vcpus[0].basic_at, fmt.REC_X86_PV_VCPU_BASIC, fmt.EV_VCPU_INFO, ids)
         for vcpu_id in ids:
             state = self.vcpus[vcpu_id]
             assert state.basic is not None
-            sink.on_vcpu(state.basic_at, vcpu_id, state.basic, state.ext, state.mask,
+            sink.on_vcpu(state.basic_at, vcpu_id, state.basic, state.ext, 0,
                          state.xsave or b"")
         sink.on_shared_info(*self.shared)
-        if not self.r.at_eof():
+        if check_eof and not self.r.at_eof():
             raise StreamError("trailing data after the END record", self.r.offset)
         return header

@@ -18,7 +18,7 @@ from xsmig.layout import Layout
 from xsmig.stream import format as fmt
 from xsmig.stream.emit import Emitter, LegacyEmitter, StreamStart
 from xsmig.stream.emit import stream_layout as _stream_layout
-from xsmig.stream.v2writer import V2Emitter
+from xsmig.stream.v2writer import V2Emitter, physmap_problem
 from xsmig.validate import Invalid, pt_target, pt_targets, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
@@ -29,6 +29,7 @@ class SaveOptions(NamedTuple):
     ext_info: bool = True
     rounds: int = 1  # >1 resends a share of the pages, as live migration's later rounds do
     word_size: int | None = None  # extended only: override the sinf word size
+    v2_format: fmt.V2Format = fmt.V2Format.LIBXL  # v2 only: libxl framing or bare libxc
 
 
 class SaveStats(NamedTuple):
@@ -43,9 +44,10 @@ def stream_layout(opts: SaveOptions) -> Layout:
 
 def make_emitter(out: BinaryIO, encoding: fmt.Encoding, abi: Layout, *, ext_info: bool = True,
                  word_size: int | None = None,
-                 xen_version: tuple[int, int] = fmt.V2_XEN_VERSION) -> LegacyEmitter | V2Emitter:
+                 xen_version: tuple[int, int] = fmt.V2_XEN_VERSION,
+                 v2_format: fmt.V2Format = fmt.V2Format.LIBXL) -> LegacyEmitter | V2Emitter:
     if encoding is fmt.Encoding.V2:
-        return V2Emitter(out, xen_version=xen_version)
+        return V2Emitter(out, xen_version=xen_version, v2_format=v2_format)
     return LegacyEmitter(out, encoding, abi, ext_info=ext_info, word_size=word_size)
 
 
@@ -73,9 +75,9 @@ class _Saver:
 
     def header(self) -> None:
         meta = self.meta
+        buffer = meta.xsave_size + fmt.XSAVE_BUFFER_HDR.size if meta.xsave_size else 0
         self.out.begin(StreamStart(meta.p2m_size, self.vl, meta.p2m_frames,
-                                   meta.extended_contexts, meta.xsave_size,
-                                   self.vcpu_context(0)))
+                                   meta.extended_contexts, buffer, self.vcpu_context(0)))
 
     def all_pages(self) -> None:
         p2m = self.meta.p2m_size
@@ -157,7 +159,7 @@ class _Saver:
         for vcpu_id in self.meta.vcpu_ids:
             state = self.domain.read_vcpu(self.meta, vcpu_id)
             self.out.vcpu(vcpu_id, self.vcpu_context(vcpu_id), state.extended,
-                          state.xsave_mask, state.xsave)
+                          fmt.HOST_XFEATURE_MASK, state.xsave)
         shared = bytearray(self.domain.shared_info_path.read_bytes())
         offset = SHARED_INFO_FLL_OFFSET[self.meta.guest_width]
         shared[offset:offset + self.vl.word_size] = bytes(self.vl.word_size)
@@ -193,8 +195,14 @@ def save(domain: DomainDir, out: BinaryIO, opts: SaveOptions,
             raise StateError(f"domain {meta.name!r} has extended vCPU state, which a stream "
                              "without extended info cannot carry (create it with "
                              "--no-extended-state)")
+    if opts.encoding is fmt.Encoding.V2:
+        problem = physmap_problem(opts.v2_format, meta.toolstack_version, meta.physmap)
+        if problem:  # before a byte is written
+            raise StateError(f"domain {meta.name!r}: {problem}")
+    elif opts.v2_format is not fmt.V2Format.LIBXL:
+        raise UsageError("--v2-format goes with --encoding v2 only")
     emitter = make_emitter(out, opts.encoding, opts.layout, ext_info=opts.ext_info,
-                           word_size=opts.word_size)
+                           word_size=opts.word_size, v2_format=opts.v2_format)
     try:
         with domain.open_memory() as memory:
             saver = _Saver(domain, meta, emitter, opts, memory)
