@@ -3,11 +3,15 @@
 
 For each architecture whose host image is built (`python -m testbed build-images`):
 
-  start       `python3 -c pass` in the image (QEMU-emulated interpreter), median of N,
-              against the build machine's own `python3 -c pass` (native baseline)
-  throughput  bench/throughput.py inside the image (the working tree mounted read-only,
-              the children run through the emulating wrapper): save, restore, pipeline
-              MB/s and their ratios to the in-container pipe baselines
+  start       `python3 -c pass` on a host of that architecture (QEMU-emulated
+              interpreter), median of N, against the build machine's own
+              `python3 -c pass` (native baseline)
+  throughput  bench/throughput.py on that host (xsmig mounted read-only as in every run,
+              the script put beside it; the children run through the emulating wrapper):
+              save, restore, pipeline MB/s and their ratios to the in-host pipe baselines
+
+The hosts are started by the testbed's own stack and used through the host facade
+(testbed/hosts/facade.py), like every cell's.
 
 Run on the build machine (Docker, images built):
   python3 bench/arches.py [--arch A]... [--pages 4096] [--repeat 3] [--json out.json]
@@ -27,6 +31,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from testbed.hosts.facade import HostQueries  # noqa: E402
+from testbed.hosts.hosts import fleet  # noqa: E402
 from testbed.images.arch import ARCHES  # noqa: E402
 
 START_LOOP = (
@@ -35,15 +41,11 @@ START_LOOP = (
 )
 
 
-def _docker(image: str, script: str) -> str:
-    proc = subprocess.run(
-        ["docker", "run", "--rm", "-v", f"{REPO}:/opt/xsmig:ro", "--entrypoint", "/bin/sh",
-         image, "-c", script],
-        capture_output=True, text=True, check=False,
-    )
-    if proc.returncode:
-        raise SystemExit(f"{image}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    return proc.stdout
+def _sh(host: HostQueries, script: str) -> str:
+    r = host.shell(script, timeout=3600)
+    if not r.ok:
+        raise SystemExit(f"{host.name}: exit {r.exit_status}: {r.err.strip()[-500:]}")
+    return r.out
 
 
 def native_start(n: int) -> float:
@@ -55,16 +57,17 @@ def native_start(n: int) -> float:
     return statistics.median(times)
 
 
-def measure(arch: str, pages: int, repeat: int) -> dict[str, Any]:
-    image = f"xsmig-host-{arch}:latest"
-    start_us = [int(x) for x in _docker(image, START_LOOP.format(n=repeat)).split()]
+def measure(arch: str, host: HostQueries, pages: int, repeat: int) -> dict[str, Any]:
+    start_us = [int(x) for x in _sh(host, START_LOOP.format(n=repeat)).split()]
+    host.run(["mkdir", "-p", "/opt/xsmig/bench"])
+    host.put("/opt/xsmig/bench/throughput.py", (REPO / "bench" / "throughput.py").read_bytes())
     bench = (
         "cd /tmp && XSMIG_BENCH_PYTHON=/usr/local/bin/python3 /usr/local/bin/python3 "
         f"/opt/xsmig/bench/throughput.py --sizes {pages} --repeat 1 --json /tmp/b.json "
         ">/dev/null && cat /tmp/b.json"
     )
     t = time.perf_counter()
-    report = json.loads(_docker(image, bench))
+    report = json.loads(_sh(host, bench))
     wall = time.perf_counter() - t
     r = report["results"][0]["mb_per_s"]
     return {
@@ -85,7 +88,11 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     base = native_start(args.repeat)
-    rows = [measure(a, args.pages, args.repeat) for a in (args.arch or list(ARCHES))]
+    arches = args.arch or list(ARCHES)
+    names = {a: f"{a}-a" for a in arches}
+    with fleet(list(names.values()), mounts=dict.fromkeys(names.values(), REPO / "xsmig"),
+               progress=print) as f:
+        rows = [measure(a, f.host(names[a]), args.pages, args.repeat) for a in arches]
     print(f"native python3 -c pass: {base:.3f}s (baseline)")
     print(f"{'arch':<6} {'start s':>8} {'x native':>9} {'save MB/s':>10} {'restore':>8} "
           f"{'pipeline':>9} {'save/pipe':>10} {'pipeline/file':>14}")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Memory and time of `xsmig restore` and `xsmig inspect` on small hostile streams.
+"""Memory and time of every command that reads a stream (restore, inspect, verify,
+convert) or a dump (diff) on small hostile inputs.
 
 Each stream is under 1 MiB and declares far more than it holds (a huge p2m frame list,
 unmapped list, vCPU map, ext-info section, toolstack chunk), or nests JSON deeply, or
@@ -8,7 +9,8 @@ child's own VmHWM read from /proc/self/status as it exits (an atexit hook), its 
 the parent's wall clock. The bound to hold (docs/reliability.md): under 64 MiB and 5 s
 per command for any stream under 1 MiB.
 
-A last, larger case shows vCPU extended state streamed to disk: 64 vCPUs with 1 MiB
+diff reads each input as the dump it compares a domain against (and three cases are
+hostile dumps). A last, larger case shows vCPU extended state streamed to disk: 64 vCPUs with 1 MiB
 xsave areas each (a 64 MiB stream) restore in far less than 64 MiB.
 
     python3 bench/hostile.py [--json FILE]
@@ -22,6 +24,7 @@ import io
 import json
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -123,10 +126,53 @@ def _noise(seed: bytes) -> bytes:
     return seed[:4096] + rng.randbytes(LIMIT - 4096)
 
 
+def _p2m_max_full_frame_list() -> bytes:
+    """Native i386, no ext-info, p2m_size 2^28 - 8 Ki with its whole (just under 1 MiB)
+    frame list, then nothing: a reader that sizes a byte per pfn from the header
+    allocates 256 MiB before it reads on (issue 16: verify, 276 MiB)."""
+    frames = (LIMIT - 4) // 4
+    return struct.pack("<I", frames * 1024) + struct.pack("<I", 1) * frames
+
+
+def _v2_optional_flood(v2: bytes) -> bytes:
+    """A valid v2 stream with empty optional records filling it to 1 MiB before END: a
+    warning each for verify (issue 16: 175 MiB for 4 MiB of them)."""
+    end = len(v2) - 8
+    n = (LIMIT - len(v2)) // 8
+    return v2[:end] + struct.pack("<II", 0x80000123, 0) * n + v2[end:]
+
+
+def _v2_page_data_declared(v2: bytes) -> bytes:
+    """The v2 stream's headers, then a PAGE_DATA record declaring 2^20 pfns, truncated."""
+    at = 40
+    while True:
+        rtype, length = struct.unpack_from("<II", v2, at)
+        at += 8 + length + (-length % 8)
+        if rtype == fmt.REC_X86_PV_P2M_FRAMES:
+            break
+    out = v2[:at] + struct.pack("<IIII", fmt.REC_PAGE_DATA, 0xFFFFFFF8, 1 << 20, 0)
+    return out + struct.pack("<Q", 5) * ((LIMIT - len(out)) // 8)
+
+
+def _dump_nested() -> bytes:
+    return b"[" * LIMIT
+
+
+def _dump_many_pages() -> bytes:
+    pages = ",".join(f'"{i:x}":["plain","{i:064x}"]' for i in range(12000))
+    return ('{"format": "xsmig-dump-1", "pages": {' + pages + "}}").encode()[:LIMIT]
+
+
 def cases() -> dict[str, bytes]:
     s = seeds()
     ext = s["extended-amd64-32"]
+    v2 = _v2_seed(s["native-amd64-64"])
     return {
+        "native i386, p2m 2^28 - 8 Ki, whole frame list": _p2m_max_full_frame_list(),
+        "v2, 1 MiB of empty optional records (valid)": _v2_optional_flood(v2),
+        "v2 PAGE_DATA declaring 2^20 pfns": _v2_page_data_declared(v2),
+        "dump: 1 MiB of nested JSON": _dump_nested(),
+        "dump: 12000 pages (JSON, 1 MiB)": _dump_many_pages(),
         "valid seed (extended, 36 KiB)": ext,
         "frame list declared 4 MiB": _frame_list_huge(),
         "unmapped list declared 4 MiB (p2m 2^20)": _unmapped_huge(1 << 20),
@@ -144,6 +190,17 @@ def cases() -> dict[str, bytes]:
             s["native-amd64-64"],
             struct.pack("<iQ", 1, (1 << 28) | 5) + struct.pack("<Q", (1 << 12) | 0x67) * 512),
     }
+
+
+def _v2_seed(legacy: bytes) -> bytes:
+    """A legacy seed's domain saved as v2."""
+    from xsmig.restore import restore
+    with tempfile.TemporaryDirectory(prefix="xsmig-hostile-v2-") as t:
+        store = Store(Path(t))
+        restore(store, io.BytesIO(legacy), name="v", host_id=1)
+        buf = io.BytesIO()
+        save(store.get("v"), buf, SaveOptions(Encoding.V2, AMD64))
+        return buf.getvalue()
 
 
 def run(args: list[str], store: Path, stream: Path, xsmig_from: Path = REPO
@@ -187,28 +244,39 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="xsmig-hostile-") as t:
         tmp = Path(t)
+        out = tmp / "converted"
         commands: list[tuple[str, Callable[[Path], list[str]]]] = [
             ("restore", lambda _s: ["restore", "-i"]),
             ("inspect", lambda _s: ["inspect"]),
+            ("verify", lambda _s: ["verify"]),
+            ("convert", lambda _s: ["convert", "--to", "v2", "-o", str(out), "-i"]),
+            ("diff", lambda _s: ["diff", "g"]),  # the input as the dump to compare with
         ]
+        template = tmp / "template"  # a store holding "g", for diff
+        with Store(template).writing("g") as domain:
+            create(GuestSpec("g", 64), domain, 1)
         items = [(name, data) for name, data in cases().items()]
         for name, data in items:
             assert len(data) < MiB, (name, len(data))
             stream = tmp / "s.bin"
             stream.write_bytes(data)
             for command, argv in commands:
+                if name.startswith("dump:") and command != "diff":
+                    continue
                 store = tmp / f"store-{len(rows)}"
+                if command == "diff":
+                    shutil.copytree(template, store)
                 row = {"case": name, "bytes": len(data), "command": command,
                        **run(argv(stream), store, stream, opts.xsmig_from)}
                 rows.append(row)
         path, size = xsave_case(tmp)
-        for command, argv in commands:
+        for command, argv in commands[:4]:
             rows.append({"case": "64 vCPUs x 1 MiB xsave (valid)", "bytes": size,
                          "command": command, **run(argv(path), tmp / f"store-x{command}",
                                                    path, opts.xsmig_from)})
-    print(f"{'case':<42} {'bytes':>9} {'command':<8} {'exit':>4} {'s':>6} {'RSS MiB':>8}")
+    print(f"{'case':<44} {'bytes':>9} {'command':<8} {'exit':>4} {'s':>6} {'RSS MiB':>8}")
     for r in rows:
-        print(f"{r['case']:<42} {r['bytes']:>9} {r['command']:<8} {r['exit']:>4} "
+        print(f"{r['case']:<44} {r['bytes']:>9} {r['command']:<8} {r['exit']:>4} "
               f"{r['seconds']:>6.2f} {r['peak_rss_mib']:>8.1f}  {r['message']}")
     small = [r for r in rows if r["bytes"] < MiB]
     worst_rss = max(r["peak_rss_mib"] for r in small)

@@ -3,6 +3,7 @@
     python -m fuzz -max_total_time=900                       # 15 minutes (tox -e fuzz)
     python -m fuzz -max_total_time=900 NEW_DIR fuzz/corpus   # the same; finds go to NEW_DIR
     python -m fuzz --write-seeds                          # (re)write the seed corpus
+    python -m fuzz --quick [N]   # no atheris: the corpus + N derived inputs (fuzz/quick.py)
 
 Crashes (any exception other than an XsmigError, or a broken invariant of
 fuzz/target.py) are written by libFuzzer as crash-<sha1> in the current directory."""
@@ -28,6 +29,13 @@ def write_seeds() -> None:
 def main() -> None:
     if "--write-seeds" in sys.argv:
         write_seeds()
+        return
+    if "--quick" in sys.argv:
+        from fuzz.quick import run
+        rest = sys.argv[sys.argv.index("--quick") + 1:]
+        outcomes = run(int(rest[0]) if rest else 500)
+        print(f"quick campaign: {sum(outcomes.values())} inputs, no failure: "
+              f"{dict(sorted(outcomes.items()))}")
         return
     import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
 

@@ -110,7 +110,7 @@ class CanonicalDomain:
                    state.area)
 
     def shared_info(self) -> bytes:
-        data = bytearray(self.domain.shared_info_path.read_bytes())
+        data = bytearray(self.domain.read_shared_info())
         at = SHARED_INFO_FLL_OFFSET[self.meta.guest_width]
         width = self.meta.vcpu_layout.word_size
         data[at:at + width] = bytes(width)

@@ -34,6 +34,7 @@ PIPE_BYTES = 1 << 20
 TOOLSTACKS = ("native", *ABIS)
 DEFAULT_MAX_PAGES = 1 << 20  # 4 GiB guests; raise with --max-pages or XSMIG_MAX_PAGES
 DEFAULT_IDLE_TIMEOUT = 60.0  # seconds without a byte from the writer
+MAX_DUMP_BYTES = 256 << 20  # diff's dump file: ~32 bytes per page of a 2^20-page guest is 32 MiB
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +56,26 @@ def _idle_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="give up when the input sends nothing for this long, publishing "
                         f"nothing (default {DEFAULT_IDLE_TIMEOUT:g}; 0: wait forever)")
+
+
+def _max_pages_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pages", type=int, default=None,
+                   help=f"refuse streams of more pages (default: $XSMIG_MAX_PAGES or "
+                        f"{DEFAULT_MAX_PAGES})")
+
+
+def _max_pages(args: argparse.Namespace) -> int:
+    """restore's cap, and verify's and convert's (so their verdicts are restore's)."""
+    max_pages = args.max_pages
+    if max_pages is None:
+        env = os.environ.get("XSMIG_MAX_PAGES", str(DEFAULT_MAX_PAGES))
+        try:
+            max_pages = int(env)
+        except ValueError:
+            raise UsageError(f"XSMIG_MAX_PAGES={env!r} is not an integer") from None
+    if not 0 < max_pages <= MAX_P2M_SIZE:
+        raise UsageError(f"--max-pages must be between 1 and {MAX_P2M_SIZE}")
+    return int(max_pages)
 
 
 MAX_IDLE_TIMEOUT = 1e6  # seconds (11 days): poll() takes milliseconds in a C int
@@ -96,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", choices=SHAPES, default="standard")
     p.add_argument("--no-extended-state", action="store_true",
                    help="no extended vCPU contexts or xsave, as guests of the oldest savers")
+    _max_pages_option(p)
     p.add_argument("--physmap", type=int, default=2,
                    help="entries in libxl's physmap (toolstack data); 0: none (default 2)")
 
@@ -140,9 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "told from the stream")
     p.add_argument("--profile", choices=("current", "legacy"), default="current",
                    help="legacy: behave as the toolstack before the fix (own-width native only)")
-    p.add_argument("--max-pages", type=int, default=None,
-                   help=f"refuse streams of more pages (default: $XSMIG_MAX_PAGES or "
-                        f"{DEFAULT_MAX_PAGES})")
+    _max_pages_option(p)
     p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None,
                    help="byte order of the toolstack that wrote a native stream, when it "
                         "cannot be told from the stream")
@@ -184,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--word-size", type=int, choices=(4, 8), default=None,
                    help="extended target only: the width the sinf block declares")
     _v2_format_option(p)
+    _max_pages_option(p)
+    _idle_option(p)
 
     p = cmd("verify", "check a stream without restoring it (exit 0 only if valid)")
     p.add_argument("file", help="file, or - for stdin")
@@ -192,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-byte-order", choices=BYTE_ORDERS, default=None)
     p.add_argument("--toolstack", choices=TOOLSTACKS, default="native",
                    help="own width for native streams without extended info")
+    p.add_argument("--profile", choices=("current", "legacy"), default="current",
+                   help="the restore profile whose verdict to give (as restore --profile)")
+    _max_pages_option(p)
+    _idle_option(p)
 
     p = cmd("list", "list the domains in the store")
     p.add_argument("--json", action="store_true")
@@ -267,6 +293,14 @@ def _std_fd(fd: int, name: str) -> None:
         os.fstat(fd)
     except OSError:
         raise StateError(f"{name} is closed") from None
+    # Closed when the interpreter started (Python set sys.stdin/stdout to None), even if
+    # the descriptor number has been reused since by a file we opened.
+    if (sys.stdin if fd == 0 else sys.stdout) is None:
+        raise StateError(f"{name} is closed")
+
+
+_USAGE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+                           errno.ELOOP})
 
 
 @contextlib.contextmanager
@@ -284,7 +318,10 @@ def _open_in(path: str, idle: float | None = None) -> Iterator[BinaryIO]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | nonblock)
     except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+        # A path that names nothing readable is the user's (exit 2); a refusal by the
+        # system (permissions, I/O) is exit 5, as every other system error.
+        kind = UsageError if e.errno in _USAGE_ERRNOS else StateError
+        raise kind(f"cannot read {path}: {e.strerror}") from None
     try:
         if nonblock:
             os.set_blocking(fd, True)
@@ -321,7 +358,11 @@ def _reap_partials(target: str) -> None:
 def _write_failed(e: OSError, path: str) -> NoReturn:
     """An error writing the output names it; others (a domain file: has a filename) and
     a vanished reader (main's BrokenPipeError) pass through."""
-    if isinstance(e, BrokenPipeError) or e.filename:
+    if isinstance(e, BrokenPipeError):
+        if path == "stdout":
+            raise e
+        raise StateError(f"cannot write {path}: its reader has gone (broken pipe)") from None
+    if e.filename:
         raise e
     raise StateError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -357,6 +398,29 @@ def _short(dest: str) -> NoReturn:
     raise OSError(errno.EIO, "short copy", dest)
 
 
+FIFO_OPEN_TIMEOUT = DEFAULT_IDLE_TIMEOUT  # seconds to wait for a FIFO's reader to open it
+
+
+def _open_through(path: str) -> int:
+    """Open a FIFO or character device for writing, without O_CREAT or O_TRUNC. A FIFO
+    nobody reads would block open() for good (an agent serving `digest --dump FIFO`
+    with it): open without blocking, and wait for a reader at most FIFO_OPEN_TIMEOUT."""
+    deadline = time.monotonic() + FIFO_OPEN_TIMEOUT
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise StateError(f"cannot write {path}: {e.strerror}") from None
+            if time.monotonic() > deadline:
+                raise StateError(f"cannot write {path}: no reader opened the FIFO in "
+                                 f"{FIFO_OPEN_TIMEOUT:g} s") from None
+            time.sleep(0.05)
+    os.set_blocking(fd, True)
+    return fd
+
+
 @contextlib.contextmanager
 def _open_out(path: str) -> Iterator[BinaryIO]:
     """Where `save -o` writes, without ever clobbering what sits at the path:
@@ -381,10 +445,7 @@ def _open_out(path: str) -> Iterator[BinaryIO]:
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise UsageError(f"cannot write {path}: it is a directory")
     if st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT, no O_TRUNC
-        except OSError as e:
-            raise StateError(f"cannot write {path}: {e.strerror}") from None
+        fd = _open_through(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 yield _widen_pipe(f)
@@ -403,8 +464,8 @@ def _open_out(path: str) -> Iterator[BinaryIO]:
     except OSError:
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except OSError as e:
-            raise UsageError(f"cannot write {path}: {e.strerror}") from None
+        except OSError as e:  # read-only, no permission, no space: the system's (exit 5)
+            raise StateError(f"cannot write {path}: {e.strerror}") from None
         named = True
     try:
         with os.fdopen(fd, "wb") as f:
@@ -439,6 +500,10 @@ def run(args: argparse.Namespace) -> int:
                          args.seed, args.shape, not args.no_extended_state, args.physmap)
         check_name(args.name)
         spec.check()
+        max_pages = _max_pages(args)
+        if spec.pages > max_pages:  # create's memory and disk follow the size: refuse early
+            raise UsageError(f"--pages {spec.pages} exceeds this host's cap of {max_pages} "
+                             "pages (--max-pages or XSMIG_MAX_PAGES)")
         with store.writing(args.name) as domain:
             create(spec, domain, _host_id(args))
         print(args.name)
@@ -472,15 +537,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command in ("run", "pause", "guest-check"):
         _run_guest(args, store)
     elif args.command == "restore":
-        max_pages = args.max_pages
-        if max_pages is None:
-            env = os.environ.get("XSMIG_MAX_PAGES", str(DEFAULT_MAX_PAGES))
-            try:
-                max_pages = int(env)
-            except ValueError:
-                raise UsageError(f"XSMIG_MAX_PAGES={env!r} is not an integer") from None
-        if not 0 < max_pages <= MAX_P2M_SIZE:
-            raise UsageError(f"--max-pages must be between 1 and {MAX_P2M_SIZE}")
+        max_pages = _max_pages(args)
         if args.name is not None:
             check_name(args.name)
         _check_idle(args.idle_timeout)
@@ -536,10 +593,15 @@ def run(args: argparse.Namespace) -> int:
         from xsmig.verify import render as render_verdict
         from xsmig.verify import verify_stream
 
-        with _open_in(args.file) as source:
+        max_pages = _max_pages(args)
+        _check_idle(args.idle_timeout)
+        if args.json:
+            _std_fd(1, "stdout")
+        with _open_in(args.file, args.idle_timeout or None) as source:
             verdict = verify_stream(source, source_width=args.source_width,
                                     own=_layout(args.toolstack),
-                                    source_byte_order=args.source_byte_order)
+                                    source_byte_order=args.source_byte_order,
+                                    max_pages=max_pages, profile=args.profile)
         for note in verdict["notes"]:
             print(f"xsmig: note: {note}", file=sys.stderr)
         if args.json:
@@ -588,13 +650,21 @@ def _convert(args: argparse.Namespace) -> int:
     if args.word_size and target is not Encoding.EXTENDED:
         raise UsageError("--word-size 4|8 goes with --to extended only")
     expect = Encoding(args.source_encoding) if args.source_encoding else None
+    max_pages = _max_pages(args)
+    _check_idle(args.idle_timeout)
+    if args.output == "-":  # before the input is opened: it could take descriptor 1
+        _std_fd(1, "stdout")
     started = time.monotonic()
-    with _open_in(args.input) as source, _open_out(args.output) as out:
-        stats = convert(source, out, target, abi=_layout(args.toolstack),
-                        word_size=args.word_size, source_width=args.source_width,
-                        expect=expect, own=_layout(args.toolstack),
-                        source_byte_order=args.source_byte_order,
-                        v2_format=_v2_format(args, target))
+    with _open_in(args.input, args.idle_timeout or None) as source, \
+            _open_out(args.output) as out:
+        try:
+            stats = convert(source, out, target, abi=_layout(args.toolstack),
+                            word_size=args.word_size, source_width=args.source_width,
+                            expect=expect, own=_layout(args.toolstack),
+                            source_byte_order=args.source_byte_order, max_pages=max_pages,
+                            v2_format=_v2_format(args, target))
+        except OSError as e:
+            _write_failed(e, "stdout" if args.output == "-" else args.output)
     if args.output != "-":
         print(f"{stats.source.value} -> {stats.target.value}: {stats.bytes_in} -> "
               f"{stats.bytes_out} bytes, {time.monotonic() - started:.2f}s", file=sys.stderr)
@@ -630,7 +700,13 @@ def _load_other(store: Store, other: str) -> dict[str, Any]:
     path = Path(other)
     if path.is_file():
         try:
-            dump: dict[str, Any] = json.loads(path.read_text())
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size > MAX_DUMP_BYTES:
+                    raise UsageError(f"dump {other} is larger than {MAX_DUMP_BYTES} bytes "
+                                     "(a dump of the largest guest --max-pages allows is "
+                                     "far smaller)")
+                raw = f.read(MAX_DUMP_BYTES + 1)
+            dump: dict[str, Any] = json.loads(raw)
         except (OSError, ValueError, RecursionError) as e:
             raise UsageError(f"cannot read dump {other}: {type(e).__name__}") from None
         if not isinstance(dump, dict) or dump.get("format") != DUMP_FORMAT:
@@ -652,7 +728,9 @@ def _flush_stdout() -> None:
         sys.stdout.flush()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, own_stdout: bool = True) -> int:
+    """Run one command. own_stdout=False (the agent): descriptor 1 is not ours to
+    touch, so a broken pipe does not point it at /dev/null."""
     try:
         try:
             args = build_parser().parse_args(argv)
@@ -668,7 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except BrokenPipeError:
         # The reader went away (e.g. the restorer refused the stream): say so, once.
-        _quiet_stdout()
+        if own_stdout:
+            _quiet_stdout()
         _say("xsmig: error: output closed by the reader")
         return StateError.exit_code
     except KeyboardInterrupt:

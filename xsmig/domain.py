@@ -9,16 +9,24 @@ A domain directory holds:
                    format 1 domains kept u64 xcr0 and the area, xcr0_accum being xcr0)
   shared_info.bin  4096 bytes
 Machine frames come from a FrameMap(host_id, frame_salt, p2m_size).
+
+Files are opened with O_NOFOLLOW and read only when they are regular files within their
+size bound (a hand-edited store may hold a symlink out of it, a FIFO or a device):
+anything else is a StateError naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, cast
 
+from xsmig.errors import StateError
 from xsmig.frames import FrameMap
 from xsmig.vcpu import BY_WIDTH, VcpuLayout
 
@@ -29,6 +37,39 @@ _XSAVE_HDR = struct.Struct("<QQ")  # xcr0, xcr0_accum: Xen's xsave buffer starts
 # Offset of arch.pfn_to_mfn_frame_list_list in shared_info, per guest width: a machine
 # frame the saver zeroes, so canonical state leaves it out.
 SHARED_INFO_FLL_OFFSET = {32: 2320, 64: 3096}
+MAX_META_BYTES = 16 << 20  # meta.json holds at most ~2 MiB of frame list for the largest guest
+MAX_TYPES_BYTES = 0x0FFFFFFF  # one byte per pfn, p2m_size's bound (stream.format.MAX_P2M_SIZE)
+MAX_VCPU_FILE = (1 << 20) + 8  # the largest of ctx (5168), ext (128), xsave (8 + area)
+_NOFOLLOW = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang us
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY, limit: int | None = None) -> int:
+    """A descriptor of `path` if it is a regular file (not a symlink, FIFO, device or
+    directory) of at most `limit` bytes; FileNotFoundError if it is missing."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        what = "is a symlink" if e.errno == errno.ELOOP else e.strerror  # O_NOFOLLOW
+        raise StateError(f"domain file {path} {what}: not read") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StateError(f"domain file {path} is not a regular file: not read")
+        if limit is not None and st.st_size > limit:
+            raise StateError(f"domain file {path} is larger than {limit} bytes: not read")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    fd = open_regular(path, limit=limit)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit + 1)[:limit]
 
 
 class PhysmapEntry(NamedTuple):
@@ -141,20 +182,27 @@ class DomainDir:
         return self.path / "vcpus" / f"{vcpu_id}.{suffix}"
 
     def read_meta(self) -> DomainMeta:
-        return DomainMeta.from_json(self.meta_path.read_text())
+        return DomainMeta.from_json(read_regular(self.meta_path, MAX_META_BYTES).decode())
 
     def read_types(self) -> bytearray:
-        return bytearray(self.types_path.read_bytes())
+        return bytearray(read_regular(self.types_path, MAX_TYPES_BYTES))
+
+    def read_shared_info(self) -> bytes:
+        return read_regular(self.shared_info_path, PAGE_SIZE)
+
+    def read_vcpu_file(self, vcpu_id: int, suffix: str) -> bytes:
+        return read_regular(self.vcpu_path(vcpu_id, suffix), MAX_VCPU_FILE)
 
     def open_memory(self, mode: str = "rb") -> BinaryIO:
-        return cast(BinaryIO, open(self.memory_path, mode))
+        flags = os.O_RDWR if "+" in mode else os.O_RDONLY
+        return cast(BinaryIO, os.fdopen(open_regular(self.memory_path, flags), mode))
 
     def read_vcpu(self, meta: DomainMeta, vcpu_id: int) -> VcpuState:
-        ctx = self.vcpu_path(vcpu_id, "ctx").read_bytes()
-        ext = self.vcpu_path(vcpu_id, "ext").read_bytes() if meta.extended_contexts else None
+        ctx = self.read_vcpu_file(vcpu_id, "ctx")
+        ext = self.read_vcpu_file(vcpu_id, "ext") if meta.extended_contexts else None
         xsave = b""
         if meta.xsave_size:
-            xsave = self.vcpu_path(vcpu_id, "xsave").read_bytes()
+            xsave = self.read_vcpu_file(vcpu_id, "xsave")
             if meta.format == 1:  # u64 xcr0, then the area: xcr0_accum was xcr0
                 xsave = xsave[:8] + xsave
         return VcpuState(ctx, ext, xsave)

@@ -4,14 +4,21 @@ New domains (create, restore) are written into incoming/<name>.<pid>.<token>
 and renamed into domains/<name> only when complete, so a failure or a kill
 never leaves a half-written domain visible. Leftovers of dead processes are
 reaped the next time the store is opened for writing.
+
+The store never reaches outside itself (docs/security.md): its root may be a symlink
+(the user's choice of path), but domains/, incoming/, a domain's directory and the
+files in it may not: they are opened with O_NOFOLLOW, and the reaper and destroy work
+through directory file descriptors, unlinking entries (never following them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,34 +73,51 @@ class Store:
 
     def _ensure(self) -> None:
         try:
-            self.domains.mkdir(parents=True, exist_ok=True)
-            self.incoming.mkdir(parents=True, exist_ok=True)
-            if not self.domains.is_dir() or not self.incoming.is_dir():
-                raise NotADirectoryError(20, "not a directory")
+            self.root.mkdir(parents=True, exist_ok=True)
+            for sub in (self.domains, self.incoming):
+                with contextlib.suppress(FileExistsError):
+                    sub.mkdir()
         except OSError as e:
             raise StateError(f"cannot use store {self.root}: {e.strerror}") from None
+        for sub in (self.domains, self.incoming):
+            os.close(self._dir_fd(sub))  # a real directory, not a symlink out
         self.reap()
+
+    def _dir_fd(self, path: Path) -> int:
+        """An O_NOFOLLOW descriptor of one of the store's own directories."""
+        try:
+            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise StateError(f"cannot use store {self.root}: {path} is not a directory "
+                                 "(a symlink is never followed out of the store)") from None
+            raise StateError(f"cannot use store {self.root}: {path}: {e.strerror}") from None
 
     def reap(self) -> None:
         """Remove write-aside entries whose writer process is gone. Entries that are not
-        ours (no NAME.PID.TOKEN shape) are left alone and never trip us up."""
+        ours (no NAME.PID.TOKEN shape) are left alone and never trip us up. Everything
+        goes through incoming/'s descriptor: a symlink is unlinked, never followed."""
+        fd = self._dir_fd(self.incoming)
         try:
-            entries = list(self.incoming.iterdir())
-        except OSError as e:
-            raise StateError(f"cannot list {self.incoming}: {e.strerror}") from None
-        for entry in entries:
-            parts = _aside_parts(entry.name)
-            if parts is None or pid_alive(parts[1]):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                _rmtree(entry, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    entry.unlink()
+            try:
+                names = os.listdir(fd)
+            except OSError as e:
+                raise StateError(f"cannot list {self.incoming}: {e.strerror}") from None
+            for entry in names:
+                parts = _aside_parts(entry)
+                if parts is None or pid_alive(parts[1]):
+                    continue
+                _remove_at(fd, entry)
+        finally:
+            os.close(fd)
 
     def _reserved(self) -> set[str]:
         """Names being written right now (by live processes: reap ran first)."""
-        return {p[0] for e in self.incoming.iterdir() if (p := _aside_parts(e.name))}
+        fd = self._dir_fd(self.incoming)
+        try:
+            return {p[0] for e in os.listdir(fd) if (p := _aside_parts(e))}
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -113,18 +137,24 @@ class Store:
     def names(self) -> list[str]:
         if not self.domains.is_dir():
             return []
-        return sorted(p.name for p in self.domains.iterdir()
-                      if NAME_RE.fullmatch(p.name) and (p / "meta.json").is_file())
+        fd = self._dir_fd(self.domains)
+        try:
+            return sorted(n for n in os.listdir(fd) if NAME_RE.fullmatch(n)
+                          and _is_domain(self.domains / n))
+        finally:
+            os.close(fd)
 
     def get(self, name: str) -> DomainDir:
         check_name(name)
         path = self.domains / name
-        if not (path / "meta.json").is_file():
+        if self.domains.is_dir():
+            os.close(self._dir_fd(self.domains))
+        if not _is_domain(path):
             raise StateError(f"no domain named {name!r} in store {self.root}")
         return DomainDir(path)
 
     def exists(self, name: str) -> bool:
-        return (self.domains / name).exists()
+        return os.path.lexists(self.domains / name)
 
     def unique_name(self, prefix: str) -> str:
         """A name free right now (not reserved: `writing_as(None, prefix)` reserves one)."""
@@ -160,7 +190,14 @@ class Store:
                 raise StateError(f"a domain named {name!r} is being written in store "
                                  f"{self.root} by another process")
             aside = self.incoming / f"{name}.{os.getpid()}.{os.urandom(4).hex()}"
-            aside.mkdir()
+            fd = self._dir_fd(self.incoming)  # made inside incoming/ itself, never a link
+            try:
+                os.mkdir(aside.name, 0o777, dir_fd=fd)
+            except OSError as e:
+                raise StateError(f"cannot write domain {name!r} in store {self.root}: "
+                                 f"{e.strerror}") from None
+            finally:
+                os.close(fd)
         try:
             yield name, DomainDir(aside)
             with self._locked():
@@ -170,22 +207,58 @@ class Store:
                 try:
                     os.rename(aside, self.domains / name)
                 except OSError as e:
-                    raise StateError(f"cannot publish domain {name!r}: {e.strerror}") from None
+                    raise StateError(f"cannot publish domain {name!r} in store {self.root}: "
+                                     f"{e.strerror}") from None
         finally:
-            if aside.exists():
-                _rmtree(aside, ignore_errors=True)
+            if os.path.lexists(aside):
+                fd = self._dir_fd(self.incoming)
+                try:
+                    _remove_at(fd, aside.name)
+                finally:
+                    os.close(fd)
 
     def destroy(self, name: str) -> None:
-        domain = self.get(name)
+        self.get(name)
         self._ensure()
-        # Rename first so the domain disappears at once, then delete at leisure.
-        doomed = self.incoming / f"{name}.{os.getpid()}.destroy"
-        os.rename(domain.path, doomed)
-        _rmtree(doomed)
+        # Rename first so the domain disappears at once, then delete at leisure, through
+        # the directories' descriptors (a symlink inside is unlinked, never followed).
+        doomed = f"{name}.{os.getpid()}.destroy"
+        src, dst = self._dir_fd(self.domains), self._dir_fd(self.incoming)
+        try:
+            os.rename(name, doomed, src_dir_fd=src, dst_dir_fd=dst)
+            _remove_at(dst, doomed, ignore_errors=False)
+        except OSError as e:
+            raise StateError(f"cannot destroy domain {name!r} in store {self.root}: "
+                             f"{e.strerror}") from None
+        finally:
+            os.close(src)
+            os.close(dst)
 
 
-def _rmtree(path: os.PathLike[str] | str, ignore_errors: bool = False) -> None:
+def _is_domain(path: Path) -> bool:
+    """A real directory (not a symlink) holding a regular meta.json (not a symlink)."""
+    try:
+        return (stat.S_ISDIR(os.lstat(path).st_mode)
+                and stat.S_ISREG(os.lstat(path / "meta.json").st_mode))
+    except OSError:
+        return False
+
+
+def _remove_at(dir_fd: int, name: str, ignore_errors: bool = True) -> None:
+    """Remove the entry `name` of the directory `dir_fd`: a directory tree through
+    descriptors (shutil's fd-based walk, which never follows a symlink), anything else
+    unlinked."""
     # shutil, imported where it is used: at import time it pulls in bz2 and lzma,
     # which every emulated command would pay for (docs/performance.md)
     import shutil
-    shutil.rmtree(path, ignore_errors=ignore_errors)
+    try:
+        is_dir = stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode)
+        if is_dir:
+            shutil.rmtree(name, dir_fd=dir_fd)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if not ignore_errors:
+            raise

@@ -20,7 +20,7 @@ from xsmig.domain import (
     VcpuState,
     xsave_buffer,
 )
-from xsmig.errors import UsageError
+from xsmig.errors import StateError, UsageError
 from xsmig.frames import FrameMap
 from xsmig.vcpu import BY_WIDTH, GDT_ENTS_PER_FRAME, MAX_VCPU_ID, VcpuLayout, rewrite_frames
 
@@ -139,6 +139,7 @@ def _capacity(levels: int, fanout: int) -> int:
 
 def create(spec: GuestSpec, domain: DomainDir, host_id: int) -> DomainMeta:
     spec.check()
+    _check_room(domain, spec.pages)
     vl = BY_WIDTH[spec.guest_width]
     import random  # here, not at import: every command imports this module (the CLI)
     rng = random.Random(f"xsmig-synth:{spec.seed}:{spec.pages}:{spec.guest_width}:"
@@ -214,6 +215,22 @@ def create(spec: GuestSpec, domain: DomainDir, host_id: int) -> DomainMeta:
     domain.write_shared_info(bytes(shared))
     domain.write_meta(meta)
     return meta
+
+
+def _check_room(domain: DomainDir, pages: int) -> None:
+    """Refuse, before writing, a guest the store's filesystem cannot hold (every page
+    but the holes is written)."""
+    import os
+    need = pages * PAGE_SIZE
+    try:
+        st = os.statvfs(domain.path.parent)
+    except OSError:
+        return  # no figure: the writes themselves will say (exit 5, named)
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise StateError(f"cannot create domain {domain.path.name.rsplit('.', 2)[0]!r}: "
+                         f"{pages} pages need {need} bytes, the store at "
+                         f"{domain.path.parent.parent} has {free} free")
 
 
 def _physmap(n: int, rng: random.Random) -> list[PhysmapEntry]:

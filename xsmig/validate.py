@@ -15,12 +15,22 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import stat
 from collections.abc import Callable
 from typing import Any
 
 from xsmig import pagetable
 from xsmig import pagetypes as pt
-from xsmig.domain import META_FORMATS, PAGE_SIZE, DomainDir, DomainMeta, PhysmapEntry, TscInfo
+from xsmig.domain import (
+    MAX_META_BYTES,
+    META_FORMATS,
+    PAGE_SIZE,
+    DomainDir,
+    DomainMeta,
+    PhysmapEntry,
+    TscInfo,
+    read_regular,
+)
 from xsmig.frames import FrameMap
 from xsmig.stream.format import MAX_P2M_SIZE, MAX_PHYSMAP_NAME
 from xsmig.vcpu import (
@@ -34,7 +44,6 @@ from xsmig.vcpu import (
 )
 
 MAX_XSAVE = (1 << 20) - 32  # xcnt's bound, less xfeature_mask, size, xcr0, xcr0_accum
-MAX_META_BYTES = 16 << 20  # meta.json holds at most ~2 MiB of frame list for the largest guest
 _VALID_NIBBLE = bytes(1 if t in pt.VALID_TYPES else 0 for t in range(256))
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
 
@@ -65,9 +74,9 @@ def load_meta(domain: DomainDir) -> DomainMeta:
     """meta.json, every field of the right type and in range (a hand-edited or foreign
     store must not become a traceback later)."""
     try:
-        if domain.meta_path.stat().st_size > MAX_META_BYTES:
+        if _size(domain.meta_path, "meta.json", "meta") > MAX_META_BYTES:
             raise Invalid(f"meta.json is larger than {MAX_META_BYTES} bytes")
-        d: Any = json.loads(domain.meta_path.read_text())
+        d: Any = json.loads(read_regular(domain.meta_path, MAX_META_BYTES))
     except (ValueError, RecursionError, UnicodeDecodeError) as e:
         raise Invalid(f"meta.json is not JSON: {e}") from None
     if not isinstance(d, dict) or d.get("format") not in META_FORMATS:
@@ -192,10 +201,14 @@ def vcpu_target(vl: VcpuLayout, frames: FrameMap, types: bytes | bytearray, vcpu
 
 
 def _size(path: os.PathLike[str], what: str, part: str, vcpu: int | None = None) -> int:
+    """The size of a regular file of the domain; a symlink, FIFO or device is corrupt."""
     try:
-        return os.stat(path).st_size
+        st = os.lstat(path)
     except FileNotFoundError:
         raise Invalid(f"{what} is missing", part, vcpu=vcpu) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise Invalid(f"{what} is not a regular file", part, vcpu=vcpu)
+    return st.st_size
 
 
 def check_files(domain: DomainDir, meta: DomainMeta) -> None:
@@ -273,7 +286,7 @@ def check_vcpus(domain: DomainDir, meta: DomainMeta, types: bytes | bytearray) -
     vl = BY_WIDTH[meta.guest_width]
     frames = meta.frame_map()
     for vcpu_id in meta.vcpu_ids:
-        ctx = bytearray(domain.vcpu_path(vcpu_id, "ctx").read_bytes())
+        ctx = bytearray(domain.read_vcpu_file(vcpu_id, "ctx"))
         translate = vcpu_target(vl, frames, types, vcpu_id)
         try:
             for field, frame in frame_values(vl, ctx, vcpu_id):
@@ -289,10 +302,16 @@ def validate(domain: DomainDir, *, page_tables: bool = True) -> tuple[DomainMeta
     present entry itself with this module's rule (`pt_targets`) and fails on the first it
     refuses: the saver, whose rewrite is that translation (one per entry, not two)."""
     meta = load_meta(domain)
+    if _size(domain.types_path, "types.bin", "types") != meta.p2m_size:
+        raise Invalid(f"types.bin does not hold p2m_size ({meta.p2m_size}) entries", "types")
     try:
-        types = domain.read_types()
+        vcpus_dir = stat.S_ISDIR(os.lstat(domain.path / "vcpus").st_mode)
     except FileNotFoundError:
-        raise Invalid("types.bin is missing", "types") from None
+        vcpus_dir = False
+    if not vcpus_dir:
+        raise Invalid("vcpus/ is missing or not a directory (never followed as a symlink)",
+                      "vcpu")
+    types = domain.read_types()
     check_types(meta, types)
     check_files(domain, meta)
     if page_tables:

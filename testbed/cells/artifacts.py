@@ -28,9 +28,9 @@ from testbed.cells.domains import HostProvider
 from testbed.cells.results import CellResult
 
 
-def source_dump_path(name: str) -> str:
+def source_dump_path(name: str, scratch: str = "/tmp") -> str:
     """Where the source host writes the canonical dump of the domain (for diffs)."""
-    return f"/tmp/{name}.source.dump"
+    return f"{scratch}/{name}.source.dump"
 
 
 INSPECT_TIMEOUT = 300.0
@@ -39,9 +39,10 @@ UPLOAD_LIMIT = 64 << 20  # a stream with no copy on the destination is sent back
 DIFF_LINES = 40  # first differing records shown in diff.txt
 
 
-def remote_stream(name: str) -> str:
-    """Where the destination keeps the stream it was sent (the last attempt's)."""
-    return f"/tmp/{name}.stream"
+def remote_stream(name: str, scratch: str = "/tmp") -> str:
+    """Where the destination keeps the stream it was sent (the last attempt's), in its
+    scratch directory (Host.scratch)."""
+    return f"{scratch}/{name}.stream"
 
 
 def teed(restore: Sequence[str], path: str) -> list[str]:
@@ -59,7 +60,8 @@ def discard(cell: Cell, provider: HostProvider) -> None:
     """Remove the destination copies of a passing cell's streams (best effort)."""
     for name in dict.fromkeys(cell.hops[1:]):
         try:
-            provider.host(name).run(["rm", "-f", remote_stream(cell.domain_name)], timeout=60)
+            host = provider.host(name)
+            host.run(["rm", "-f", remote_stream(cell.domain_name, host.scratch)], timeout=60)
         except Exception:
             continue
 
@@ -76,14 +78,13 @@ def _hop_hosts(cell: Cell, result: CellResult) -> tuple[str, str]:
 
 def inspect_text(provider: HostProvider, dst: str, name: str, local: Path | None) -> str:
     """`xsmig inspect` on the destination, of the copy it kept; output bounded. Never raises."""
-    remote = remote_stream(name)
     try:
         host = provider.host(dst)
-        has_copy = host.run(["test", "-s", remote], timeout=60).ok
-        if not has_copy:
+        remote = remote_stream(name, host.scratch)
+        if not host.exists(remote):
             if local is None or local.stat().st_size > UPLOAD_LIMIT:
                 return f"# no copy of the stream on {dst}; the runner keeps it: {local}"
-            host.run(["sh", "-c", f"cat > {shlex.quote(remote)}"], stdin=local.read_bytes())
+            host.put(remote, local.read_bytes())
         script = (
             f"xsmig inspect {shlex.quote(remote)} > {shlex.quote(remote)}.inspect 2>&1; "
             f'echo "# exit $?"; head -c {INSPECT_BYTES} {shlex.quote(remote)}.inspect'
@@ -126,20 +127,12 @@ class EarlyInspect:
         self._pool.shutdown(wait=True)
 
 
-def _fetch_json(provider: HostProvider, host: str, path: str) -> dict[str, Any]:
-    r = provider.host(host).run(["cat", path], timeout=120)
-    if not r.ok:
-        raise RuntimeError(f"no {path} on {host}: {r.err.strip()}")
-    data: dict[str, Any] = json.loads(r.stdout)
-    return data
-
-
 def _dump(provider: HostProvider, host: str, name: str, path: str) -> dict[str, Any]:
     """`xsmig digest --dump` where the domain is, then only the dump comes to the runner."""
-    r = provider.host(host).xsmig("digest", name, "--dump", path, timeout=INSPECT_TIMEOUT)
-    if not r.ok:
-        raise RuntimeError(f"xsmig digest {name} on {host}: exit {r.exit_status}: {r.err.strip()}")
-    return _fetch_json(provider, host, path)
+    h = provider.host(host)
+    h.digest(name, INSPECT_TIMEOUT, dump=path)
+    data: dict[str, Any] = json.loads(h.get(path))
+    return data
 
 
 def _diff(
@@ -163,12 +156,14 @@ def _diff(
                 out, f"# {name} on {dst}: same (its digest equals the source's: the cell's check)"
             )
             return
-        if f'"{name}"' not in provider.host(dst).xsmig("list", "--json").out:
+        if not provider.host(dst).has_domain(name):
             _write(out, f"# no domain {name} on {dst}: nothing was restored, nothing to diff")
             return
         with ThreadPoolExecutor(max_workers=2) as pool:
-            theirs_f = pool.submit(_dump, provider, src, name, source_dump_path(name))
-            mine_f = pool.submit(_dump, provider, dst, name, f"/tmp/{name}.restored.dump")
+            theirs_f = pool.submit(_dump, provider, src, name,
+                                   source_dump_path(name, provider.host(src).scratch))
+            mine_f = pool.submit(_dump, provider, dst, name,
+                                 f"{provider.host(dst).scratch}/{name}.restored.dump")
             theirs, mine = theirs_f.result(), mine_f.result()
         dump.write_text(json.dumps(theirs, sort_keys=True))
         from xsmig.canonical import diff_dumps  # the runner's own copy: native speed

@@ -1,6 +1,8 @@
-"""The steps every cell, fault and soak takes on a host's domains: create, digest, exists.
+"""What execute, artifacts, faults and soak share: the provider of a run's hosts, how a
+cell's domain is created, and the error of a step around the migration.
 
-Below execute, artifacts and faults, which all use them (so none imports another for them).
+Below all of them, so none imports another for these. The questions about domains
+(digest, exists) are the host facade's (hosts/facade.py).
 """
 
 from __future__ import annotations
@@ -8,15 +10,17 @@ from __future__ import annotations
 from typing import Protocol
 
 from scenarios.model import Cell
-from testbed.errors import TestbedError
+from testbed.hosts.facade import XsmigError
 from testbed.hosts.ssh import Host
 
 
-class CellError(TestbedError):
+class CellError(XsmigError):
     """A step around the migration itself failed (create, digest, list)."""
 
 
 class HostProvider(Protocol):
+    """The hosts of one run by name: a Fleet (engines), an Inventory (machines), a fake."""
+
     def host(self, name: str) -> Host: ...
 
     def log_tail(self, name: str) -> str: ...
@@ -40,20 +44,3 @@ def create_argv(cell: Cell) -> list[str]:
     if d.physmap != 2:  # xsmig's default
         argv += ["--physmap", str(d.physmap)]
     return argv
-
-
-def digest(host: Host, name: str, timeout: float, dump: str | None = None) -> str:
-    extra = ("--dump", dump) if dump else ()
-    r = host.xsmig("digest", name, *extra, timeout=timeout)
-    if not r.ok or not r.out.strip():
-        raise CellError(
-            f"xsmig digest {name} on {host.name}: exit {r.exit_status}: {r.err.strip()}"
-        )
-    return r.out.splitlines()[0].strip()
-
-
-def domain_exists(host: Host, name: str, timeout: float) -> bool:
-    r = host.xsmig("list", "--json", timeout=timeout)
-    if not r.ok:
-        raise CellError(f"xsmig list on {host.name}: exit {r.exit_status}: {r.err.strip()}")
-    return f'"{name}"' in r.out

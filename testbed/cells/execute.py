@@ -16,10 +16,11 @@ from pathlib import Path
 
 from scenarios.model import Cell, Outcome
 from testbed.cells import artifacts, migrate
-from testbed.cells.domains import CellError, HostProvider, create_argv, digest, domain_exists
+from testbed.cells.domains import CellError, HostProvider, create_argv
 from testbed.cells.oracle import Actual, Observed, classify, judge
 from testbed.cells.results import CellResult, HopRecord, repro_command, verdict_for
 from testbed.errors import TestbedError
+from testbed.hosts.facade import XsmigError
 from testbed.hosts.ssh import Host
 
 ARTIFACTS = "artifacts"
@@ -74,7 +75,7 @@ def attempt(
         # The destination keeps its own copy of the stream: artifacts inspect it there.
         artifacts.teed(
             migrate.restore_argv(name, profile=cell.profile, source_width=source_width),
-            artifacts.remote_stream(name),
+            artifacts.remote_stream(name, hop.dst.scratch),
         ),
         timeout=cell.timeout,
         tee=tee,
@@ -86,7 +87,7 @@ def attempt(
     if callable(source_digest):
         try:
             source_digest = source_digest()
-        except CellError as exc:
+        except XsmigError as exc:
             raise CellError(f"{exc}: {t.error}") from exc
     hop.transfers.append(t)
     if early is not None:
@@ -97,14 +98,14 @@ def attempt(
     left = False
     if t.error is None and t.restore_status == 0:
         try:
-            restored = digest(hop.dst, name, cell.timeout)
-        except CellError as exc:
+            restored = hop.dst.digest(name, cell.timeout)
+        except XsmigError as exc:
             unreadable = str(exc)
     elif t.restore_status is not None:
         # Two hosts, two questions: ask them at once.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            later = pool.submit(digest, hop.src, name, cell.timeout)
-            left = domain_exists(hop.dst, name, cell.timeout)
+            later = pool.submit(hop.src.digest, name, cell.timeout)
+            left = hop.dst.has_domain(name, cell.timeout)
             after = later.result()
     return classify(
         Observed(
@@ -155,7 +156,7 @@ def _run(
             )
 
     def take_source_digest() -> None:
-        source.append(digest(hosts[0], name, cell.timeout))
+        source.append(hosts[0].digest(name, cell.timeout))
         result.setup_seconds = round(time.monotonic() - t0, 3)
 
     def known_source_digest() -> str:
@@ -171,7 +172,7 @@ def _run(
                     cell, hop, known_source_digest, None, workdir,
                     before_save=create, beside_save=take_source_digest, early=early,
                 )
-            except CellError as exc:
+            except XsmigError as exc:
                 return str(exc)
         else:
             actual = attempt(cell, hop, source[0], None, workdir, early=early)

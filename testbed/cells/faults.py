@@ -12,7 +12,10 @@ healed link restores identically. Every fault is reported with its cause; a
 fault that goes wrong does not stop the next one.
 
 The cells run on hosts of their own and take an exclusive lock on both, so
-breaking a host disturbs no other cell.
+breaking a host disturbs no other cell. Killing and disconnecting a host are
+capabilities of the hosts' provider, asked for by protocol (hosts/facade.py:
+killable, disconnectable: a Fleet of containers has them, an inventory of real
+machines has not); everything else goes through the host facade.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ import paramiko
 from scenarios.faults import EXPECTED, LIVE_CUT, LIVE_FAULTED, LIVE_RATE, LIVE_RETRY, TRIGGER
 from scenarios.model import Cell
 from testbed.cells import migrate
-from testbed.cells.domains import HostProvider, create_argv, digest
+from testbed.cells.domains import HostProvider, create_argv
 from testbed.cells.oracle import ERROR_PREFIX
 from testbed.cells.results import CellResult, HopRecord
 from testbed.errors import TestbedError
-from testbed.hosts.hosts import TINY_STORE, TINY_STORE_SIZE, Fleet
+from testbed.hosts.facade import disconnectable, killable
+from testbed.hosts.hosts import TINY_STORE, TINY_STORE_SIZE
 
 STALL_DEADLINE = 12.0  # the runner's deadline on a stalled destination
 NET_DEADLINE = 30.0  # ... and on one taken off the network
@@ -69,28 +73,26 @@ def exclusive(names: tuple[str, ...]) -> Iterator[None]:
         yield
 
 
-def restore_pids(fleet: Fleet, host: str, name: str) -> list[int]:
-    """Restores of `name` running on a host, seen through the engine (works off-network)."""
-    code, out = fleet.container(host).exec_run(
-        ["sh", "-c", FIND_RESTORE, "sh", name], stderr=False
-    )
-    if code != 0:
-        raise TestbedError(f"cannot list processes on {host}: {out.decode(errors='replace')}")
-    return [int(p) for p in out.decode().split() if p.isdigit()]
+def restore_pids(hosts: HostProvider, host: str, name: str) -> list[int]:
+    """Restores of `name` running on a host (asked when the host is on the network)."""
+    r = hosts.host(host).shell(FIND_RESTORE, name, timeout=60)
+    if not r.ok:
+        raise TestbedError(f"cannot list processes on {host}: {r.err.strip()}")
+    return [int(p) for p in r.out.split() if p.isdigit()]
 
 
-def signal_restore(fleet: Fleet, host: str, name: str, sig: str) -> list[int]:
-    pids = restore_pids(fleet, host, name)
-    if pids:
-        fleet.container(host).exec_run(["kill", f"-{sig}", *map(str, pids)])
+def signal_restore(hosts: HostProvider, host: str, name: str, sig: str) -> list[int]:
+    """Stop, continue or kill the restores of `name` on a host (`kill -SIG`)."""
+    pids = restore_pids(hosts, host, name)
+    hosts.host(host).signal(pids, sig)
     return pids
 
 
-def has_idle_timeout(fleet: Fleet, host: str) -> bool:
+def has_idle_timeout(hosts: HostProvider, host: str) -> bool:
     """Whether the destination's xsmig can end a restore whose writer went silent."""
-    key = (id(fleet), host)
+    key = (id(hosts), host)
     if key not in _idle_support:
-        r = fleet.host(host).xsmig("restore", "--help", timeout=120)
+        r = hosts.host(host).xsmig("restore", "--help", timeout=120)
         _idle_support[key] = "--idle-timeout" in r.out
     return _idle_support[key]
 
@@ -107,7 +109,7 @@ class Injector:
     """Injects one fault from the pump's tap, then heals it."""
 
     kind: str
-    fleet: Fleet
+    fleet: HostProvider
     src: str
     dst: str
     name: str
@@ -124,14 +126,14 @@ class Injector:
                 if transport is not None:
                     transport.close()  # the TCP connection to the destination's sshd goes
             elif self.kind == "kill-src":
-                self.fleet.kill(self.src)
+                killable(self.fleet, "kill faults").kill(self.src)
             elif self.kind == "kill-dst":
-                self.fleet.kill(self.dst)
+                killable(self.fleet, "kill faults").kill(self.dst)
             elif self.kind == "stall":
                 if not signal_restore(self.fleet, self.dst, self.name, "STOP"):
                     self.error = "no restore process to stop on the destination"
             elif self.kind == "netdown":
-                self.fleet.disconnect(self.dst)
+                disconnectable(self.fleet, "netdown faults").disconnect(self.dst)
         except Exception as exc:  # the pump must go on; the phase reports it
             self.error = f"injecting {self.kind} failed: {exc}"
 
@@ -140,13 +142,13 @@ class Injector:
         t0 = time.monotonic()
         done = ""
         if self.kind == "kill-src":
-            self.fleet.restart(self.src)
+            killable(self.fleet, "kill faults").restart(self.src)
             done = f"{self.src} restarted in {time.monotonic() - t0:.1f}s"
         elif self.kind == "kill-dst":
-            self.fleet.restart(self.dst)
+            killable(self.fleet, "kill faults").restart(self.dst)
             done = f"{self.dst} restarted in {time.monotonic() - t0:.1f}s"
         elif self.kind == "netdown":
-            self.fleet.reconnect(self.dst)
+            disconnectable(self.fleet, "netdown faults").reconnect(self.dst)
             done = f"{self.dst} reconnected in {time.monotonic() - t0:.1f}s"
         elif self.kind == "stall":
             signal_restore(self.fleet, self.dst, self.name, "CONT")
@@ -168,21 +170,12 @@ class Injector:
         return done, f"the faulted restore was still running {wait:.0f}s after the fault"
 
 
-def _leftovers(fleet: Fleet, host: str, name: str) -> list[str]:
-    """Write-aside entries of `name` left in either store (each writer reaps dead ones)."""
+def _leftovers(hosts: HostProvider, host: str, name: str) -> list[str]:
+    """Write-aside entries of `name` left in either store (each writer reaps dead ones):
+    xsmig's crash-safety promise is about its store's files, so they are looked at."""
     script = f"ls {STORE}/incoming {TINY_STORE}/incoming 2>/dev/null; true"
-    _, out = fleet.container(host).exec_run(["sh", "-c", script])
-    return [e for e in out.decode(errors="replace").split() if e.startswith(f"{name}.")]
-
-
-def _exists(fleet: Fleet, host: str, name: str, store: str | None) -> bool:
-    """Whether a domain `name` is published in the store, read off the file system through
-    the engine (the oracle need not ask xsmig, and this costs no emulated interpreter)."""
-    domains = f"{store or STORE}/domains"
-    code, out = fleet.container(host).exec_run(["ls", "-A", domains])
-    if code != 0 and b"No such file" not in out:
-        raise TestbedError(f"ls {domains} on {host}: {out.decode(errors='replace').strip()}")
-    return name in out.decode(errors="replace").split()
+    out = hosts.host(host).shell(script, timeout=60).out
+    return [e for e in out.split() if e.startswith(f"{name}.")]
 
 
 def _restore_ended(t: migrate.Transfer, kind: str) -> tuple[str, str | None]:
@@ -207,7 +200,7 @@ def _restore_ended(t: migrate.Transfer, kind: str) -> tuple[str, str | None]:
 
 
 def phase(
-    kind: str, k: int, cell: Cell, fleet: Fleet, source_digest: str, workdir: Path
+    kind: str, k: int, cell: Cell, fleet: HostProvider, source_digest: str, workdir: Path
 ) -> tuple[HopRecord, list[str]]:
     """Inject one fault, heal, check nothing was lost, retry. Returns the record and problems."""
     exp = EXPECTED[kind]
@@ -247,9 +240,9 @@ def phase(
     # Nothing lost on the source, nothing half-made on the destination.
     src, dst = fleet.host(src_name), fleet.host(dst_name)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        after = pool.submit(digest, src, name, cell.timeout)
+        after = pool.submit(src.digest, name, cell.timeout)
         try:
-            if _exists(fleet, dst_name, name, store):
+            if dst.has_domain(name, cell.timeout, store):
                 problems.append(f"a domain {name} was left on {dst_name}")
         except TestbedError as exc:
             problems.append(str(exc))
@@ -274,7 +267,7 @@ def phase(
         problems.append(retried)
     else:
         try:
-            if digest(dst, again, cell.timeout) != source_digest:
+            if dst.digest(again, cell.timeout) != source_digest:
                 retried = "retry restored a DIFFERENT domain"
                 problems.append(retried)
         except TestbedError as exc:
@@ -308,7 +301,7 @@ def phase(
 
 
 def live_phase(
-    kind: str, k: int, cell: Cell, fleet: Fleet, source_digest: str, workdir: Path
+    kind: str, k: int, cell: Cell, fleet: HostProvider, source_digest: str, workdir: Path
 ) -> tuple[HopRecord, list[str]]:
     """The link cut during a live round: the guest runs on the source (xsmig run), the
     live save is past its first round when the stream is cut. Then the guest must still
@@ -351,7 +344,7 @@ def live_phase(
                           "--position", str(state["position"]), timeout=cell.timeout)
         if not check.ok:
             problems.append(f"the source guest's invariant broke: {check.err.strip()}")
-    if _exists(fleet, dst_name, name, None):
+    if dst.has_domain(name, cell.timeout, None):
         problems.append(f"a domain {name} was left on {dst_name}")
     # Resume the guest, migrate live over the healed link.
     again = f"{name}r{k}"
@@ -369,7 +362,7 @@ def live_phase(
         retried = f"live retry FAILED: {why}"
         problems.append(retried)
     else:
-        if digest(dst, again, cell.timeout) != digest(src, name, cell.timeout):
+        if dst.digest(again, cell.timeout) != src.digest(name, cell.timeout):
             retried = "live retry restored a DIFFERENT domain"
             problems.append(retried)
         check = dst.xsmig("guest-check", again, "--counter", str(guest["counter"]),
@@ -397,8 +390,9 @@ def live_phase(
 
 def run_faults(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
     """The whole fault cell; returns the failure text, or None when every fault was survived."""
-    if not isinstance(provider, Fleet):
-        raise TestbedError("fault cells need hosts they may kill and restart (a Fleet)")
+    # Asked before the guest exists: hosts that cannot be broken fail the cell up front.
+    killable(provider, "fault cells")
+    disconnectable(provider, "fault cells")
     fleet = provider
     failures: list[str] = []
     with exclusive(cell.hops):
@@ -407,7 +401,7 @@ def run_faults(cell: Cell, provider: HostProvider, workdir: Path, result: CellRe
         if not made.ok:
             return f"xsmig create on {src.name}: exit {made.exit_status}: {made.err.strip()}"
         name = cell.domain_name
-        source_digest = digest(src, name, cell.timeout)
+        source_digest = src.digest(name, cell.timeout)
         for k, kind in enumerate(cell.faults, 1):
             t0 = time.monotonic()
             try:

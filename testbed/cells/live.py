@@ -23,8 +23,9 @@ from typing import Any
 
 from scenarios.model import Cell
 from testbed.cells import artifacts, migrate
-from testbed.cells.domains import CellError, HostProvider, create_argv, digest
+from testbed.cells.domains import HostProvider, create_argv
 from testbed.cells.results import CellResult, HopRecord
+from testbed.errors import TestbedError
 
 
 def rounds_of(save_stderr: str) -> list[dict[str, Any]]:
@@ -101,15 +102,19 @@ def run_live(cell: Cell, provider: HostProvider, workdir: Path, result: CellResu
         if not guest:
             problems.append("the save reported no paused guest")
         with ThreadPoolExecutor(max_workers=1) as pool:  # two hosts, asked at once
-            before = pool.submit(digest, src, name, cell.timeout)
-            after = digest(dst, name, cell.timeout)
+            before = pool.submit(src.digest, name, cell.timeout)
+            try:
+                after: str | None = dst.digest(name, cell.timeout)
+            except TestbedError as exc:
+                after = None
+                problems.append(str(exc))
             check = dst.xsmig("guest-check", name, "--counter", str(guest.get("counter")),
                               "--position", str(guest.get("position")),
                               timeout=cell.timeout) if guest else None
             try:
-                if before.result() != after:
+                if after is not None and before.result() != after:
                     problems.append("the destination differs from the source at the pause")
-            except CellError as exc:
+            except TestbedError as exc:
                 problems.append(str(exc))
         if check is not None and not check.ok:
             problems.append(f"guest invariant broken on {dst.name}: {check.err.strip()}")

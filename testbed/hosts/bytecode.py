@@ -28,6 +28,18 @@ from pathlib import Path
 PREFIX = "/var/cache/xsmig/pycache"  # the image's PYTHONPYCACHEPREFIX (images/Dockerfile)
 
 
+def pyc(py: Path, there: str) -> bytes | None:
+    """`py`'s bytecode as the host's interpreter would write it for the source at
+    `there` (same mtime and size in the header); None when it does not compile."""
+    st = py.stat()
+    try:
+        code = compile(py.read_bytes(), there, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError):  # the host reports it when it imports it
+        return None
+    header = struct.pack("<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
+    return importlib.util.MAGIC_NUMBER + header + marshal.dumps(code)
+
+
 def xsmig_tar(package: Path, mount_point: str) -> bytes:
     """A tar of the package's bytecode, laid out as the prefix wants it on the host."""
     tag = sys.implementation.cache_tag
@@ -36,13 +48,9 @@ def xsmig_tar(package: Path, mount_point: str) -> bytes:
         for py in sorted(package.rglob("*.py")):
             rel = py.relative_to(package)
             there = f"{mount_point}/{rel.as_posix()}"
-            st = py.stat()
-            try:
-                code = compile(py.read_bytes(), there, "exec", dont_inherit=True, optimize=0)
-            except (SyntaxError, ValueError):  # the host reports it when it imports it
+            data = pyc(py, there)
+            if data is None:
                 continue
-            header = struct.pack("<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
-            data = importlib.util.MAGIC_NUMBER + header + marshal.dumps(code)
             info = tarfile.TarInfo(f"{there.lstrip('/').rsplit('/', 1)[0]}/{py.stem}.{tag}.pyc")
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
             tar.addfile(info, io.BytesIO(data))

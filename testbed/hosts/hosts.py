@@ -1,7 +1,10 @@
 """Container lifecycle of the test hosts: start, wait for sshd, and always remove.
 
+The engine backends of the host facade (hosts/facade.py): the local Docker engine,
+or several (`--engine`, hosts/engines.py), the hosts spread over them.
 Containers are labelled with the run id and the runner's identity
-(testbed.hosts.reaper), publish sshd on 127.0.0.1 only, and are removed when the run
+(testbed.hosts.reaper), publish sshd on their engine's address only (127.0.0.1 for an
+engine on this machine), and are removed when the run
 ends: normally, on an exception, on Ctrl-C or SIGTERM (signal handlers), at
 interpreter exit (atexit), and if all of those were skipped (SIGKILL, a crash),
 by the next run's reaper.
@@ -11,8 +14,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
+import ipaddress
 import json
 import signal
+import tarfile
 import threading
 import time
 import uuid
@@ -21,19 +27,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from scenarios.hosts import BY_NAME, HostSpec
 from testbed.errors import TestbedError
 from testbed.hosts import bytecode, reaper
-from testbed.hosts.ssh import LOOPBACK, ClientKey, Host, SSHError, parse_public_key
+from testbed.hosts.engines import Engine, EngineSpec, connect_all, ensure_image, spread
+from testbed.hosts.facade import LOOPBACK
+from testbed.hosts.ssh import ClientKey, Host, SSHError, parse_public_key
 
 NETWORK = "bridge"  # Docker's default network: the hosts' only one
 
 READY_TIMEOUT = 120.0
 READY_POLL = 0.1  # seconds between looks at a starting host's log (two cheap API calls)
 MOUNT_POINT = "/opt/xsmig/xsmig"  # the image puts /opt/xsmig on PYTHONPATH
-HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 # A deliberately small store on every host, for the store-full fault (testbed.cells.faults):
 # a restore pointed at it with XSMIG_STORE runs out of space mid-stream, while the
 # host's own store and every other cell on that host are untouched.
@@ -83,6 +90,7 @@ class HostState:
 
     spec: HostSpec
     container: Any = None
+    engine: Engine | None = None
     host: Host | None = None
     error: str | None = None
     source: str = "worktree"
@@ -122,24 +130,36 @@ class Fleet:
     mode: str = "qemu"
     specs: Mapping[str, HostSpec] = field(default_factory=lambda: dict(BY_NAME))
     states: dict[str, HostState] = field(default_factory=dict)
+    engines: Sequence[Engine] = ()  # default: the one engine `client` talks to
     _removed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _compiled: dict[Path, bytes] = field(default_factory=dict)
+    _placement: dict[str, Engine] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.engines:
+            self.engines = (Engine("local", self.client),)
+
+    def engine(self, name: str) -> Engine:
+        """The engine host `name` runs on (fixed once placed: hosts/engines.spread)."""
+        return self._placement.setdefault(name, spread([name], self.engines)[name])
 
     # -- start -------------------------------------------------------------
     def start(self, names: Sequence[str], progress: Callable[[str], None] | None = None) -> None:
         """Start the named hosts concurrently; a host that fails is recorded, not raised."""
         say = progress or (lambda _msg: None)
+        for n, e in spread(names, self.engines).items():
+            self._placement.setdefault(n, e)  # a host never moves to another engine
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             for state in pool.map(self._start_one, names):
                 self.states[state.spec.name] = state
                 if state.error:
                     say(f"host {state.spec.name}: FAILED: {state.error.splitlines()[0]}")
                 else:
-                    say(
-                        f"host {state.spec.name}: ready in {state.ready_seconds:.1f}s "
-                        f"on {LOOPBACK}:{state.host.port if state.host else '?'}"
-                    )
+                    where = f"{state.host.address}:{state.host.port}" if state.host else "?"
+                    on = f" ({state.engine.name})" if len(self.engines) > 1 and state.engine else ""
+                    say(f"host {state.spec.name}: ready in {state.ready_seconds:.1f}s "
+                        f"on {where}{on}")
 
     def _labels(self, spec: HostSpec) -> dict[str, str]:
         return {
@@ -153,26 +173,37 @@ class Fleet:
 
     def _start_one(self, name: str) -> HostState:
         spec = self.specs[name]
-        state = HostState(spec, source=self.source_labels.get(name, "worktree"))
+        engine = self.engine(name)
+        state = HostState(spec, engine=engine, source=self.source_labels.get(name, "worktree"))
         t0 = time.monotonic()
+        # xsmig goes in read-only: bind-mounted from this machine, or copied into a
+        # remote engine's container before it starts (its entrypoint reports xsmig's ABI).
+        settings: dict[str, Any] = {
+            "detach": True,
+            "name": f"xsmig-{self.run_id}-{name}",
+            "hostname": name,
+            "labels": self._labels(spec),
+            "environment": {
+                "XSMIG_AUTHORIZED_KEY": self.key.public_line,
+                "XSMIG_HOST_ID": str(spec.host_id),
+                "XSMIG_MODE": self.mode,
+                # Empty: unset, for the entrypoint's host report (testbed.hosts.bytecode).
+                "PYTHONPYCACHEPREFIX": "",
+            },
+            "ports": {"22/tcp": (publish_ip(engine), None)},
+            "tmpfs": {TINY_STORE: f"size={TINY_STORE_SIZE}"},
+        }
+        containers = engine.client.containers
         try:
-            state.container = self.client.containers.run(
-                self.images[spec.arch],
-                detach=True,
-                name=f"xsmig-{self.run_id}-{name}",
-                hostname=name,
-                labels=self._labels(spec),
-                environment={
-                    "XSMIG_AUTHORIZED_KEY": self.key.public_line,
-                    "XSMIG_HOST_ID": str(spec.host_id),
-                    "XSMIG_MODE": self.mode,
-                    # Empty: unset, for the entrypoint's host report (testbed.hosts.bytecode).
-                    "PYTHONPYCACHEPREFIX": "",
-                },
-                ports={"22/tcp": (LOOPBACK, None)},
-                volumes={str(self.mounts[name]): {"bind": MOUNT_POINT, "mode": "ro"}},
-                tmpfs={TINY_STORE: f"size={TINY_STORE_SIZE}"},
-            )
+            if engine.copy_sources:
+                # A remote engine cannot see this machine's files: xsmig is copied in
+                # before the entrypoint runs (its host report looks for it).
+                state.container = containers.create(self.images[spec.arch], **settings)
+                state.container.put_archive("/", self._source_tar(name))
+                state.container.start()
+            else:
+                ro = {str(self.mounts[name]): {"bind": MOUNT_POINT, "mode": "ro"}}
+                state.container = containers.run(self.images[spec.arch], volumes=ro, **settings)
             with self._lock:
                 removed = self._removed
             if removed:  # the run was torn down while this host was starting
@@ -202,12 +233,13 @@ class Fleet:
             time.sleep(READY_POLL)
         state.report = log.report or log.report_error
         self._check_report(state)
-        port = self._published_port(c)
-        # The host key comes out of band, through the engine, never from the network.
-        code, out = c.exec_run(["cat", HOST_KEY_FILE])
-        if code != 0:
-            raise HostStartError(f"cannot read {HOST_KEY_FILE}: {out.decode(errors='replace')}")
-        host = Host(state.spec.name, port, parse_public_key(out.decode()), self.key)
+        engine = state.engine or self.engines[0]
+        port = self._published_port(c, publish_ip(engine))
+        # The host key comes out of band, in the log the engine keeps, never from the network.
+        keys = [f"{kind} {blob}" for kind, blob in log.host_keys if kind == "ssh-ed25519"]
+        if not keys:
+            raise HostStartError("no ssh-ed25519 HOSTKEY line in the host's log")
+        host = Host(state.spec.name, port, parse_public_key(keys[-1]), self.key, engine.address)
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
@@ -233,6 +265,23 @@ class Fleet:
             with contextlib.suppress(SSHError):
                 spare.result()
 
+    def _source_tar(self, name: str) -> bytes:
+        """The host's xsmig package as a tar rooted at /, for put_archive (mtimes kept:
+        the bytecode seeded by _prepare records its sources' mtime and size)."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            package = self.mounts[name]
+            for path in sorted(package.rglob("*.py")):
+                if "__pycache__" not in path.parts:
+                    arc = f"{MOUNT_POINT.lstrip('/')}/{path.relative_to(package)}"
+                    info = tar.gettarinfo(str(path), arc)
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = "root"
+                    info.mode = 0o644
+                    with path.open("rb") as f:
+                        tar.addfile(info, f)
+        return buf.getvalue()
+
     def _bytecode(self, name: str) -> bytes:
         """xsmig's bytecode for this host's mounted source, compiled once per source."""
         package = self.mounts[name]
@@ -257,12 +306,12 @@ class Fleet:
             raise HostStartError("host report: " + "; ".join(problems))
 
     @staticmethod
-    def _published_port(c: Any) -> int:
+    def _published_port(c: Any, ip: str = LOOPBACK) -> int:
         bindings = (c.attrs["NetworkSettings"]["Ports"] or {}).get("22/tcp") or []
         for b in bindings:
-            if b.get("HostIp") == LOOPBACK:
+            if b.get("HostIp") == ip:
                 return int(b["HostPort"])
-        raise HostStartError(f"sshd is not published on {LOOPBACK}: {bindings}")
+        raise HostStartError(f"sshd is not published on {ip}: {bindings}")
 
     # -- use ---------------------------------------------------------------
     def host(self, name: str) -> Host:
@@ -300,15 +349,18 @@ class Fleet:
 
     def disconnect(self, name: str) -> None:
         """Take the host off the network: its published port and every connection go."""
-        self.client.networks.get(NETWORK).disconnect(self.container(name), force=True)
+        client = self.engine(name).client
+        client.networks.get(NETWORK).disconnect(self.container(name), force=True)
 
     def reconnect(self, name: str) -> Host:
-        self.client.networks.get(NETWORK).connect(self.container(name))
+        engine = self.engine(name)
+        engine.client.networks.get(NETWORK).connect(self.container(name))
         state = self.states[name]
         c = self.container(name)
         c.reload()
         assert state.host is not None
-        host = Host(name, self._published_port(c), state.host.host_key, self.key)
+        host = Host(name, self._published_port(c, publish_ip(engine)), state.host.host_key,
+                    self.key, engine.address)
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             try:
@@ -350,11 +402,12 @@ class Fleet:
                 list(pool.map(self._remove, self.states.values()))
         if not self.keep:
             # Containers whose start raced with this teardown are found by label.
-            with contextlib.suppress(Exception):
-                for c in self.client.containers.list(
-                    all=True, filters={"label": f"{reaper.RUN_ID}={self.run_id}"}
-                ):
-                    c.remove(force=True, v=True)
+            for engine in self.engines:
+                with contextlib.suppress(Exception):
+                    for c in engine.client.containers.list(
+                        all=True, filters={"label": f"{reaper.RUN_ID}={self.run_id}"}
+                    ):
+                        c.remove(force=True, v=True)
 
     @staticmethod
     def _remove(state: HostState) -> None:
@@ -363,18 +416,33 @@ class Fleet:
                 state.container.remove(force=True, v=True)
 
     def __enter__(self) -> Fleet:
-        _register(self)
+        register(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
             self.remove_all()
         finally:
-            _unregister(self)
+            unregister(self)
+
+
+def publish_ip(engine: Engine) -> str:
+    """The address an engine publishes sshd on: its own address when that is an IP (a
+    name cannot be bound to), else every address of the engine's machine."""
+    try:
+        return str(ipaddress.ip_address(engine.address))
+    except ValueError:
+        return "0.0.0.0"
 
 
 # -- process-wide safety net --------------------------------------------------
-_live: list[Fleet] = []
+class Removable(Protocol):
+    """What the safety net removes: a Fleet's containers, an Inventory's deployments."""
+
+    def remove_all(self) -> None: ...
+
+
+_live: list[Removable] = []
 _previous: dict[int, Any] = {}  # signal handlers to put back when no fleet is left
 _atexit_registered = False
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -392,7 +460,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def _register(fleet: Fleet) -> None:
+def register(fleet: Removable) -> None:
     global _atexit_registered
     _live.append(fleet)
     if not _atexit_registered:
@@ -403,7 +471,7 @@ def _register(fleet: Fleet) -> None:
             _previous[sig] = signal.signal(sig, _on_signal)
 
 
-def _unregister(fleet: Fleet) -> None:
+def unregister(fleet: Removable) -> None:
     with contextlib.suppress(ValueError):
         _live.remove(fleet)
     if not _live and _previous and threading.current_thread() is threading.main_thread():
@@ -425,22 +493,30 @@ def fleet(
     progress: Callable[[str], None] | None = None,
     rebuild_images: bool = False,
     specs: Mapping[str, HostSpec] | None = None,
+    engines: Sequence[EngineSpec] = (),
 ) -> Iterator[Fleet]:
-    """Reap dead runs, build/reuse the images, start the hosts; remove them at the end."""
+    """Reap dead runs, build/reuse the images, start the hosts; remove them at the end.
+
+    `engines`: where the hosts go (hosts/engines.py); default the local engine."""
     from testbed.images.engine import docker_client
     from testbed.images.images import ensure_images
 
     say = progress or (lambda _msg: None)
     client = docker_client()
+    on = connect_all(engines) if engines else [Engine("local", client)]
     # Reaping dead runs' containers (one inspect per testbed container on the engine)
     # overlaps the image check and this run's host start: it never touches a container
     # of a live runner, so never ours.
     reaping = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reaper")
-    reaped = reaping.submit(reaper.reap, client)
+    reaped = reaping.submit(lambda: [c for e in on for c in reaper.reap(e.client)])
     reaping.shutdown(wait=False)
     table = dict(specs or BY_NAME)
     arches = sorted({table[n].arch for n in names})
     images = {b.arch: b.tag for b in ensure_images(arches, rebuild=rebuild_images)}
+    placement = spread(names, on)
+    for engine in {id(e): e for e in placement.values()}.values():
+        for arch in sorted({table[n].arch for n in names if placement[n] is engine}):
+            ensure_image(engine, images[arch], client, say)
     f = Fleet(
         client,
         run_id or new_run_id(),
@@ -451,6 +527,7 @@ def fleet(
         keep=keep,
         mode=mode,
         specs=table,
+        engines=tuple(on),
     )
     with f:
         f.start(names, say)

@@ -1,7 +1,10 @@
 """SSH to the test hosts with paramiko: pinned host keys, key-only login, timeouts everywhere.
 
-`Host` is a small backend in the spirit of pytest-testinfra's: `run()` for a
-command's result, `open_exec()` for a raw channel that migrations stream through.
+`Host` is the one implementation of the host facade (hosts/facade.py), in the spirit
+of pytest-testinfra's backends: `run()` for a command's result, `xsmig()` through the
+host's agent, files and domains (facade.HostQueries), `open_exec()` for a raw channel
+that migrations stream through. Every backend's hosts are reached this way: local and
+remote engines' containers at their engine's address, inventory machines at theirs.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import shlex
 import threading
 import time
@@ -22,8 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from testbed.errors import TestbedError
+from testbed.hosts.facade import LOOPBACK, CommandResult, HostQueries
 
-LOOPBACK = "127.0.0.1"  # the only address the testbed ever connects to
 CONNECT_TIMEOUT = 10.0
 BANNER_TIMEOUT = 30.0
 AUTH_TIMEOUT = 30.0
@@ -38,6 +42,11 @@ AGENT_START_TIMEOUT = 60.0
 # has carried less than this: with the largest cell (~270 MB) on top it stays below
 # paramiko's re-key volume (512 MiB), so no migration ever re-keys mid-stream.
 BULK_REUSE_LIMIT = 192 << 20
+# paramiko logs a failed handshake's traceback from its transport thread (to stderr, by
+# logging's last resort) although connect() raises it too: an engine whose port proxy
+# accepts before sshd listens (docker-proxy, no iptables) printed one per early try.
+# The runner reports connection failures itself, as SSHError.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def _transport(sock: Any, /, **kwargs: Any) -> paramiko.Transport:
@@ -87,30 +96,9 @@ class ClientKey:
         return path
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    argv: tuple[str, ...]
-    exit_status: int
-    stdout: bytes
-    stderr: bytes
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_status == 0
-
-    @property
-    def out(self) -> str:
-        return self.stdout.decode(errors="replace")
-
-    @property
-    def err(self) -> str:
-        return self.stderr.decode(errors="replace")
-
-
-def host_key_entry(port: int) -> str:
-    """known_hosts name of a loopback port, as OpenSSH writes it."""
-    return f"[{LOOPBACK}]:{port}"
+def host_key_entry(port: int, address: str = LOOPBACK) -> str:
+    """known_hosts name of an address and port, as OpenSSH writes it."""
+    return f"[{address}]:{port}" if port != 22 else address
 
 
 def parse_public_key(line: str) -> paramiko.PKey:
@@ -224,14 +212,28 @@ class Agent:
         self.chan.close()
 
 
-class Host:
-    """One test host reached over SSH on a loopback port."""
+class Host(HostQueries):
+    """One test host reached over SSH: a container's published port, or a machine's."""
 
-    def __init__(self, name: str, port: int, host_key: paramiko.PKey, key: ClientKey) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        host_key: paramiko.PKey,
+        key: ClientKey,
+        address: str = LOOPBACK,
+        user: str = "root",
+        prefix: str = "",
+    ) -> None:
         self.name = name
         self.port = port
         self.host_key = host_key
         self._key = key
+        self.address = address
+        self.user = user
+        # Shell text in front of every command: an inventory machine's puts the xsmig it
+        # deployed first on PATH (hosts/inventory.py); a container's image has its own.
+        self.prefix = prefix
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
         self._idle: list[Agent] = []  # started agents not serving anyone right now
@@ -241,7 +243,8 @@ class Host:
 
     def known_hosts_line(self) -> str:
         return (
-            f"{host_key_entry(self.port)} {self.host_key.get_name()} {self.host_key.get_base64()}"
+            f"{host_key_entry(self.port, self.address)} {self.host_key.get_name()} "
+            f"{self.host_key.get_base64()}"
         )
 
     def connect(self) -> paramiko.SSHClient:
@@ -250,13 +253,14 @@ class Host:
                 return self._client
             client = paramiko.SSHClient()
             keys = client.get_host_keys()
-            keys.add(host_key_entry(self.port), self.host_key.get_name(), self.host_key)
+            keys.add(host_key_entry(self.port, self.address), self.host_key.get_name(),
+                     self.host_key)
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             try:
                 client.connect(
-                    LOOPBACK,
+                    self.address,
                     port=self.port,
-                    username="root",
+                    username=self.user,
                     pkey=self._key.pkey,
                     allow_agent=False,
                     look_for_keys=False,
@@ -268,7 +272,9 @@ class Host:
                 )
             except (TimeoutError, paramiko.SSHException, OSError) as exc:
                 client.close()
-                raise SSHError(f"{self.name}: ssh to {LOOPBACK}:{self.port} failed: {exc}") from exc
+                raise SSHError(
+                    f"{self.name}: ssh to {self.address}:{self.port} failed: {exc}"
+                ) from exc
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(KEEPALIVE_SECONDS)
@@ -294,7 +300,7 @@ class Host:
         try:
             chan = transport.open_session(window_size=window, timeout=CONNECT_TIMEOUT)
             chan.settimeout(timeout)
-            chan.exec_command(shlex.join(argv))
+            chan.exec_command(self.prefix + shlex.join(argv))
         except (paramiko.SSHException, OSError) as exc:
             raise SSHError(f"{self.name}: cannot start {argv[0]}: {exc}") from exc
         return chan
@@ -307,7 +313,8 @@ class Host:
         connections of their own (pooled by bulk(), retired before the re-key volume)
         stay below it and isolate cells.
         """
-        return Host(self.name, self.port, self.host_key, self._key)
+        return Host(self.name, self.port, self.host_key, self._key, self.address, self.user,
+                    self.prefix)
 
     def bulk(self) -> Host:
         """A connection of its own for one migration: an idle pooled one, or a new twin.
@@ -445,6 +452,6 @@ class Host:
                 "StrictHostKeyChecking=yes",
                 "-o",
                 "IdentitiesOnly=yes",
-                f"root@{LOOPBACK}",
+                f"{self.user}@{self.address}",
             ]
         )

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from testbed.errors import TestbedError
+from testbed.hosts import backends
 from testbed.images.arch import ARCHES, NIGHTLY, parse_arches
 
 HELP = "run the cross-bitness migration matrix (grid, junit.xml, results.json, report.html)"
@@ -74,6 +75,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run only shard K of N (1-based) of the selected cells: deterministic and "
         "balanced, the same slices on every machine; merge with `python -m testbed merge`",
     )
+    backends.configure(parser)
     parser.add_argument("--list", action="store_true", help="list the selected cells and exit")
 
 
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         ref_specs=list(args.xsmig_ref),
         select=args.select,
         mode=args.mode,
+        backend=backends.Backend.from_args(args),
     )
     results = run_matrix(cells, settings)
     return 0 if report.totals(results).failed == 0 else 1

@@ -13,6 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from testbed.hosts import backends
+
 HELP = "re-run one matrix cell with its seed, keep its hosts up, write its artifacts"
 
 
@@ -40,6 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="remove the hosts at the end after all (for scripted use)",
     )
+    backends.configure(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     import scenarios
     from testbed.cells.execute import run_cell, slug
     from testbed.hosts.access import write_access
-    from testbed.hosts.hosts import fleet, new_run_id
+    from testbed.hosts.hosts import Fleet, new_run_id
     from testbed.hosts.sources import check_refs, parse_refs, resolve_sources
     from testbed.runs.selection import by_id
     from testbed.runs.session import DEFAULT_REPORT_DIR, warm_agents
@@ -67,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
     )
     console.print(f"expect: {cell.expect.describe()}", highlight=False)
     start = time.monotonic()
-    keep = not args.no_keep
-    with fleet(
+    backend = backends.Backend.from_args(args)
+    keep = not args.no_keep and backend.inventory is None  # machines are always cleaned up
+    with backends.hosts(
         names,
+        backend,
         run_id=new_run_id(),
         mounts=mounts,
         source_labels=labels,
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             later = [h for h in dict.fromkeys(cell.hops) if h != cell.hops[0]]
             pool.submit(warm_agents, f, later, 1)
             result = run_cell(cell, f, report_dir, refs=refs, keep_artifacts=True)
-        access = write_access(f, report_dir) if keep else []
+        access = write_access(f, report_dir) if keep and isinstance(f, Fleet) else []
     seconds = time.monotonic() - start
     style = {"passed": "green", "refused": "cyan"}.get(result.verdict, "bold red")
     console.print(

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from scenarios.model import Cell
+from testbed.cells.domains import HostProvider
 from testbed.cells.execute import run_cell
 from testbed.cells.results import FAILED, CellResult
 from testbed.errors import TestbedError
-from testbed.hosts.hosts import Fleet, fleet, new_run_id
+from testbed.hosts.backends import Backend, hosts
+from testbed.hosts.hosts import Fleet, new_run_id
 from testbed.hosts.sources import REPO, parse_refs, resolve_sources
 from testbed.reports import report
 
@@ -61,6 +63,7 @@ class Settings:
     ref_specs: list[str] = field(default_factory=list)
     select: str | None = None
     mode: str = "qemu"
+    backend: Backend = field(default_factory=Backend)
 
 
 def _cost(cell: Cell) -> int:
@@ -68,7 +71,7 @@ def _cost(cell: Cell) -> int:
     return cell.domain.pages * (len(cell.hops) - 1) * (cell.rounds or 1) + cell.domain.vcpus * 64
 
 
-def warm_agents(f: Fleet, names: Sequence[str], jobs: int) -> None:
+def warm_agents(f: HostProvider, names: Sequence[str], jobs: int) -> None:
     """Start each host's bookkeeping agents at once, while nothing else runs: a cell
     then finds them warm. Best effort: a host that cannot is left to plain commands."""
     hosts = []
@@ -83,7 +86,8 @@ def warm_agents(f: Fleet, names: Sequence[str], jobs: int) -> None:
 
 
 def run_cells(
-    cells: Sequence[Cell], f: Fleet, settings: Settings, refs: dict[str, str], console: Any
+    cells: Sequence[Cell], f: HostProvider, settings: Settings, refs: dict[str, str],
+    console: Any,
 ) -> list[CellResult]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -145,15 +149,17 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     exports = Path(tempfile.mkdtemp(prefix="xsmig-refs-"))
     mounts, labels = resolve_sources(refs, names, exports)
     console.print(
-        f"run {run_id}: {len(cells)} cells on {len(names)} hosts, {jobs_note(settings.jobs)}, "
+        f"run {run_id}: {len(cells)} cells on {len(names)} hosts ({settings.backend.describe()}), "
+        f"{jobs_note(settings.jobs)}, "
         f"reports in {settings.report_dir}",
         highlight=False,
     )
     for n in names:
         if labels[n] != "worktree":
             console.print(f"  {n} runs xsmig from {labels[n]}", highlight=False)
-    with fleet(
+    with hosts(
         names,
+        settings.backend,
         run_id=run_id,
         mounts=mounts,
         source_labels=labels,
@@ -164,7 +170,7 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         warm_agents(f, names, settings.jobs)
         setup = time.monotonic() - start
         results = run_cells(cells, f, settings, refs, console)
-        if settings.keep_hosts:
+        if settings.keep_hosts and isinstance(f, Fleet):  # only containers are kept
             _print_kept(f, settings.report_dir)
     if not settings.keep_hosts:  # kept hosts still mount their exported sources
         shutil.rmtree(exports, ignore_errors=True)
@@ -174,6 +180,7 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         "jobs": settings.jobs,
         "usable_cores": usable_cores(),
         "mode": settings.mode,
+        "backend": settings.backend.describe(),
         "hosts": {n: labels[n] for n in names},
         "host_setup_seconds": round(setup, 3),
         "select": settings.select,

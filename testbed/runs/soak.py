@@ -20,6 +20,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from testbed.hosts import backends
+
 HELP = "ping-pong one guest between an i386 and an amd64 host, N times; watch the runner"
 HOSTS = ("i386-a", "amd64-a")
 NAME = "soak"
@@ -58,6 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guest-width", type=int, choices=(32, 64), default=64)
     parser.add_argument("--mode", choices=("qemu", "native"), default="qemu")
     parser.add_argument("--report-dir", type=Path, default=Path("reports/soak"), metavar="DIR")
+    backends.configure(parser)
 
 
 def summarise(figures: list[HopFigures]) -> dict[str, object]:
@@ -94,9 +97,9 @@ def verdict(summary: dict[str, object]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from scenarios.model import IDENTICAL, Cell, Domain
     from testbed.cells import migrate
-    from testbed.cells.domains import create_argv, digest
+    from testbed.cells.domains import create_argv
     from testbed.errors import TestbedError
-    from testbed.hosts.hosts import fleet
+    from testbed.hosts.hosts import new_run_id
     from testbed.hosts.sources import resolve_sources
 
     if args.hops < 1:
@@ -107,14 +110,16 @@ def run(args: argparse.Namespace) -> int:
     cell = Cell("soak", HOSTS, args.encoding, Domain(args.pages, args.guest_width), IDENTICAL)
     mounts, _ = resolve_sources({}, list(HOSTS), report_dir)
     figures: list[HopFigures] = []
-    with fleet(list(HOSTS), mounts=mounts, mode=args.mode, progress=print) as f:
+    backend = backends.Backend.from_args(args)
+    with backends.hosts(list(HOSTS), backend, run_id=new_run_id(), mounts=mounts,
+                        mode=args.mode, progress=print) as f:
         hosts = [f.host(n) for n in HOSTS]
         argv = create_argv(cell)
         argv[1] = NAME
         made = hosts[0].xsmig(*argv, timeout=300)
         if not made.ok:
             raise TestbedError(f"xsmig create on {hosts[0].name}: {made.err.strip()}")
-        original = digest(hosts[0], NAME, 300)
+        original = hosts[0].digest(NAME, 300)
         print(
             f"soak: {args.hops} hops of a {args.pages}-page guest ({args.encoding}), "
             f"digest {original[:16]}..",
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             identical = False
             if not error:
                 try:
-                    identical = digest(dst, NAME, 300) == original
+                    identical = dst.digest(NAME, 300) == original
                     error = "" if identical else "digest differs"
                 except TestbedError as exc:
                     error = str(exc)

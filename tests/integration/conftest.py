@@ -22,3 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where the reports and artifacts go (default reports/matrix)")
     group.addoption("--matrix-mode", default="qemu", choices=("qemu", "native"),
                     help="run the hosts' Python under QEMU (default) or natively")
+    group.addoption("--matrix-engine", action="append", default=[], metavar="NAME=URL",
+                    help="hosts on this Docker engine (python -m testbed matrix --engine)")
+    group.addoption("--matrix-inventory", default=None, metavar="HOSTS.TOML",
+                    help="hosts on these machines (python -m testbed matrix --inventory)")

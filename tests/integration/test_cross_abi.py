@@ -70,17 +70,14 @@ def _local_streams(abi: str) -> dict[str, str]:
 
 def test_s390x_interpreter_writes_the_streams_the_abi_model_predicts() -> None:
     """The ABI model is what the unit tests (and --toolstack) simulate in-process: a real
-    big-endian interpreter must write byte-identical streams."""
-    from testbed.images.images import ensure_image
+    big-endian interpreter must write byte-identical streams. The host is started by the
+    matrix's own stack and used through the host facade, like every cell's."""
+    from testbed.hosts.hosts import fleet
 
-    image = ensure_image("s390x", quiet=True).tag
-    proc = subprocess.run(
-        ["docker", "run", "--rm", "-v", f"{REPO}:/opt/xsmig:ro", "--entrypoint", "/bin/sh",
-         image, "-c", EMULATED],
-        capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    hashes, brace, info_json = proc.stdout.partition("{")
+    with fleet(["s390x-a"], mounts={"s390x-a": REPO / "xsmig"}) as f:
+        r = f.host("s390x-a").shell(EMULATED, timeout=900)
+    assert r.ok, r.err[-2000:]
+    hashes, brace, info_json = r.out.partition("{")
     info = json.loads(brace + info_json)
     assert (info["abi"], info["byteorder"], info["ulong_size"]) == ("s390x", "big", 8)
     emulated = dict(line.split() for line in hashes.splitlines())

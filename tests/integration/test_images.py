@@ -156,8 +156,8 @@ def test_manifest_in_image_and_labels(built: dict[str, Any], hosts: dict[str, Ho
         assert m["qemu"]["package_version"]
         assert "openssh-server" in m["packages"] and "python3.11" in m["packages"]
         assert m["built_at"] and m["input_hash"] in built[arch].tag
-        code, out = hosts[arch].container.exec_run(["cat", "/etc/xsmig/manifest.json"])
-        assert code == 0 and json.loads(out)["input_hash"] == m["input_hash"]
+        manifest = hosts[arch].ssh.get("/etc/xsmig/manifest.json")
+        assert json.loads(manifest)["input_hash"] == m["input_hash"]
 
 
 def test_real_xsmig_through_the_wrapper(built: dict[str, Any]) -> None:

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 import scenarios
-from scenarios.arches import NIGHTLY, parse_arches
 from scenarios.model import Cell
 from testbed.cells.results import CellResult
 from testbed.errors import TestbedError
+from testbed.hosts.backends import Backend
+from testbed.images.arch import NIGHTLY, parse_arches
 from testbed.runs.selection import select
 from testbed.runs.session import DEFAULT_REPORT_DIR, Settings, default_jobs, run_matrix
 
@@ -37,6 +38,9 @@ def _settings(config: pytest.Config) -> Settings:
         report_dir=Path(report_dir).resolve() if report_dir else DEFAULT_REPORT_DIR,
         select=config.getoption("--matrix-select"),
         mode=config.getoption("--matrix-mode"),
+        backend=Backend(tuple(config.getoption("--matrix-engine")),
+                        Path(inv).resolve() if (inv := config.getoption("--matrix-inventory"))
+                        else None),
     )
 
 

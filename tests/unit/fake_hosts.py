@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Self
 
+from testbed.hosts.facade import HostQueries
 
-class OneConnection:
+
+class OneConnection(HostQueries):
     """A host that is its own dedicated and bulk connection, with nothing to open,
-    hand back or close."""
+    hand back or close; files and domains answered as the real host's (HostQueries)."""
 
     def dedicated(self) -> Self:
         return self

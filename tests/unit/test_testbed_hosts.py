@@ -143,6 +143,9 @@ def test_a_healed_host_keeps_its_object_and_pin_and_takes_the_new_port() -> None
     assert same.port == 40099  # an impostor's port is never adopted
 
 
+STARTS = ("containers.run(", "containers.create(", "docker run", '"docker", "run"')
+
+
 def test_one_stack_starts_every_container() -> None:
     """Only testbed/hosts/hosts.py starts containers, so every one carries the reaper's labels."""
     repo = Path(__file__).resolve().parents[2]
@@ -151,6 +154,77 @@ def test_one_stack_starts_every_container() -> None:
         for d in ("testbed", "scenarios", "tests", "bench", "images")
         for p in (repo / d).rglob("*.py")
         if p != Path(__file__).resolve()
-        and any(s in p.read_text() for s in ("containers.run(", "containers.create(", "docker run"))
+        and any(s in p.read_text() for s in STARTS)
     )
     assert starters == ["testbed/hosts/hosts.py"]
+
+
+class RemoteClient(FakeClient):
+    """An engine that cannot see this machine's files: containers are created, filled
+    with xsmig (put_archive), then started."""
+
+    def __init__(self, logs: bytes, status: str) -> None:
+        super().__init__(logs, status)
+        self.archives: list[tuple[str, bytes]] = []
+        self.steps: dict[str, list[str]] = {}  # container name -> its steps, in order
+
+    def run(self, image: str, **kw: Any) -> FakeContainer:
+        raise AssertionError("a remote engine's host is never started with a bind mount")
+
+    def create(self, image: str, **kw: Any) -> FakeContainer:
+        c = FakeContainer(kw["name"], kw["labels"], self.logs, self.status)
+        client = self
+
+        steps = self.steps.setdefault(kw["name"], ["create"])
+
+        def put_archive(path: str, data: bytes) -> bool:
+            steps.append("put_archive")
+            client.archives.append((path, data))
+            return True
+
+        def start() -> None:
+            steps.append("start")
+
+        c.put_archive = put_archive  # type: ignore[attr-defined]
+        c.start = start  # type: ignore[attr-defined]
+        self.started.append((c, kw))
+        return c
+
+
+def test_hosts_spread_over_engines_and_a_remote_one_gets_xsmig_copied_in(
+    tmp_path: Path,
+) -> None:
+    import io
+    import tarfile
+
+    from testbed.hosts.engines import Engine
+
+    pkg = tmp_path / "xsmig"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "cli.py").write_text("MAIN = 1\n")
+    here, far = FakeClient(b"", "exited"), RemoteClient(b"", "exited")
+    images = {"i386": "xsmig-host-i386:t", "amd64": "xsmig-host-amd64:t"}
+    names = ("amd64-a", "amd64-b", "i386-a", "i386-b")
+    f = Fleet(here, "run1", ClientKey.generate(), images, dict.fromkeys(names, pkg),
+              engines=(Engine("here", here), Engine("far", far, "10.9.8.7", copy_sources=True)))
+    with f:
+        f.start(list(names))
+        assert {n: f.engine(n).name for n in names} == {
+            "amd64-a": "here", "amd64-b": "far", "i386-a": "here", "i386-b": "far"}
+    assert sorted(kw["name"] for _, kw in here.started) == ["xsmig-run1-amd64-a",
+                                                             "xsmig-run1-i386-a"]
+    assert far.steps == {  # hosts start concurrently: each container in order
+        "xsmig-run1-amd64-b": ["create", "put_archive", "start"],
+        "xsmig-run1-i386-b": ["create", "put_archive", "start"],
+    }
+    kw = far.started[0][1]
+    assert kw["ports"] == {"22/tcp": ("10.9.8.7", None)} and "volumes" not in kw
+    path, data = far.archives[0]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert path == "/" and sorted(tar.getnames()) == ["opt/xsmig/xsmig/__init__.py",
+                                                           "opt/xsmig/xsmig/cli.py"]
+        # The seeded bytecode records its source's mtime: the copy keeps it.
+        copied = tar.getmember("opt/xsmig/xsmig/cli.py").mtime
+        assert int(copied) == int((pkg / "cli.py").stat().st_mtime)
+    assert all(c.removed for c, _ in here.started + far.started)

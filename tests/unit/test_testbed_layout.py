@@ -97,3 +97,22 @@ def test_one_abi_vocabulary() -> None:
     assert tuple(testbed.images.arch.ARCHES) == scenarios.arches.ARCHES == tuple(ABIS)
     for name, arch in testbed.images.arch.ARCHES.items():
         assert arch.abi is ABIS[name]
+
+
+def test_hosts_are_used_only_through_the_facade() -> None:
+    """No command reaches a host around the facade: no `docker exec` (exec_run) anywhere,
+    and no module outside testbed/hosts/ builds an SSH host of its own."""
+    offenders = sorted(
+        str(p.relative_to(REPO))
+        for d in ("testbed", "scenarios", "tests", "bench")
+        for p in (REPO / d).rglob("*.py")
+        if p != Path(__file__).resolve()
+        and ("exec_run(" in p.read_text() or "docker exec" in p.read_text())
+    )
+    assert offenders == []
+    builders = sorted(
+        m for m, targets in _graph("testbed").items()
+        if "testbed.hosts.ssh" in targets and not m.startswith("testbed.hosts")
+        and m not in {"testbed.cells.domains", "testbed.cells.migrate", "testbed.cells.execute"}
+    )
+    assert builders == []  # cells name the Host type; only hosts/ makes one

@@ -88,8 +88,13 @@ def rewrite_tables(batch: Batch, types: bytearray, data_pfns: list[int], levels:
                    translate: pagetable.Translate) -> Iterator[tuple[int, memoryview, int]]:
     """Rewrite the batch's page-table pages in place, yielding (pfn, page, stream offset)
     of each; `translate` refuses (-1) a pfn beyond p2m_size, which is malformed here.
-    Whether a pfn is a page of the domain is known only at the end of the stream."""
-    for i in pt.pagetable_indices(types, data_pfns):
+    Whether a pfn is a page of the domain is known only at the end of the stream.
+    Which pages are tables is the batch's own say, entry by entry: a batch may send a
+    pfn twice (noise as a plain page, then the table), and only the table is one."""
+    entry_types = batch.types
+    data_types = bytes(itertools.compress(entry_types, entry_types.translate(pt.HAS_DATA)))
+    for m in pt.PAGETABLE.finditer(data_types):
+        i = m.start()
         offset = batch.data_offset + i * fmt.PAGE_SIZE
         page = batch.data[i * fmt.PAGE_SIZE:(i + 1) * fmt.PAGE_SIZE]
         try:

@@ -276,6 +276,7 @@ class V2Parser:
                               f"{end:#x}", base + 8 * bad)
         self.header = StreamHeader(self.detection, Layout.clean(8), p2m_size, self.guest, False)
         self.header.frame_list, self.header.v2 = frames, self.info
+        self.header.frame_list_offset = base  # errors about entry i blame base + 8 * i
         sink.on_header(self.header)
 
     def _pages(self, at: int, length: int, sink: StreamSink) -> None:
