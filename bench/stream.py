@@ -247,9 +247,8 @@ def _put_baseline(f: Fleet, host: str, ref: str, work: Path) -> Path:
 
     archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "xsmig"], check=True,
                              capture_output=True).stdout
-    container = f.container(host)
-    container.exec_run(["mkdir", "-p", BASE_DIR])
-    if not container.put_archive(BASE_DIR, archive):
+    must(f.host(host), ["mkdir", "-p", BASE_DIR])
+    if not f.container(host).put_archive(BASE_DIR, archive):
         raise SystemExit(f"cannot copy {ref}'s xsmig into {host}")
     local = work / "base-tree"
     local.mkdir()
