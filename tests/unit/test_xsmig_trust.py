@@ -293,8 +293,10 @@ def test_a_killed_save_leaves_nothing_behind(tmp_path: Path) -> None:
     out = out_dir / "big.bin"
     # What a save killed where O_TMPFILE is unsupported leaves: reaped by the next save.
     (out_dir / ".big.bin.xsmig-4194305.partial").write_bytes(b"x")
+    # --rounds 20: a save long enough to be killed mid-way on a fast machine
     proc = subprocess.Popen([sys.executable, "-m", "xsmig", "save", "big", "--encoding",
-                             "native", "-o", str(out)], env=_env(st), stderr=subprocess.PIPE)
+                             "native", "--rounds", "20", "-o", str(out)], env=_env(st),
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (out_dir / ".big.bin.xsmig-4194305.partial").exists():
         time.sleep(0.01)
