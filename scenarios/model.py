@@ -35,20 +35,24 @@ class Expect:
     outcome: Outcome
     exit_codes: frozenset[int] = frozenset()  # for REFUSED: the acceptable exit codes
     message_contains: str | None = None  # for REFUSED: text the error line must carry
+    # for REFUSED: the saver refuses to write the stream (an encoding its release lacks,
+    # testbed/runs/qualify.py), not the restorer to read it
+    by_saver: bool = False
 
     def describe(self) -> str:
         if self.outcome is Outcome.REFUSED:
             codes = "|".join(str(c) for c in sorted(self.exit_codes))
             extra = f" naming {self.message_contains}" if self.message_contains else ""
-            return f"refused (exit {codes}){extra}"
+            who = " by the saver" if self.by_saver else ""
+            return f"refused{who} (exit {codes}){extra}"
         return self.outcome.value
 
 
 IDENTICAL = Expect(Outcome.IDENTICAL)
 
 
-def refused(*codes: int, naming: str | None = None) -> Expect:
-    return Expect(Outcome.REFUSED, frozenset(codes), naming)
+def refused(*codes: int, naming: str | None = None, by_saver: bool = False) -> Expect:
+    return Expect(Outcome.REFUSED, frozenset(codes), naming, by_saver)
 
 
 @dataclass(frozen=True)

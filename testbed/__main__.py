@@ -22,11 +22,13 @@ from types import ModuleType
 from testbed.errors import TestbedError
 
 COMMANDS: dict[str, str] = {
+    "bisect": "testbed.runs.bisect",
     "build-images": "testbed.images.images",
     "doctor": "testbed.images.doctor",
     "host-check": "testbed.hosts.hostcheck",
     "matrix": "testbed.runs.matrix",
     "merge": "testbed.reports.merge",
+    "qualify": "testbed.runs.qualify",
     "repro": "testbed.runs.repro",
     "soak": "testbed.runs.soak",
 }

@@ -21,7 +21,7 @@ from xsmig import __version__
 from xsmig.errors import DomainsDiffer, StateError, UsageError, XsmigError
 from xsmig.layout import ABIS, BYTE_ORDERS, Layout, abi, machine
 from xsmig.store import Store, check_name, default_store, pid_alive
-from xsmig.stream.format import MAX_P2M_SIZE, Encoding, V2Format
+from xsmig.stream.format import MAX_P2M_SIZE, V2_DEFAULT_FORMAT, Encoding, V2Format
 from xsmig.stream.io import PolledInput
 from xsmig.synth import SHAPES, GuestSpec, create
 from xsmig.validate import Invalid, load_meta
@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Save and restore simulated Xen PV domains in native, escaped, "
                                  "extended-info and migration v2 streams, across 32- and "
                                  "64-bit toolstacks.")
-    parser.add_argument("--version", action="version", version=f"xsmig {__version__}")
+    parser.add_argument("--version", action="version", version=f"xsmig {__version__}",
+                        help="print the version and exit; with --json, also what this "
+                             "version can do (encodings, framings, detection rules)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -679,7 +681,7 @@ def _v2_format_option(p: argparse.ArgumentParser) -> None:
 
 def _v2_format(args: argparse.Namespace, encoding: Encoding) -> V2Format:
     if args.v2_format is None:
-        return V2Format.LIBXL
+        return V2_DEFAULT_FORMAT
     if encoding is not Encoding.V2:
         raise UsageError("--v2-format goes with v2 only")
     return V2Format(args.v2_format)
@@ -728,11 +730,25 @@ def _flush_stdout() -> None:
         sys.stdout.flush()
 
 
+def _version_request(argv: Sequence[str]) -> bool | None:
+    """`--version` alone or with `--json` (either order): whether JSON is asked for."""
+    if "--version" in argv and set(argv) <= {"--version", "--json"}:
+        return "--json" in argv
+    return None
+
+
 def main(argv: Sequence[str] | None = None, *, own_stdout: bool = True) -> int:
     """Run one command. own_stdout=False (the agent): descriptor 1 is not ours to
     touch, so a broken pipe does not point it at /dev/null."""
     try:
         try:
+            as_json = _version_request(sys.argv[1:] if argv is None else argv)
+            if as_json is not None:
+                from xsmig.version import text
+
+                print(text(as_json))
+                _flush_stdout()
+                return 0
             args = build_parser().parse_args(argv)
             code = run(args)
             _flush_stdout()  # a closed stdout fails here, under our handlers, not at exit

@@ -243,7 +243,7 @@ def run_cell(
         _expected_text(cell),
         "",
         "",
-        repro=repro_command(cell.id, cell.seed, refs),
+        repro=repro_command(cell.id, cell.seed, _own_refs(cell, refs)),
     )
     failure: str | None
     # A repro keeps every artifact: its inspect need not wait for the verdict.
@@ -277,6 +277,14 @@ def run_cell(
         shutil.rmtree(workdir, ignore_errors=True)
         artifacts.discard(cell, provider)
     return result
+
+
+def _own_refs(cell: Cell, refs: dict[str, str] | None) -> dict[str, str]:
+    """The refs of the cell's own hosts: `all=REF` when they all run the same one."""
+    mine = {h: r for h, r in (refs or {}).items() if h in cell.hops or h == "all"}
+    if "all" not in mine and len(set(mine.values())) == 1 and set(mine) == set(cell.hops):
+        return {"all": next(iter(mine.values()))}
+    return mine
 
 
 def _expected_text(cell: Cell) -> str:

@@ -27,6 +27,16 @@ class HopRecord:
 
 
 @dataclass
+class Attempt:
+    """One rerun of a failed cell: its verdict, first message line and artifacts."""
+
+    verdict: str
+    message: str = ""
+    seconds: float = 0.0
+    artifacts: list[str] = field(default_factory=list)  # relative to the report dir
+
+
+@dataclass
 class CellResult:
     id: str
     scenario: str
@@ -53,6 +63,15 @@ class CellResult:
     # total_seconds, guest (its counter at the pause).
     live: dict[str, Any] | None = None
     repro: str = ""
+    # Against a baseline (testbed/reports/baseline.py): regression, fixed, still-failing, new,
+    # flaky or passing; "" when the run had no baseline and the cell is no flake.
+    change: str = ""
+    baseline_verdict: str | None = None
+    # Reruns on fresh hosts with the same seed (--rerun-failures), each kept whole:
+    # the verdict above is the first attempt's.
+    reruns: list[Attempt] = field(default_factory=list)
+    streak: int = 0  # with --history: runs in a row (this one included) the cell failed in
+    flake_rate: str = ""  # with --history: "flaky in K of N runs"
 
     @property
     def phases(self) -> dict[str, float]:
@@ -66,13 +85,19 @@ class CellResult:
     def ok(self) -> bool:
         return self.verdict in (PASSED, REFUSED)
 
+    @property
+    def flaky(self) -> bool:
+        """Failed, then as expected on a rerun with the same seed."""
+        return not self.ok and any(a.verdict in (PASSED, REFUSED) for a in self.reruns)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CellResult:
         hops = [HopRecord(**h) for h in data.get("hops", [])]
-        return cls(**{**data, "hops": hops})
+        reruns = [Attempt(**a) for a in data.get("reruns", [])]
+        return cls(**{**data, "hops": hops, "reruns": reruns})
 
 
 def verdict_for(cell: Cell, failure: str | None) -> str:

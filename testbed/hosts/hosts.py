@@ -320,6 +320,15 @@ class Fleet:
             raise HostStartError(f"host {name} was not started in this run")
         return state.require()
 
+    def reload_source(self, name: str) -> None:
+        """The xsmig tree mounted on this host changed in place (bisect): its agents
+        imported the old one, and its bytecode cache holds the old one's code."""
+        with self._lock:
+            self._compiled.pop(self.mounts[name], None)
+        host = self.host(name)
+        host.retire_agents()
+        host.run(["sh", "-c", bytecode.seed_script()], timeout=60, stdin=self._bytecode(name))
+
     def log_tail(self, name: str) -> str:
         state = self.states.get(name)
         return log_tail(state.container) if state and state.container is not None else ""

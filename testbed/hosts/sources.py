@@ -29,7 +29,7 @@ def parse_refs(specs: Iterable[str]) -> dict[str, str]:
     for spec in specs:
         target, sep, ref = spec.partition("=")
         if not sep or not target or not ref:
-            raise RefError(f"--xsmig-ref wants HOSTSPEC=GITREF, got {spec!r}")
+            raise RefError(f"--xsmig-ref wants HOSTSPEC=RELEASE|GITREF, got {spec!r}")
         hosts = _match_hosts(target)
         if not hosts:
             names = ", ".join([h.name for h in HOSTS] + sorted({h.arch for h in HOSTS}) + ["all"])
@@ -44,14 +44,21 @@ def _match_hosts(target: str) -> list[str]:
 
 
 def resolve_ref(ref: str, repo: Path = REPO) -> str:
-    """The commit a ref names; an error (before any host starts) when it names none."""
+    """The commit a release name (CHANGELOG.md) or a git ref names; an error (before
+    any host starts) when it names none."""
+    from testbed.hosts.releases import lookup
+
+    release = lookup(ref, repo)
+    if release is not None:
+        ref = release.commit
     rev = subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
         capture_output=True,
         text=True,
     )
     if rev.returncode != 0:
-        raise RefError(f"--xsmig-ref: {ref!r} is not a commit of {repo}")
+        raise RefError(f"--xsmig-ref: {ref!r} is neither a release of CHANGELOG.md nor a "
+                       f"commit of {repo}")
     return rev.stdout.strip()
 
 

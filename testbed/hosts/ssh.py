@@ -424,6 +424,15 @@ class Host(HostQueries):
             self._idle.extend(started)
         return len(started)
 
+    def retire_agents(self) -> None:
+        """Stop the idle agents: the next bookkeeping command starts one from the
+        xsmig now mounted (which may have an agent where the last one had none)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self.agent_unsupported = False
+        for agent in idle:
+            agent.close()
+
     def close(self) -> None:
         with self._lock:
             for agent in self._idle:

@@ -19,6 +19,7 @@ from typing import Any
 
 from scenarios.model import ENCODINGS, GUEST_WIDTHS
 from testbed.cells.results import FAILED, PASSED, REFUSED, CellResult
+from testbed.reports import baseline
 
 COLUMNS = [f"{e}/guest{w}" for e in ENCODINGS for w in GUEST_WIDTHS]
 SYMBOL = {PASSED: "✓ pass", REFUSED: "⊘ refused", FAILED: "✗ FAIL"}
@@ -99,10 +100,18 @@ def rich_grid(results: Sequence[CellResult], title: str = "xsmig migration matri
             values.append(
                 "[dim]·[/dim]"
                 if r is None
-                else f"[{RICH_STYLE[r.verdict]}]{TERM_SYMBOL[r.verdict]}[/]"
+                else f"[{RICH_STYLE[r.verdict]}]{_term(r)}[/]"
             )
         table.add_row(row[0], row[1].replace("-to-", "→"), *values)
     return table
+
+
+def _term(r: CellResult) -> str:
+    """The grid's symbol, with the change against the baseline when there is one."""
+    label = baseline.TERM_LABEL.get(r.change)
+    if label is None:
+        return TERM_SYMBOL[r.verdict]
+    return label if not r.ok else f"{TERM_SYMBOL[r.verdict]} {label}"
 
 
 def print_grid(results: Sequence[CellResult], console: Any = None) -> None:
@@ -121,14 +130,21 @@ def print_grid(results: Sequence[CellResult], console: Any = None) -> None:
         f"[cyan]{t.refused} refused as expected[/], "
         f"[{'bold red' if t.failed else 'green'}]{t.failed} failed[/]"
     )
+    if any(r.change for r in results):
+        console.print(baseline.summarize(results, None).line().split(": ", 1)[1], highlight=False)
     for r in results:
         if r.verdict == FAILED:
+            head = r.change.upper() if r.change else "FAILED"
             console.print(
-                f"[bold red]FAILED[/] {r.id}: {r.message.splitlines()[0] if r.message else ''}",
+                f"[bold red]{head}[/] {r.id}: {r.message.splitlines()[0] if r.message else ''}",
                 markup=True,
                 highlight=False,
             )
+            if baseline.detail(r):
+                console.print(f"  {baseline.detail(r)}", markup=False, highlight=False)
             console.print(f"  repro: {r.repro}", markup=False, highlight=False)
+        elif r.change == baseline.FIXED:
+            console.print(f"[green]FIXED[/] {r.id}", highlight=False)
 
 
 # -- cost model -------------------------------------------------------------------
@@ -189,7 +205,13 @@ def write_json(results: Sequence[CellResult], path: Path, meta: dict[str, Any]) 
     t = totals(results)
     doc = {
         "meta": meta,
-        "totals": {"cells": t.total, "passed": t.passed, "refused": t.refused, "failed": t.failed},
+        "totals": {
+            "cells": t.total,
+            "passed": t.passed,
+            "refused": t.refused,
+            "failed": t.failed,
+            **baseline.summarize(results, None).counts,
+        },
         "cells": [r.to_json() for r in results],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
@@ -227,9 +249,15 @@ def write_junit(results: Sequence[CellResult], path: Path, seconds: float) -> No
             ("mib_per_s", r.mib_per_s),
             *((f"{k}_seconds", v) for k, v in r.phases.items()),
             ("repro", r.repro),
+            *_change_properties(r),
         ):
             ET.SubElement(props, "property", name=k, value=str(v))
-        if r.verdict == FAILED:
+        if r.flaky:  # surefire's convention: a test that failed, then passed on a rerun
+            flaky = ET.SubElement(
+                case, "flakyFailure", message=(r.message.splitlines() or [""])[0]
+            )
+            flaky.text = f"{r.message}\nrepro: {r.repro}"
+        elif r.verdict == FAILED:
             fail = ET.SubElement(case, "failure", message=(r.message.splitlines() or [""])[0])
             fail.text = "\n".join(
                 [
@@ -244,20 +272,41 @@ def write_junit(results: Sequence[CellResult], path: Path, seconds: float) -> No
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 
 
+def _change_properties(r: CellResult) -> list[tuple[str, object]]:
+    props: list[tuple[str, object]] = []
+    if r.change:
+        props.append(("change", r.change))
+    if r.baseline_verdict is not None:
+        props.append(("baseline_verdict", r.baseline_verdict))
+    if r.reruns:
+        props.append(("reruns", ",".join(a.verdict for a in r.reruns)))
+    if r.streak:
+        props += [("streak", r.streak), ("flake_rate", r.flake_rate)]
+    return props
+
+
 def markdown_grid(results: Sequence[CellResult]) -> str:
     grid = build_grid(results)
     head = "| scenario | pair | " + " | ".join(grid.columns) + " |"
     sep = "|---|---|" + "|".join(":-:" for _ in grid.columns) + "|"
     lines = [head, sep]
     for row in grid.rows:
-        vals = [MD_SYMBOL[r.verdict] if (r := grid.at(row, c)) else "·" for c in grid.columns]
+        vals = [_md(r) if (r := grid.at(row, c)) else "·" for c in grid.columns]
         lines.append(f"| {row[0]} | {row[1]} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 
-def write_summary(results: Sequence[CellResult], path: Path, seconds: float) -> None:
+def _md(r: CellResult) -> str:
+    return MD_SYMBOL[r.verdict] + (f" ({r.change})" if r.change and r.change != "passing" else "")
+
+
+def write_summary(
+    results: Sequence[CellResult], path: Path, seconds: float, against: str | None = None
+) -> None:
     t = totals(results)
     status = "✅ every cell as expected" if t.failed == 0 else f"❌ {t.failed} cell(s) failed"
+    if against or any(r.change for r in results):
+        status += "; " + baseline.summarize(results, against).line()
     parts = [
         "# xsmig migration matrix",
         "",
@@ -266,6 +315,7 @@ def write_summary(results: Sequence[CellResult], path: Path, seconds: float) -> 
         "",
         markdown_grid(results),
         "",
+        *baseline.markdown(results, against),
     ]
     failed = [r for r in results if r.verdict == FAILED]
     if failed:
@@ -317,15 +367,23 @@ body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse}
 td,th{border:1px solid #bbb;padding:.3em .6em;text-align:center}
 td.pass{background:#c8f0c8} td.refused{background:#cde4f7}
 td.fail{background:#f5b5b5;font-weight:bold}
+td.regression{outline:3px solid #b00} td.flaky{background:#f7e3b5}
 td.none{color:#aaa} td.row{text-align:left;white-space:nowrap} a{color:inherit}
 pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}
 """
 
 
-def write_html(results: Sequence[CellResult], path: Path, seconds: float) -> None:
+def write_html(
+    results: Sequence[CellResult], path: Path, seconds: float, against: str | None = None
+) -> None:
     grid = build_grid(results)
     t = totals(results)
     e = html.escape
+    compared = (
+        f"<p><b>{e(baseline.summarize(results, against).line())}</b></p>"
+        if against or any(r.change for r in results)
+        else ""
+    )
     out = [
         "<!doctype html><meta charset='utf-8'><title>xsmig migration matrix</title>",
         f"<style>{_CSS}</style><h1>xsmig migration matrix</h1>",
@@ -333,7 +391,10 @@ def write_html(results: Sequence[CellResult], path: Path, seconds: float) -> Non
         f"<b>{t.failed} failed</b>; {seconds:.0f} s. Legend: "
         "<span style='background:#c8f0c8'>pass</span> "
         "<span style='background:#cde4f7'>refused as expected</span> "
-        "<span style='background:#f5b5b5'>FAIL</span></p>",
+        "<span style='background:#f5b5b5'>FAIL</span> "
+        "<span style='background:#f7e3b5'>flaky</span> "
+        "<span style='outline:3px solid #b00'>regression</span></p>",
+        compared,
         "<table><tr><th>scenario</th><th>pair</th>",
         *(f"<th>{e(c)}</th>" for c in grid.columns),
         "</tr>",
@@ -346,8 +407,11 @@ def write_html(results: Sequence[CellResult], path: Path, seconds: float) -> Non
                 out.append("<td class=none>·</td>")
                 continue
             tip = e(f"{r.id}\nexpected: {r.expected}\nactual: {r.actual}\n{r.message}")
-            label = f"<a href='#{e(r.id)}'>{e(SYMBOL[r.verdict])}</a>"
-            out.append(f"<td class={HTML_CLASS[r.verdict]} title='{tip}'>{label}</td>")
+            text = SYMBOL[r.verdict] + (f" ({r.change})" if r.change not in ("", "passing") else "")
+            label = f"<a href='#{e(r.id)}'>{e(text)}</a>"
+            cls = HTML_CLASS[r.verdict] + (f" {r.change}" if r.change else "")
+            cls = f"'{cls}'" if r.change else cls
+            out.append(f"<td class={cls} title='{tip}'>{label}</td>")
         out.append("</tr>")
     out.append("</table><h2>Where the time went</h2><table><tr>")
     out += [f"<th>{e(h)}</th>" for h in COST_HEAD]
@@ -363,8 +427,16 @@ def write_html(results: Sequence[CellResult], path: Path, seconds: float) -> Non
             f"{r.bytes} bytes   {r.mib_per_s:.2f} MiB/s\n"
             f"time: setup {r.setup_seconds:.1f} s, transfer {r.transfer_seconds:.1f} s, "
             f"checks {r.check_seconds:.1f} s\nexpected: {e(r.expected)}\n"
-            f"actual:   {e(r.actual)}\n{e(r.message)}\nrepro: {e(r.repro)}</pre>"
+            f"actual:   {e(r.actual)}\n{e(r.message)}\nrepro: {e(r.repro)}"
+            + (f"\n{e(baseline.detail(r))}" if baseline.detail(r) else "")
+            + "</pre>"
             + (f"<p>artifacts: {links}</p>" if links else "")
+            + "".join(
+                f"<p>rerun {i}: {e(a.verdict)} in {a.seconds:.1f} s "
+                + " ".join(f"<a href='{e(p)}'>{e(Path(p).name)}</a>" for p in a.artifacts)
+                + "</p>"
+                for i, a in enumerate(r.reruns, 1)
+            )
         )
     path.write_text("\n".join(out) + "\n")
 
@@ -376,6 +448,7 @@ def write_all(
     paths = [report_dir / n for n in ("junit.xml", "results.json", "report.html", "summary.md")]
     write_junit(results, paths[0], seconds)
     write_json(results, paths[1], {**meta, "seconds": round(seconds, 3)})
-    write_html(results, paths[2], seconds)
-    write_summary(results, paths[3], seconds)
+    against = (meta.get("comparison") or {}).get("baseline")
+    write_html(results, paths[2], seconds, against)
+    write_summary(results, paths[3], seconds, against)
     return paths

@@ -11,6 +11,7 @@ in-process and turns each cell's result into a test), not its driver. Exit statu
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from testbed.errors import TestbedError
@@ -77,12 +78,48 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     backends.configure(parser)
     parser.add_argument("--list", action="store_true", help="list the selected cells and exit")
+    nightly = parser.add_argument_group("nightly (docs/testbed.md, 'Nightly against a baseline')")
+    nightly.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a previous run's results.json or report directory: sort the cells into "
+        "regression, fixed, still failing, new and flaky (default with --history: its last run)",
+    )
+    nightly.add_argument(
+        "--fail-on",
+        choices=("regression", "any"),
+        default=None,
+        help="what fails the run: regressions only (default with a baseline) or any cell "
+        "not as expected, flakes included (default without one)",
+    )
+    nightly.add_argument(
+        "--rerun-failures",
+        type=int,
+        default=0,
+        metavar="N",
+        help="rerun each failed cell up to N times on fresh hosts, same seed; one that "
+        "then passes is flaky (both attempts and their artifacts kept)",
+    )
+    nightly.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep this run's results in DIR (the last --history-keep runs) and show each "
+        "failing cell's streak and flake rate",
+    )
+    nightly.add_argument(
+        "--history-keep", type=int, default=14, metavar="N", help="runs kept in --history"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import scenarios
     from testbed.hosts.sources import check_refs, parse_refs
-    from testbed.reports import report
+    from testbed.reports import baseline, report
+    from testbed.runs import nightly
     from testbed.runs.selection import select
     from testbed.runs.session import DEFAULT_REPORT_DIR, Settings, default_jobs, run_matrix
     from testbed.runs.shard import parse_shard, shard
@@ -101,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise TestbedError("--jobs must be at least 1")
     check_refs(parse_refs(args.xsmig_ref))  # fail early on a bad spec or ref
+    if args.rerun_failures < 0 or args.history_keep < 1:
+        raise TestbedError("--rerun-failures must be at least 0, --history-keep at least 1")
     settings = Settings(
         jobs=args.jobs or default_jobs(),
         report_dir=(args.report_dir or DEFAULT_REPORT_DIR).resolve(),
@@ -109,6 +148,17 @@ def run(args: argparse.Namespace) -> int:
         select=args.select,
         mode=args.mode,
         backend=backends.Backend.from_args(args),
+        baseline=args.baseline.resolve() if args.baseline else None,
+        history=args.history.resolve() if args.history else None,
+        history_keep=args.history_keep,
+        rerun_failures=args.rerun_failures,
     )
+    against = nightly.load_baseline(settings)  # a bad --baseline fails before any host starts
+    fail_on = args.fail_on or baseline.default_fail_on(against is not None)
     results = run_matrix(cells, settings)
-    return 0 if report.totals(results).failed == 0 else 1
+    blocking = baseline.failing(results, fail_on)
+    if blocking:
+        print(f"{len(blocking)} cell(s) fail the run (--fail-on {fail_on})", file=sys.stderr)
+    elif report.totals(results).failed:
+        print(f"no cell fails the run under --fail-on {fail_on}", file=sys.stderr)
+    return 1 if blocking else 0

@@ -26,6 +26,7 @@ from testbed.hosts.backends import Backend, hosts
 from testbed.hosts.hosts import Fleet, new_run_id
 from testbed.hosts.sources import REPO, parse_refs, resolve_sources
 from testbed.reports import report
+from testbed.runs import nightly
 
 DEFAULT_REPORT_DIR = REPO / "reports" / "matrix"
 
@@ -64,6 +65,11 @@ class Settings:
     select: str | None = None
     mode: str = "qemu"
     backend: Backend = field(default_factory=Backend)
+    # The nightly workflow (testbed/runs/nightly.py, reports/baseline.py, reports/history.py)
+    baseline: Path | None = None
+    history: Path | None = None
+    history_keep: int = 14
+    rerun_failures: int = 0
 
 
 def _cost(cell: Cell) -> int:
@@ -86,8 +92,14 @@ def warm_agents(f: HostProvider, names: Sequence[str], jobs: int) -> None:
 
 
 def run_cells(
-    cells: Sequence[Cell], f: HostProvider, settings: Settings, refs: dict[str, str],
+    cells: Sequence[Cell],
+    f: HostProvider,
+    settings: Settings,
+    refs: dict[str, str],
     console: Any,
+    *,
+    report_dir: Path | None = None,
+    keep_artifacts: bool = False,
 ) -> list[CellResult]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -106,7 +118,15 @@ def run_cells(
         pool = ThreadPoolExecutor(max_workers=settings.jobs, thread_name_prefix="cell")
         try:
             pending: dict[Future[CellResult], Cell] = {
-                pool.submit(run_cell, c, f, settings.report_dir, refs=refs): c for c in order
+                pool.submit(
+                    run_cell,
+                    c,
+                    f,
+                    report_dir or settings.report_dir,
+                    refs=refs,
+                    keep_artifacts=keep_artifacts,
+                ): c
+                for c in order
             }
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -146,34 +166,26 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
     refs = parse_refs(settings.ref_specs)
     names = sorted({h for c in cells for h in c.hops})
     settings.report_dir.mkdir(parents=True, exist_ok=True)
-    exports = Path(tempfile.mkdtemp(prefix="xsmig-refs-"))
-    mounts, labels = resolve_sources(refs, names, exports)
+    before = nightly.load_baseline(settings)  # a bad --baseline fails before any host starts
     console.print(
         f"run {run_id}: {len(cells)} cells on {len(names)} hosts ({settings.backend.describe()}), "
         f"{jobs_note(settings.jobs)}, "
         f"reports in {settings.report_dir}",
         highlight=False,
     )
-    for n in names:
-        if labels[n] != "worktree":
-            console.print(f"  {n} runs xsmig from {labels[n]}", highlight=False)
-    with hosts(
-        names,
-        settings.backend,
-        run_id=run_id,
-        mounts=mounts,
-        source_labels=labels,
-        keep=settings.keep_hosts,
-        mode=settings.mode,
-        progress=lambda m: console.print(m, markup=False, highlight=False),
-    ) as f:
-        warm_agents(f, names, settings.jobs)
-        setup = time.monotonic() - start
-        results = run_cells(cells, f, settings, refs, console)
-        if settings.keep_hosts and isinstance(f, Fleet):  # only containers are kept
-            _print_kept(f, settings.report_dir)
-    if not settings.keep_hosts:  # kept hosts still mount their exported sources
-        shutil.rmtree(exports, ignore_errors=True)
+    results, labels, setup = run_on_fresh_hosts(
+        cells, settings, refs, console, run_id=run_id, keep=settings.keep_hosts
+    )
+    if settings.rerun_failures:
+
+        def run_fresh(again: list[Cell], where: Path) -> list[CellResult]:
+            # the passing attempt's artifacts are half the evidence: keep them
+            return run_on_fresh_hosts(
+                again, settings, refs, console, report_dir=where, keep_artifacts=True
+            )[0]
+
+        nightly.rerun_failures(results, cells, settings, run_fresh, console)
+    comparison = nightly.compare(results, before, settings)
     seconds = time.monotonic() - start
     meta = {
         "run_id": run_id,
@@ -184,9 +196,13 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         "hosts": {n: labels[n] for n in names},
         "host_setup_seconds": round(setup, 3),
         "select": settings.select,
+        **nightly.meta(comparison, settings),
     }
     paths = report.write_all(results, settings.report_dir, seconds, meta)
+    nightly.record(settings, run_id)
     report.print_grid(results, console)
+    if comparison.baseline or comparison.counts:
+        console.print(comparison.line(), highlight=False)
     console.print("reports: " + ", ".join(str(p) for p in paths), highlight=False)
     console.print(report.totals(results).line() + f" in {seconds:.1f}s", highlight=False)
     total = report.cost_model(results)[-1]
@@ -197,6 +213,48 @@ def run_matrix(cells: Sequence[Cell], settings: Settings, console: Any = None) -
         highlight=False,
     )
     return results
+
+
+def run_on_fresh_hosts(
+    cells: Sequence[Cell],
+    settings: Settings,
+    refs: dict[str, str],
+    console: Any,
+    *,
+    run_id: str | None = None,
+    keep: bool = False,
+    report_dir: Path | None = None,
+    keep_artifacts: bool = False,
+) -> tuple[list[CellResult], dict[str, str], float]:
+    """Start the cells' hosts, run the cells, remove the hosts (unless kept):
+    results in matrix order, each host's source label, and the set-up seconds."""
+    start = time.monotonic()
+    names = sorted({h for c in cells for h in c.hops})
+    exports = Path(tempfile.mkdtemp(prefix="xsmig-refs-"))
+    mounts, labels = resolve_sources(refs, names, exports)
+    for n in names:
+        if labels[n] != "worktree":
+            console.print(f"  {n} runs xsmig from {labels[n]}", highlight=False)
+    with hosts(
+        names,
+        settings.backend,
+        run_id=run_id or new_run_id(),
+        mounts=mounts,
+        source_labels=labels,
+        keep=keep,
+        mode=settings.mode,
+        progress=lambda m: console.print(m, markup=False, highlight=False),
+    ) as f:
+        warm_agents(f, names, settings.jobs)
+        setup = time.monotonic() - start
+        results = run_cells(
+            cells, f, settings, refs, console, report_dir=report_dir, keep_artifacts=keep_artifacts
+        )
+        if keep and isinstance(f, Fleet):  # only containers are kept
+            _print_kept(f, report_dir or settings.report_dir)
+    if not keep:  # kept hosts still mount their exported sources
+        shutil.rmtree(exports, ignore_errors=True)
+    return results, labels, setup
 
 
 def _print_kept(f: Fleet, report_dir: Path) -> None:

@@ -39,8 +39,19 @@ def test_head_exports_the_committed_package(tmp_path: Path) -> None:
 
 
 def test_unknown_ref_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(RefError, match="not a commit"):
+    with pytest.raises(RefError, match=r"neither a release of CHANGELOG\.md nor a commit"):
         export_ref("no-such-ref-xyz", tmp_path)
+
+
+def test_a_release_name_is_a_ref(tmp_path: Path) -> None:
+    from testbed.hosts.releases import lookup
+
+    release = lookup("0.1.0")
+    assert release is not None and lookup("v0.1.0") == release
+    package = export_ref("v0.1.0", tmp_path)
+    assert package.parent.name == release.commit
+    # 0.1.0 predates v2: its format table has three encodings
+    assert '"v2"' not in (package / "stream" / "format.py").read_text()
 
 
 def test_hosts_without_a_ref_mount_the_working_tree(tmp_path: Path) -> None:

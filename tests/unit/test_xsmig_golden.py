@@ -332,7 +332,9 @@ def test_stream_bytes(guests: dict[str, DomainDir], guest: str, encoding: Encodi
         return
     assert w.take(12) == b"sinf" + bytes(4) + struct.pack("<I", 16)
     word = layout.ulong_size
-    assert w.take(16) == bytes([word, 0]) + struct.pack("<HIII", 1, 0, 0, 1)
+    # required features: bit 0 (Xen's xsave buffer) exactly when xsave state travels
+    required = fmt.SINF_REQ_XEN_XSAVE if domain.read_meta().xsave_size else 0
+    assert w.take(16) == bytes([word, 0]) + struct.pack("<HIII", 1, required, 0, 1)
     assert w.take(4) == b"wrtr"
     assert (w.u(2), w.u(2)) == (1, 0)  # optional, reserved zero
     who = json.loads(w.take(w.u(4)))

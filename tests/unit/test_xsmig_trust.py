@@ -285,6 +285,15 @@ def test_save_refuses_a_directory_before_writing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.bin", "outdir", "store"]
 
 
+def _writes_into(pid: int, directory: Path) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        targets = [os.readlink(fd) for fd in fds.iterdir()]
+    except OSError:
+        return False
+    return any(t.startswith(f"{directory}/") for t in targets)
+
+
 def test_a_killed_save_leaves_nothing_behind(tmp_path: Path) -> None:
     st = tmp_path / "store"
     assert cli(st, "create", "big", "--pages", "65536", "--vcpus", "1").returncode == 0
@@ -297,12 +306,15 @@ def test_a_killed_save_leaves_nothing_behind(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "xsmig", "save", "big", "--encoding",
                              "native", "--rounds", "20", "-o", str(out)], env=_env(st),
                             stderr=subprocess.PIPE)
+    # Kill it mid-write, not after: once it holds an open file in out_dir (its unnamed
+    # O_TMPFILE), the stale partial has been reaped and the output is being written.
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (out_dir / ".big.bin.xsmig-4194305.partial").exists():
-        time.sleep(0.01)
-    time.sleep(0.2)
+    while time.monotonic() < deadline and proc.poll() is None and not _writes_into(proc.pid,
+                                                                                   out_dir):
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "the save ended before it could be killed"
     assert list(out_dir.iterdir()) == []
     assert cli(st, "save", "big", "--encoding", "native", "-o", str(out)).returncode == 0
     assert [p.name for p in out_dir.iterdir()] == ["big.bin"]

@@ -133,3 +133,22 @@ def test_libxc_format_refuses_a_physmap(store: Store) -> None:
     with pytest.raises(StreamRefused, match="physmap entries"):
         convert(io.BytesIO(libxl), io.BytesIO(), Encoding.V2, abi=AMD64,
                 v2_format=V2Format.LIBXC)
+
+
+def test_extended_streams_require_the_xen_xsave_bit(store: Store,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Roll-out safety: an extended stream carrying xsave state sets required feature bit
+    0 (Xen's buffer), which a reader of 0.2.0 (no required feature known) refuses cleanly
+    instead of misreading xcr0 and xcr0_accum as the area; without xsave, no bit."""
+    from xsmig.stream import format as fmt
+
+    with_xsave = make(store, "x", Guest(pages=100, width=64, vcpus=2, seed=3))
+    without = make(store, "n", Guest(pages=100, width=64, vcpus=1, seed=3, extended=False))
+    data = save_bytes(with_xsave, Encoding.EXTENDED, AMD64)
+    required = struct.unpack_from("<I", data, 16 + 4)[0]  # escape, block head, 4 bytes in
+    assert required == fmt.SINF_REQ_XEN_XSAVE
+    assert struct.unpack_from("<I", save_bytes(without, Encoding.EXTENDED, AMD64), 20)[0] == 0
+    assert digest(restore_bytes(store, data, "copy")) == digest(with_xsave)
+    monkeypatch.setattr(fmt, "REQUIRED_FEATURES_KNOWN", 0)  # the reader 0.2.0 was
+    e = expect_error(StreamRefused, store, data)
+    assert "requires unknown features 0x1" in str(e) and e.offset == 4

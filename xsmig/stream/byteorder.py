@@ -11,7 +11,7 @@ import struct
 
 from xsmig.errors import StreamRefused
 from xsmig.layout import BIG, BYTE_ORDERS, LITTLE
-from xsmig.stream.format import ESCAPE, MAX_EXT_INFO, MAX_P2M_SIZE
+from xsmig.stream.format import ESCAPE, MAX_EXT_INFO, MAX_P2M_SIZE, rule
 
 
 def _block_id(b: bytes) -> bool:
@@ -69,11 +69,11 @@ def big_width(head: bytes, source_width: int | None) -> tuple[int, str, bool]:
     since a 64-bit saver writes the zero top half of p2m_size first."""
     w0, w1 = struct.unpack_from(">II", head)
     if w0 == 0:
-        found = (64, "B4: big-endian, bytes 0-3 zero: 64-bit", head[8:16] == b"\xff" * 8)
+        found = (64, rule("B4"), head[8:16] == b"\xff" * 8)
     elif w1 == ESCAPE:
-        found = (32, "B3: big-endian 32-bit, ext-info signature", True)
+        found = (32, rule("B3"), True)
     else:
-        found = (32, "B5: big-endian 32-bit, no ext-info", False)
+        found = (32, rule("B5"), False)
     if source_width is not None and source_width != found[0]:
         raise StreamRefused(f"the stream is {found[0]}-bit ({found[1]}) but "
                             f"--source-width {source_width} was given", 0)

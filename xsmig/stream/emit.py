@@ -153,8 +153,9 @@ class LegacyEmitter:
             out.pack(fmt.U32, fmt.ESCAPE)
         if self.encoding is fmt.Encoding.EXTENDED:
             order = fmt.BYTE_ORDERS.index(self.layout.byte_order)
+            required = fmt.SINF_REQ_XEN_XSAVE if start.xsave_size else 0
             sinf = fmt.SINF_V1.pack(self.layout.ulong_size, order,
-                                    fmt.SINF_VERSION, 0, 0, fmt.GUEST_X86_PV)
+                                    fmt.SINF_VERSION, required, 0, fmt.GUEST_X86_PV)
             writer = json.dumps({"xsmig": __version__, "abi": self.abi.name,
                                  "machine": layout.machine()}).encode()
             for bid, flags, payload in [(fmt.SINF, 0, sinf),

@@ -26,6 +26,32 @@ class Encoding(StrEnum):
 
 
 LEGACY_ENCODINGS = (Encoding.NATIVE, Encoding.ESCAPED, Encoding.EXTENDED)
+# The detection table (docs/stream-format.md, section 7 and 9): rule id -> what it
+# decides. detect.py and byteorder.py name every decision by these rows, and
+# `xsmig --version --json` lists them, so a release's rules are data, not prose.
+DETECTION_RULES: dict[str, str] = {
+    "L": "legacy profile, own width assumed",
+    "R0": "v2 image header (marker, XENF): bare libxc",
+    "R0L": "libxl header (LibxlFmt), the libxc stream inside",
+    "R0X": "xl save file header",
+    "R1": "escape then sinf block",
+    "R2": "escape then 64-bit p2m_size",
+    "R3": "bytes 4-7 are the 32-bit ext-info signature",
+    "R4": "bytes 4-7 zero, then the 64-bit ext-info signature",
+    "R5": "bytes 4-7 non-zero: 32-bit, no ext-info",
+    "R6": "bytes 4-7 zero, no extended info",
+    "R7": "width from --source-width",
+    "B1": "byte order: the one in which the first bytes make sense as a native stream",
+    "B2": "escape then big-endian 64-bit p2m_size",
+    "B3": "big-endian 32-bit, ext-info signature",
+    "B4": "big-endian, bytes 0-3 zero: 64-bit",
+    "B5": "big-endian 32-bit, no ext-info",
+}
+
+
+def rule(rule_id: str) -> str:
+    """A detection row as decisions name it: `R0: v2 image header (marker, XENF)`."""
+    return f"{rule_id}: {DETECTION_RULES[rule_id]}"
 
 
 I32 = struct.Struct("<i")
@@ -150,7 +176,13 @@ BYTE_ORDER_LITTLE = 0
 BYTE_ORDER_BIG = 1
 BYTE_ORDERS = ("little", "big")  # indexed by the sinf byte_order field
 GUEST_X86_PV = 1
-REQUIRED_FEATURES_KNOWN = 0  # no required feature is defined yet: any bit set is refused
+# sinf required features: what a reader must understand to restore the stream right; a
+# reader refuses any bit it does not know (so did every earlier release), which is how
+# the extended-info block keeps a staged roll-out safe (the mail's "feature flags").
+SINF_REQ_XEN_XSAVE = 0x0001  # the xsave buffers are Xen's (xcr0, xcr0_accum, then the
+# area), written since 0.3.0; 0.1.0 and 0.2.0 read the area alone, would misread the
+# buffer and refuse the bit instead. Set whenever the stream carries xsave state.
+REQUIRED_FEATURES_KNOWN = SINF_REQ_XEN_XSAVE
 
 
 # -- Migration v2 (Xen 4.6+; libxc-migration-stream.pandoc, revision 3) --
@@ -299,6 +331,9 @@ class V2Format(StrEnum):
 
     LIBXL = "libxl"  # what xl sends: the libxc stream inside libxl records (the default)
     LIBXC = "libxc"  # the bare libxc stream: no physmap
+
+
+V2_DEFAULT_FORMAT = V2Format.LIBXL  # what a v2 save or convert writes without --v2-format
 
 
 LIBXL_HDR = struct.Struct(">QII")  # ident, version, options: always big-endian

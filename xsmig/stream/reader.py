@@ -177,8 +177,7 @@ class StreamParser:
             if detection.framing == "xl" or is_libxl != xl["libxl"]:
                 raise StreamError(f"the xl header says {'a libxl' if xl['libxl'] else 'a legacy'}"
                                   f" stream follows, but {detection.rule}", r.offset)
-            detection = detection._replace(rule=f"R0X: xl save file header, then "
-                                                f"{detection.rule}")
+            detection = detection._replace(rule=f"{fmt.rule('R0X')}, then {detection.rule}")
         if detection.encoding is fmt.Encoding.V2:
             from xsmig.stream.v2reader import V2Parser  # v2reader builds on this module
 
