@@ -25,6 +25,8 @@ are compared against baselines of the same moment (ratios: medians of per-round 
   python bench/stream.py --quick          # 8 MiB, proves the bench runs (CI)
   python bench/stream.py --pumps classic,default --repeat 3 --no-host   # pump before/after
   python bench/stream.py --json out.json
+  python bench/stream.py --no-runner --baseline-ref main --host-repeat 3
+      # the in-host and native pipes of this tree and of a baseline ref, alternating
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from testbed import migrate  # noqa: E402
+from testbed.cells import migrate  # noqa: E402
 from testbed.hosts.hosts import Fleet, fleet, new_run_id  # noqa: E402
 from testbed.hosts.sources import resolve_sources  # noqa: E402
 from testbed.hosts.ssh import Host  # noqa: E402
@@ -111,23 +113,32 @@ def pump(
     return t.seconds, t.bytes, cpu
 
 
-def native(pages: int, workdir: Path) -> dict[str, float]:
+def native(pages: int, workdir: Path, base: Path | None = None, repeat: int = 1
+           ) -> dict[str, float]:
     """save | restore against two copy loops, on this machine's own Python."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "XSMIG_STORE": str(workdir / "store")}
     xsmig = [sys.executable, "-m", "xsmig"]
 
-    def sh(script: str) -> float:
+    def sh(script: str, tree: Path = REPO) -> float:
         t0 = time.perf_counter()
-        subprocess.run(["sh", "-c", script], check=True, env=env, capture_output=True)
+        subprocess.run(["sh", "-c", script], check=True, env={**env, "PYTHONPATH": str(tree)},
+                       capture_output=True, cwd=tree)
         return time.perf_counter() - t0
 
     x = shlex.join(xsmig)
     py = shlex.quote(sys.executable)
     sh(f"{x} create n --pages {pages} --seed 1 && {x} save n --encoding extended -o {workdir}/s")
-    pipe = sh(f"{x} save n --encoding extended | {x} restore --name m --host-id 2")
-    copy = sh(f"{py} -c {shlex.quote(COPY)} < {workdir}/s | {py} -c {shlex.quote(COPY)} "
-              f"> {workdir}/copy")
-    return {"native_pipe": pipe, "native_copy": copy,
+    trees = {"": REPO} | ({"_base": base} if base else {})
+    samples: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for sfx, tree in trees.items():
+            samples.setdefault("native_pipe" + sfx, []).append(
+                sh(f"{x} save n --encoding extended | {x} restore --name m --host-id 2", tree))
+            sh(f"{x} destroy m")
+        samples.setdefault("native_copy", []).append(
+            sh(f"{py} -c {shlex.quote(COPY)} < {workdir}/s | {py} -c {shlex.quote(COPY)} "
+               f"> {workdir}/copy"))
+    return {**{k: statistics.median(v) for k, v in samples.items()},
             "stream_bytes": float((workdir / "s").stat().st_size)}
 
 
@@ -141,6 +152,13 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1, help="rounds of openssh + every variant")
     p.add_argument("--no-host", action="store_true",
                    help="skip the in-host and native pipe/copy pairs (the runner's part only)")
+    p.add_argument("--no-runner", action="store_true",
+                   help="skip openssh, paramiko and e2e (the in-host and native pipes only)")
+    p.add_argument("--baseline-ref", default=None,
+                   help="also time the pipes with this git ref's xsmig, alternating with "
+                        "this tree's (before/after in one run)")
+    p.add_argument("--host-repeat", type=int, default=1,
+                   help="in-host and native rounds (medians)")
     args = p.parse_args()
     pages = 2048 if args.quick else args.pages
     pumps = args.pumps.split(",")
@@ -160,7 +178,7 @@ def main() -> int:
         must(src, ["xsmig", "save", "big", "--encoding", "extended", "-o", STREAM])
         source_digest = must(src, ["xsmig", "digest", "big"]).strip()
         size = int(must(src, ["stat", "-c", "%s", STREAM]))
-        for _ in range(args.repeat):
+        for _ in range(0 if args.no_runner else args.repeat):
             rounds.setdefault("openssh", []).append(openssh(f, src, dst, work))
             for v in pumps:
                 sfx = "" if v == "default" else f"[{v}]"
@@ -179,18 +197,26 @@ def main() -> int:
                 must(dst, ["xsmig", "destroy", "big"])
         secs.update({k: statistics.median(v) for k, v in rounds.items()})
         if not args.no_host:
-            secs.update(host_and_native(src, pages, work))
+            base = _put_baseline(f, HOSTS[0], args.baseline_ref, work) if args.baseline_ref \
+                else None
+            secs.update(host_and_native(src, pages, work, base, args.host_repeat))
     mb = size / 1e6
     rate = {k: mb / v for k, v in secs.items() if k != "stream_bytes"}
-    base = rounds["openssh"]
+    base = rounds.get("openssh", [])
     ratio = {}
-    for k in rounds:
+    for k in rounds if base else ():
         if k != "openssh":  # median of the per-round ratios against that round's openssh
             pairs = zip(base, rounds[k], strict=True)
             ratio[f"{k}/openssh"] = statistics.median(o / x for o, x in pairs)
     if not args.no_host:
         ratio["host_pipe/host_copy"] = secs["host_copy"] / secs["host_pipe"]
         ratio["native_pipe/native_copy"] = secs["native_copy"] / secs["native_pipe"]
+        ratio["host_pipe/host_copy, CPU"] = secs["host_copy_cpu"] / secs["host_pipe_cpu"]
+        if args.baseline_ref:
+            ratio["host_pipe_base/host_copy"] = secs["host_copy"] / secs["host_pipe_base"]
+            ratio["host_pipe_base/host_copy, CPU"] = (secs["host_copy_cpu"]
+                                                      / secs["host_pipe_base_cpu"])
+            ratio["native_pipe_base/native_copy"] = secs["native_copy"] / secs["native_pipe_base"]
     report: dict[str, Any] = {
         "command": " ".join(sys.argv), "pages": pages, "stream_bytes": size, "seconds": secs,
         "mb_per_s": rate, "ratio": ratio, "rounds": rounds,
@@ -211,17 +237,68 @@ def main() -> int:
     return 0
 
 
-def host_and_native(src: Host, pages: int, work: Path) -> dict[str, float]:
-    """The emulated and native save | restore pipes against copy loops (xsmig's own share)."""
+BASE_DIR = "/tmp/xsmig-base"  # the baseline tree inside the source host
+
+
+def _put_baseline(f: Fleet, host: str, ref: str, work: Path) -> Path:
+    """`git archive` of ref's xsmig/, into the host (BASE_DIR) and beside this run."""
+    import io
+    import tarfile
+
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "xsmig"], check=True,
+                             capture_output=True).stdout
+    must(f.host(host), ["mkdir", "-p", BASE_DIR])
+    if not f.container(host).put_archive(BASE_DIR, archive):
+        raise SystemExit(f"cannot copy {ref}'s xsmig into {host}")
+    local = work / "base-tree"
+    local.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as t:
+        t.extractall(local, filter="data")
+    return local
+
+
+CPU_OF = ("import resource, subprocess, sys, time; t = time.monotonic(); "
+          "subprocess.run(['sh', '-c', sys.argv[1]], check=True); "
+          "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+          "print(time.monotonic() - t, r.ru_utime + r.ru_stime)")
+
+
+def timed_cpu(host: Host, script: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of a script on the host, CPU of all its processes (under QEMU:
+    the emulators' CPU): the CPU figure is what a loaded machine does not blur."""
+    wall, cpu = must(host, ["python3", "-S", "-c", CPU_OF, script]).split()
+    return float(wall), float(cpu)
+
+
+def host_and_native(src: Host, pages: int, work: Path, base: Path | None = None,
+                    repeat: int = 1) -> dict[str, float]:
+    """The emulated and native save | restore pipes against copy loops (xsmig's own share);
+    with a baseline tree, its pipes too, the trees alternating round by round."""
     store = "$(cat /run/xsmig/store)"
-    secs = {
-        "host_pipe": timed_sh(
-            src, "xsmig save big --encoding extended | xsmig restore --name big2 >/dev/null"),
-        "host_copy": timed_sh(
-            src, f"python3 -c {shlex.quote(COPY)} < {STREAM} | python3 -c {shlex.quote(COPY)} "
-                 f"> {store}/copy; rm -f {store}/copy"),
-    }
-    secs.update(native(pages, work))
+    based = (f"env PYTHONPATH={BASE_DIR} PYTHONPYCACHEPREFIX={BASE_DIR}/pycache "
+             f"XSMIG_STORE={store} XSMIG_HOST_ID=$(cat /run/xsmig/host-id) "
+             "/usr/local/bin/python3 -S -m xsmig")
+    trees = {"": "xsmig"} | ({"_base": based} if base else {})
+    for cmd in trees.values():  # compile every module the pipe imports, untimed
+        must(src, ["sh", "-c", f"{cmd} create warm --pages 64 && {cmd} save warm --encoding "
+                               f"extended | {cmd} restore --name warm2 >/dev/null && "
+                               "xsmig destroy warm && xsmig destroy warm2"])
+    samples: dict[str, list[float]] = {}
+    def sample(key: str, script: str) -> None:
+        wall, cpu = timed_cpu(src, script)
+        samples.setdefault(key, []).append(wall)
+        samples.setdefault(key + "_cpu", []).append(cpu)
+
+    for _ in range(repeat):
+        for sfx, cmd in trees.items():
+            sample("host_pipe" + sfx, f"{cmd} save big --encoding extended | {cmd} restore "
+                                      "--name big2 >/dev/null")
+            must(src, ["xsmig", "destroy", "big2"])
+        sample("host_copy", f"python3 -c {shlex.quote(COPY)} < {STREAM} | python3 -c "
+                            f"{shlex.quote(COPY)} > {store}/copy; rm -f {store}/copy")
+    secs = {k: statistics.median(v) for k, v in samples.items()}
+    print("in-host samples, s:", {k: [round(x, 2) for x in v] for k, v in samples.items()})
+    secs.update(native(pages, work, base, repeat))
     return secs
 
 

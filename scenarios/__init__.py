@@ -22,6 +22,7 @@ from scenarios import (
     faults,
     hostile,
     legacy,
+    live_workload,
     no_ext_info,
     pingpong,
     shapes,
@@ -32,7 +33,7 @@ from scenarios.hosts import arch_of
 from scenarios.model import Cell
 
 _MODULES = (cold, pingpong, no_ext_info, legacy, shapes, truncated, hostile, convert, faults,
-            v2libxc)
+            v2libxc, live_workload)
 # Modules whose pairs depend on the whole selection: cells(arches).
 SELECTED: tuple[ModuleType, ...] = (pingpong, shapes, truncated, hostile)
 

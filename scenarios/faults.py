@@ -55,7 +55,18 @@ EXPECTED: dict[str, FaultExpect] = {
     "netdown": FaultExpect(
         "destination taken off the network mid-stream, then reconnected", lost=True
     ),
+    # Last: the guest runs on from here, so the source's digest changes (checked anew).
+    "live-cut": FaultExpect(
+        "link cut during a live round (guest running on the source)", codes=frozenset({3}),
+        lost=True,
+    ),
 }
+LIVE_RATE = 2000  # pages/s the guest dirties during the live-cut fault: rounds go on
+LIVE_CUT = PAGES * 4096 + (256 << 10)  # bytes: past round 0, inside a later round
+# The faulted save must still be sending rounds at the cut: no stop but the round limit.
+LIVE_FAULTED = ("--live", "--max-rounds", "100", "--dirty-threshold", "0", "--max-downtime", "0")
+LIVE_RETRY = ("--live", "--max-rounds", "10", "--dirty-threshold", "50", "--max-downtime",
+              "0.5")
 
 # (encoding, guest width) columns: the legacy layout and the extended-info one.
 COLUMNS: tuple[tuple[str, int], ...] = (("native", 32), ("extended", 64))

@@ -77,6 +77,22 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Live:
+    """A live migration: a guest dirtying pages on the source (`xsmig run`) while
+    `xsmig save --live` sends rounds; `stops`: the stop reasons the save may report."""
+
+    dirty_rate: float  # pages per second
+    max_rounds: int = 10
+    dirty_threshold: int = 50
+    max_downtime: float = 0.5
+    stops: tuple[str, ...] = ("threshold", "downtime")
+
+    def save_args(self) -> list[str]:
+        return ["--live", "--max-rounds", str(self.max_rounds), "--dirty-threshold",
+                str(self.dirty_threshold), "--max-downtime", str(self.max_downtime)]
+
+
+@dataclass(frozen=True)
 class Cell:
     """One migration (or chain of migrations) with its expected outcome.
 
@@ -97,6 +113,7 @@ class Cell:
     retry: Retry | None = None
     faults: tuple[str, ...] = ()  # faults injected mid-migration, in order (scenarios/faults.py)
     convert: tuple[str, ...] = ()  # on the source, pipe the save through `xsmig convert --to`
+    live: Live | None = None  # a running guest, a live save (testbed/cells/live.py)
     timeout: float = 300.0
     tags: tuple[str, ...] = field(default=())
 

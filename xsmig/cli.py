@@ -136,6 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--toolstack", choices=TOOLSTACKS, default="native",
                    help="ABI to write with (default: this interpreter's own)")
     _v2_format_option(p)
+    _live_options(p)
+
+    p = cmd("run", "run the guest: dirty its pages at a rate until paused (xsmig/guest.py)")
+    p.add_argument("name")
+    p.add_argument("--dirty-rate", type=float, required=True, metavar="PAGES_PER_S",
+                   help="counter pages written per second (0: as fast as it can)")
+    p.add_argument("--seconds", type=float, default=None, help="pause after this long")
+    p.add_argument("--detach", action="store_true",
+                   help="run in the background; return once the guest runs")
+
+    p = cmd("pause", "pause a running guest at a consistent point; print its state")
+    p.add_argument("name")
+
+    p = cmd("guest-check", "check the guest's counter pages; name the first stale one")
+    p.add_argument("name")
+    p.add_argument("--counter", type=int, default=None,
+                   help="the counter at the pause (default: read off the first page)")
+    p.add_argument("--position", type=int, default=None,
+                   help="the working-set page the pass had reached at the pause")
 
     p = cmd("restore", "restore a domain from a stream, detecting its encoding and width")
     p.add_argument("-i", "--input", default="-", help="file, or - for stdin (default)")
@@ -209,6 +228,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("host-info", "describe this interpreter's toolstack ABI")
     p.add_argument("--json", action="store_true")
     return parser
+
+
+def _live_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--live", action="store_true",
+                   help="pre-copy rounds over the running guest, then pause it (xsmig/live.py)")
+    p.add_argument("--max-rounds", type=int, default=30,
+                   help="--live: pause after this many rounds at most (default 30)")
+    p.add_argument("--dirty-threshold", type=int, default=50, metavar="PAGES",
+                   help="--live: pause once this few pages are dirty (default 50)")
+    p.add_argument("--max-downtime", type=float, default=0.3, metavar="SECONDS",
+                   help="--live: pause once the last round is estimated to fit (default 0.3)")
+
+
+def _run_guest(args: argparse.Namespace, store: Store) -> None:
+    from xsmig import guest
+
+    files = guest.RunFiles(store.root, args.name)
+    if args.command == "run":
+        state = guest.run(store.get(args.name), files, args.dirty_rate, seconds=args.seconds,
+                          detach=args.detach)
+        print(json.dumps(state, sort_keys=True))
+    elif args.command == "pause":
+        store.get(args.name)
+        paused = guest.pause(files)
+        if paused is None:
+            raise StateError(f"no guest of {args.name!r} has run")
+        print(json.dumps(paused, sort_keys=True))
+    else:
+        print(json.dumps(guest.check(store.get(args.name), args.counter, args.position),
+                         sort_keys=True))
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -468,15 +517,27 @@ def run(args: argparse.Namespace) -> int:
                            ext_info=not args.no_ext_info, rounds=args.rounds,
                            word_size=args.word_size,
                            v2_format=_v2_format(args, Encoding(args.encoding)))
+        live = None
+        if args.live:
+            from xsmig.guest import RunFiles
+            from xsmig.live import LiveOptions, LiveRounds, check
+
+            live_opts = LiveOptions(args.max_rounds, args.dirty_threshold, args.max_downtime)
+            check(live_opts)
+            if args.rounds != 1:
+                raise UsageError("--rounds and --live do not go together")
+            live = LiveRounds(RunFiles(store.root, args.name), live_opts)
         started = time.monotonic()
         with _open_out(args.output) as out:
             try:
-                stats = save(domain, out, opts)
+                stats = save(domain, out, opts, live)
             except OSError as e:
                 _write_failed(e, "stdout" if args.output == "-" else args.output)
         if args.output != "-":
             print(f"{stats.bytes} bytes, {stats.pages_sent} pages in {stats.batches} batches, "
                   f"{time.monotonic() - started:.2f}s", file=sys.stderr)
+    elif args.command in ("run", "pause", "guest-check"):
+        _run_guest(args, store)
     elif args.command == "restore":
         max_pages = _max_pages(args)
         if args.name is not None:

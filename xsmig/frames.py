@@ -42,6 +42,9 @@ class FrameMap:
         no call per frame (restoring page tables and p2m tables)."""
         base, mask, off, mult, size = (self._base, self._mask, self._offset, self._mult,
                                        self.p2m_size)
+        if isinstance(pfns, list) and pfns and min(pfns) >= 0 and max(pfns) < size:
+            # every pfn in range (the usual page): C-level min/max, no test per entry
+            return [base + ((p * mult + off) & mask) for p in pfns]
         return [base + ((p * mult + off) & mask) if 0 <= p < size else -1 for p in pfns]
 
     def pfn(self, mfn: int) -> int | None:
@@ -57,5 +60,12 @@ class FrameMap:
         with the arithmetic inline, no call per frame (validating page tables)."""
         base, mask, off, inv, size = (self._base, self._mask, self._offset, self._inverse,
                                       self.p2m_size)
+        if isinstance(mfns, list) and mfns and min(mfns) >= base and max(mfns) <= base + mask:
+            # every frame in the map's span (the usual page): one test per page, not per
+            # entry; a pfn beyond p2m_size sends the page down the checking path
+            start = base + off
+            pfns = [((m - start) * inv) & mask for m in mfns]
+            if max(pfns) < size:
+                return pfns
         return [p if 0 <= (x := m - base) <= mask and (p := ((x - off) * inv) & mask) < size
                 else -1 for m in mfns]

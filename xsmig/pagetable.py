@@ -90,7 +90,7 @@ def present_entries(page: memoryview | bytes | bytearray) -> tuple[list[int], li
     """(indices, values) of the present entries."""
     index = present_indices(page)
     entries = _native_view(page) or _entries(memoryview(page))
-    return index, [entries[i] for i in index]
+    return index, (entries.tolist() if len(index) == ENTRIES else [entries[i] for i in index])
 
 
 def rewrite(page: memoryview, pt_levels: int, translate: Translate) -> None:
@@ -102,7 +102,7 @@ def rewrite(page: memoryview, pt_levels: int, translate: Translate) -> None:
         return
     view = _native_view(page)
     entries: memoryview | array[int] = view if view is not None else _entries(page)
-    old = [entries[i] for i in index]
+    old = entries.tolist() if len(index) == ENTRIES else [entries[i] for i in index]
     mask = frame_mask(pt_levels)
     frames = [(e >> 12) & mask for e in old]
     new = translate(frames)
@@ -110,6 +110,13 @@ def rewrite(page: memoryview, pt_levels: int, translate: Translate) -> None:
         k = new.index(-1)
         raise EntryError(index[k], frames[k])
     keep = ~(mask << 12) & U64
+    if len(index) == ENTRIES:  # a dense table (most L1s): one comprehension, one store
+        dense = array("Q", [(e & keep) | (f << 12) for e, f in zip(old, new, strict=True)])
+        if view is not None:
+            view[:] = memoryview(dense)
+        else:
+            _store(page, dense)
+        return
     for i, e, f in zip(index, old, new, strict=True):
         entries[i] = (e & keep) | (f << 12)
     if view is None:

@@ -4,7 +4,9 @@ publishes it only once the whole stream has been read and checked."""
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 from typing import BinaryIO
 
 from xsmig import p2mtable
@@ -37,7 +39,14 @@ from xsmig.stream.reader import (
     record_types,
     rewrite_tables,
 )
-from xsmig.validate import Invalid, check_frame_list, check_vcpu_pfn, hole_message, validate
+from xsmig.validate import (
+    Invalid,
+    check_frame_list,
+    check_page_tables,
+    check_vcpu_pfn,
+    hole_message,
+    validate,
+)
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
@@ -54,6 +63,9 @@ class RestoreSink:
         self.memory: BinaryIO | None = None
         self.header: StreamHeader | None = None
         self.types = bytearray()
+        # 1 for every pfn some page-table entry of the stream named (validate's page-table
+        # pass runs at the end only if one of them ended up a hole: see finish)
+        self.referenced = bytearray()
         self.frames: FrameMap | None = None
         self.vcpu_ids = [0]
         self.tsc = TscInfo()
@@ -72,6 +84,7 @@ class RestoreSink:
         self.domain.create_empty(header.p2m_size)
         self.memory = self.domain.open_memory("r+b")
         self.types = bytearray([pt.XTAB]) * header.p2m_size
+        self.referenced = bytearray(header.p2m_size)
         self.frames = FrameMap(self.host_id, zlib.crc32(self.name.encode()), header.p2m_size)
 
     def on_batch(self, batch: Batch) -> None:
@@ -80,11 +93,24 @@ class RestoreSink:
         data_pfns = record_types(batch, self.types)
         # the domain's pages are known only at the end: validate() in finish()
         for pfn, _page, offset in rewrite_tables(batch, self.types, data_pfns, levels,
-                                                 self.frames.mfns):
+                                                 self._to_mfns):
             self.pt_offsets[pfn] = offset
         for start, end in pt.pfn_runs(data_pfns):
             self.memory.seek(data_pfns[start] * PAGE_SIZE)
             self.memory.write(batch.data[start * PAGE_SIZE:end * PAGE_SIZE])
+
+    def _to_mfns(self, pfns: list[int]) -> list[int]:
+        """The rewrite's translation, marking the pfns named (a C-level map, no loop)."""
+        assert self.frames
+        mfns = self.frames.mfns(pfns)
+        if -1 not in mfns:  # -1: beyond p2m_size, which the rewrite refuses
+            deque(map(self.referenced.__setitem__, pfns, repeat(1)), maxlen=0)
+        return mfns
+
+    def _may_map_holes(self) -> bool:
+        """Whether any pfn a page-table entry named is a hole now: whole-array int ops."""
+        return bool(int.from_bytes(self.referenced, "little")
+                    & int.from_bytes(self.types.translate(pt.UNMAPPED), "little"))
 
     def on_chunk(self, offset: int, chunk_id: int, name: str, value: object) -> None:
         # Dispatch on the event's name: the same in every encoding (format.EV_*).
@@ -160,7 +186,15 @@ class RestoreSink:
         self.domain.write_types(self.types)
         self.domain.write_meta(meta)
         try:
-            validate(self.domain)  # the very check digest, diff and save will make
+            # The very check digest, diff and save will make. Its page-table pass would
+            # translate every entry back, a second time: each entry was translated from a
+            # pfn below p2m_size as it was written, so what it could still find is an
+            # entry naming a hole, and it runs only if a pfn some entry named (this copy
+            # or an older one of a page) is a hole. Then its verdict on the final pages
+            # decides, with the same messages.
+            validate(self.domain, page_tables=False)
+            if self._may_map_holes():
+                check_page_tables(self.domain, meta, self.types)
         except Invalid as e:
             raise self._blame(e) from None
         return meta

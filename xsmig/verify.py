@@ -47,7 +47,7 @@ class VerifySink(RestoreSink):
         data_pfns = record_types(batch, self.types)
         self.pages_with_data += len(data_pfns)
         for pfn, page, offset in rewrite_tables(batch, self.types, data_pfns,
-                                                self.header.guest.pt_levels, self.frames.mfns):
+                                                self.header.guest.pt_levels, self._to_mfns):
             self.pt_offsets[pfn] = offset
             self.memory.seek(pfn * PAGE_SIZE)
             self.memory.write(page)

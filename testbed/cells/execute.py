@@ -134,6 +134,10 @@ def _run(
         from testbed.cells.faults import run_faults
 
         return run_faults(cell, provider, workdir, result)
+    if cell.live is not None:  # a running guest on the source: testbed/cells/live.py
+        from testbed.cells.live import run_live
+
+        return run_live(cell, provider, workdir, result)
     hosts = [provider.host(n) for n in cell.hops]
     name = cell.domain_name
     t0 = time.monotonic()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import paramiko
 
-from scenarios.faults import EXPECTED, TRIGGER
+from scenarios.faults import EXPECTED, LIVE_CUT, LIVE_FAULTED, LIVE_RATE, LIVE_RETRY, TRIGGER
 from scenarios.model import Cell
 from testbed.cells import migrate
 from testbed.cells.domains import HostProvider, create_argv
@@ -300,6 +300,94 @@ def phase(
     return record, problems
 
 
+def live_phase(
+    kind: str, k: int, cell: Cell, fleet: HostProvider, source_digest: str, workdir: Path
+) -> tuple[HopRecord, list[str]]:
+    """The link cut during a live round: the guest runs on the source (xsmig run), the
+    live save is past its first round when the stream is cut. Then the guest must still
+    be running (the save never paused it), pause cleanly with its invariant whole on the
+    source, nothing may be left on the destination, and the guest must resume and
+    migrate live over the healed link, identical at its pause, every counter current.
+    `source_digest` is not used: the running guest changes the source."""
+    import json
+
+    from testbed.cells.live import rounds_of
+
+    del source_digest
+    src_name, dst_name = cell.hops[0], cell.hops[1]
+    src, dst = fleet.host(src_name), fleet.host(dst_name)
+    name = cell.domain_name
+    problems: list[str] = []
+    idle = has_idle_timeout(fleet, dst_name)
+    save = migrate.save_argv(name, cell.encoding, no_ext_info=False, rounds=None)
+    run = ("run", name, "--dirty-rate", str(LIVE_RATE), "--detach")
+    started = src.xsmig(*run, timeout=cell.timeout)
+    if not started.ok:
+        raise TestbedError(f"xsmig run on {src_name}: {started.err.strip()}")
+    t = migrate.stream(src, dst, [*save, *LIVE_FAULTED], restore_argv(name, None, idle),
+                       timeout=cell.timeout, limit=LIVE_CUT, save_window=FAULT_WINDOW)
+    (workdir / f"{k}-{kind}-save.stderr").write_text(t.save_stderr)
+    (workdir / f"{k}-{kind}-restore.stderr").write_text(t.restore_stderr)
+    if not t.cut:
+        problems.append(f"the cut never happened: the stream ended after {t.bytes} bytes")
+    healed, problem = Injector(kind, fleet, src_name, dst_name, name).heal(idle)
+    ended, problem2 = _restore_ended(t, kind)
+    problems += [p for p in (problem, problem2) if p]
+    if any(line.get("final") for line in rounds_of(t.save_stderr)):
+        problems.append("the faulted save paused the guest: the cut came too late")
+    paused = src.xsmig("pause", name, timeout=cell.timeout)
+    state = json.loads(paused.out) if paused.ok else {}
+    if not paused.ok:
+        problems.append(f"the guest did not pause after the cut: {paused.err.strip()}")
+    else:
+        check = src.xsmig("guest-check", name, "--counter", str(state["counter"]),
+                          "--position", str(state["position"]), timeout=cell.timeout)
+        if not check.ok:
+            problems.append(f"the source guest's invariant broke: {check.err.strip()}")
+    if dst.has_domain(name, cell.timeout, None):
+        problems.append(f"a domain {name} was left on {dst_name}")
+    # Resume the guest, migrate live over the healed link.
+    again = f"{name}r{k}"
+    retried = "live retry identical, every counter page current"
+    resumed = src.xsmig(*run, timeout=cell.timeout)
+    r = migrate.stream(src, dst, [*save, *LIVE_RETRY],
+                       migrate.restore_argv(again, profile="current", source_width=None),
+                       timeout=cell.timeout) if resumed.ok else None
+    src.xsmig("pause", name, timeout=cell.timeout)  # a failed retry left it running
+    final = (rounds_of(r.save_stderr) or [{}])[-1] if r is not None else {}
+    guest = final.get("guest") or {}
+    if r is None or r.error is not None or r.restore_status != 0 or not guest:
+        why = resumed.err.strip() if r is None else (r.error or r.save_stderr.strip()[-300:]
+                                                     + r.restore_stderr.strip()[-300:])
+        retried = f"live retry FAILED: {why}"
+        problems.append(retried)
+    else:
+        if dst.digest(again, cell.timeout) != src.digest(name, cell.timeout):
+            retried = "live retry restored a DIFFERENT domain"
+            problems.append(retried)
+        check = dst.xsmig("guest-check", again, "--counter", str(guest["counter"]),
+                          "--position", str(guest["position"]), timeout=cell.timeout)
+        if not check.ok:
+            retried = f"live retry broke the guest's invariant: {check.err.strip()}"
+            problems.append(retried)
+        if state and guest["pages_written"] <= state.get("pages_written", 0):
+            problems.append("the resumed guest wrote nothing")
+    left = _leftovers(fleet, dst_name, name)
+    if left:
+        problems.append(f"write-aside leftovers on {dst_name}: {', '.join(left)}")
+    healed = f"{healed}; " if healed else ""
+    actual = (f"{EXPECTED[kind].what}: cut after {t.bytes} bytes; {ended}; {healed}"
+              f"guest paused at counter {state.get('counter')}, invariant whole; "
+              f"nothing left on {dst_name}; {retried}") if not problems else "; ".join(problems)
+    record = HopRecord(
+        src_name, dst_name,
+        f"[{kind}] {EXPECTED[kind].describe()}; guest still running, pauses whole; nothing on "
+        "the destination; resumed live retry identical",
+        actual, t.bytes + (r.bytes if r else 0), round(t.seconds + (r.seconds if r else 0), 3),
+        round(r.mib_per_s, 2) if r else 0.0, t.save_status, t.restore_status, "the healed link")
+    return record, problems
+
+
 def run_faults(cell: Cell, provider: HostProvider, workdir: Path, result: CellResult) -> str | None:
     """The whole fault cell; returns the failure text, or None when every fault was survived."""
     # Asked before the guest exists: hosts that cannot be broken fail the cell up front.
@@ -317,7 +405,8 @@ def run_faults(cell: Cell, provider: HostProvider, workdir: Path, result: CellRe
         for k, kind in enumerate(cell.faults, 1):
             t0 = time.monotonic()
             try:
-                record, problems = phase(kind, k, cell, fleet, source_digest, workdir)
+                step = live_phase if kind == "live-cut" else phase
+                record, problems = step(kind, k, cell, fleet, source_digest, workdir)
             except Exception as exc:  # a broken host or engine: report, go on with the next
                 why = str(exc) if isinstance(exc, TestbedError) else f"{type(exc).__name__}: {exc}"
                 record = HopRecord(cell.hops[0], cell.hops[1], f"[{kind}]", f"could not run: {why}")

@@ -59,6 +59,9 @@ class CellResult:
     transfer_seconds: float = 0.0
     check_seconds: float = 0.0
     artifacts: list[str] = field(default_factory=list)  # relative to the report dir
+    # Live cells (testbed/cells/live.py): dirty_rate, rounds, pages_per_round, stop, downtime,
+    # total_seconds, guest (its counter at the pause).
+    live: dict[str, Any] | None = None
     repro: str = ""
     # Against a baseline (testbed/reports/baseline.py): regression, fixed, still-failing, new,
     # flaky or passing; "" when the run had no baseline and the cell is no flake.

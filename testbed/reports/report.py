@@ -340,6 +340,18 @@ def write_summary(
             markdown_cost(results),
             "",
         ]
+    live = [r for r in results if r.live]
+    if live:
+        parts += ["## Live migration", "",
+                  "Downtime: from the guest's pause until the destination has restored.", "",
+                  "| cell | dirty pages/s | rounds | pages per round | stop | downtime s "
+                  "| total s |", "|---|--:|--:|---|---|--:|--:|"]
+        for r in live:
+            f = r.live or {}
+            pages = ", ".join(map(str, f.get("pages_per_round") or []))
+            parts.append(f"| `{r.id}` | {f.get('dirty_rate')} | {f.get('rounds')} | {pages} | "
+                         f"{f.get('stop')} | {f.get('downtime')} | {f.get('total_seconds')} |")
+        parts.append("")
     big = [r for r in results if r.bytes]
     if big:
         parts += ["## Throughput", "", "| cell | bytes | seconds | MiB/s |", "|---|--:|--:|--:|"]

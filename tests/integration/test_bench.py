@@ -66,3 +66,15 @@ def test_pagework_quick(tmp_path: Path) -> None:
     assert set(results["pt-heavy"]) == {"save", "restore", "digest", "start"}
     phases = results["pt-heavy"]
     assert all(phases[p]["cpu_s"]["this"] > 0 for p in ("save", "restore", "digest"))
+
+
+def test_live_quick(tmp_path: Path) -> None:
+    # bench/live.py checks every row itself (digest at the pause, guest-check) and exits
+    # non-zero otherwise: two rows, a guest far above the 2 MB/s link must hit the limit
+    doc = run_bench("live.py", tmp_path / "l.json", "--pages", "512", "--rates", "0,20000",
+                    "--link", "2", "--max-rounds", "2", "--max-downtime", "0",
+                    "--dirty-threshold", "0")
+    assert isinstance(doc, list) and [r["rate"] for r in doc] == [0, 20000]
+    assert doc[0]["stop"] == "no-guest", doc
+    assert doc[1]["stop"] == "round-limit" and doc[1]["rounds"] == 3, doc
+    assert doc[1]["downtime"] > 0 and doc[1]["total"] > doc[1]["downtime"], doc

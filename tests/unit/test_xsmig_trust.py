@@ -302,8 +302,10 @@ def test_a_killed_save_leaves_nothing_behind(tmp_path: Path) -> None:
     out = out_dir / "big.bin"
     # What a save killed where O_TMPFILE is unsupported leaves: reaped by the next save.
     (out_dir / ".big.bin.xsmig-4194305.partial").write_bytes(b"x")
+    # --rounds 20: a save long enough to be killed mid-way on a fast machine
     proc = subprocess.Popen([sys.executable, "-m", "xsmig", "save", "big", "--encoding",
-                             "native", "-o", str(out)], env=_env(st), stderr=subprocess.PIPE)
+                             "native", "--rounds", "20", "-o", str(out)], env=_env(st),
+                            stderr=subprocess.PIPE)
     # Kill it mid-write, not after: once it holds an open file in out_dir (its unnamed
     # O_TMPFILE), the stale partial has been reaped and the output is being written.
     deadline = time.monotonic() + 60

@@ -8,7 +8,10 @@ order), vcpu* in ascending id, shared_info, end."""
 from __future__ import annotations
 
 import json
+import operator
 import struct
+import sys
+from array import array
 from collections.abc import Sequence
 from typing import BinaryIO, Protocol
 
@@ -51,6 +54,26 @@ class Emitter(Protocol):
              xsave: bytes) -> None: ...
     def shared_info(self, data: bytes) -> None: ...
     def end(self) -> None: ...
+
+
+_TYPE_BYTE = bytes((b & 0x0F) << 4 for b in range(256))  # type nibble -> top byte's high half
+_TOP = 3 if sys.byteorder == "little" else 0  # the most significant byte of a host u32
+
+
+def batch_words(pfns: Sequence[int], types: bytes, layout: Layout) -> bytes:
+    """A legacy batch's pfn list: (type << 28) | pfn per entry (a hole's pfn is 0, as
+    Xen's bare XTAB entry), as ulongs of the stream's layout. The type goes into each
+    word's top byte by byte slices and a C-level map: no Python loop over the entries."""
+    values = array("I", pfns if pt.XTAB not in types
+                   else map(operator.mul, pfns, types.translate(pt.MAPPED)))
+    raw = bytearray(values.tobytes())
+    raw[_TOP::4] = bytes(map(operator.or_, raw[_TOP::4], types.translate(_TYPE_BYTE)))
+    words = array("I")
+    words.frombytes(raw)
+    out = words if layout.ulong_size == 4 else array("Q", words)
+    if layout.byte_order != sys.byteorder:
+        out.byteswap()
+    return out.tobytes()
 
 
 def toolstack_payload(layout: Layout, version: int, physmap: Sequence[PhysmapEntry]) -> bytes:
@@ -162,10 +185,8 @@ class LegacyEmitter:
     def pages(self, pfns: Sequence[int], types: bytes, data: memoryview) -> None:
         if not pfns:
             return  # a zero count would end the body
-        entries = [pt.BARE_XTAB_ENTRY if t == pt.XTAB else (t << pt.TYPE_SHIFT) | p
-                   for p, t in zip(pfns, types, strict=True)]
-        self.out.pack(fmt.I32, len(entries))
-        self.out.write(self.ulongs(entries))
+        self.out.pack(fmt.I32, len(pfns))
+        self.out.write(batch_words(pfns, types, self.layout))
         self.out.write(data)
 
     def holes(self, pfns: Sequence[int]) -> None:

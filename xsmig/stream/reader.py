@@ -408,13 +408,13 @@ class StreamParser:
                 raise StreamError(f"batch entry {bad} has bits 63-32 set",
                                   at + 4 + bad * layout.ulong_size)
             words = words[0::2] if layout.byte_order == LITTLE else words[1::2]
-        types = bytes(w >> pt.TYPE_SHIFT for w in words)
-        pfns = [w & pt.PFN_MASK for w in words]
+        types, pfns = split_batch_words(words)
         if 0 in types.translate(pt.VALID_NIBBLE):
             bad = types.translate(pt.VALID_NIBBLE).index(0)
             raise StreamError(f"batch entry {bad} has unused page type {types[bad]:#x}",
                               at + 4 + bad * layout.ulong_size)
-        checked = [p for p, t in zip(pfns, types, strict=True) if t != pt.XTAB]
+        checked = pfns if pt.XTAB not in types else list(
+            itertools.compress(pfns, types.translate(pt.MAPPED)))
         if checked and max(checked) >= header.p2m_size:
             bad = next(i for i, (p, t) in enumerate(zip(pfns, types, strict=True))
                        if t != pt.XTAB and p >= header.p2m_size)
@@ -543,6 +543,23 @@ def parse_toolstack(data: bytes, layout: Layout, base: int) -> tuple[int, list[P
     order = layout.byte_order
     version, count = in_order(fmt.TOOLSTACK_HEADER, order).unpack_from(data)
     return version, _physmap(data, count, layout.physmap_record_size(), order, base)
+
+
+_HIGH_NIBBLE = bytes(b >> 4 for b in range(256))  # bytes.translate tables
+_LOW_NIBBLE = bytes(b & 0x0F for b in range(256))
+_TOP = 3 if sys.byteorder == LITTLE else 0  # the most significant byte of a host u32
+
+
+def split_batch_words(words: array[int]) -> tuple[bytes, list[int]]:
+    """A legacy batch's 32-bit words (host order) -> (type nibble of each, pfn of each):
+    the type is the top byte's high nibble, so byte slices and translate tables split
+    them in C, as v2reader.split_pfn_words does; no Python loop over the words."""
+    raw = bytearray(words.tobytes())
+    top = bytes(raw[_TOP::4])
+    raw[_TOP::4] = top.translate(_LOW_NIBBLE)
+    pfns = array("I")
+    pfns.frombytes(raw)
+    return top.translate(_HIGH_NIBBLE), pfns.tolist()
 
 
 def _words(code: str, raw: bytes, layout: Layout) -> array[int]:

@@ -79,17 +79,28 @@ class _Saver:
         self.out.begin(StreamStart(meta.p2m_size, self.vl, meta.p2m_frames,
                                    meta.extended_contexts, buffer, self.vcpu_context(0)))
 
-    def body(self) -> None:
+    def all_pages(self) -> None:
         p2m = self.meta.p2m_size
         for first in range(0, p2m, fmt.MAX_BATCH):
             self.batch(range(first, min(first + fmt.MAX_BATCH, p2m)))
+
+    def send(self, pfns: list[int]) -> None:
+        """Pages again (a live round): pfns ascending, any types."""
+        for i in range(0, len(pfns), fmt.MAX_BATCH):
+            self.batch(pfns[i:i + fmt.MAX_BATCH])
+
+    def body(self) -> None:
+        self.all_pages()
+        p2m = self.meta.p2m_size
         for round_no in range(1, self.opts.rounds):
             # Later rounds resend a seeded share of the pages ("dirtied" while sending).
             stride = 3 + round_no
             again = list(compress(range(round_no % stride, p2m, stride),
                                   self.types[round_no % stride::stride].translate(pt.HAS_DATA)))
-            for i in range(0, len(again), fmt.MAX_BATCH):
-                self.batch(again[i:i + fmt.MAX_BATCH])
+            self.send(again)
+        self.body_end()
+
+    def body_end(self) -> None:
         self.out.vcpu_ids(self.meta.vcpu_ids)
         self.out.tsc(self.meta.tsc)
         if self.meta.toolstack_version is not None:
@@ -156,9 +167,17 @@ class _Saver:
         self.out.end()
 
 
-def save(domain: DomainDir, out: BinaryIO, opts: SaveOptions) -> SaveStats:
+def save(domain: DomainDir, out: BinaryIO, opts: SaveOptions,
+         live: Callable[[_Saver], None] | None = None) -> SaveStats:
+    """`live`: sends the pages in its own rounds (xsmig/live.py), then calls body_end();
+    the vCPU state and the tail follow once it returns."""
     try:
-        meta, _types = validate(domain)  # the rule restore applied before publishing
+        # The rule restore applied before publishing. Page-table entries: the rewrite in
+        # canonicalise_page translates each with the same rule (pt_targets) and fails the
+        # save on the first it refuses, so checking them here too would translate every
+        # entry twice (docs/performance.md). Output to a file is then discarded; a pipe
+        # sees a cut stream, which every reader refuses.
+        meta, _types = validate(domain, page_tables=False)
     except Invalid as e:
         raise StateError(f"domain at {domain.path} is corrupt: {e}") from None
     if opts.rounds < 1:
@@ -188,7 +207,10 @@ def save(domain: DomainDir, out: BinaryIO, opts: SaveOptions) -> SaveStats:
         with domain.open_memory() as memory:
             saver = _Saver(domain, meta, emitter, opts, memory)
             saver.header()
-            saver.body()
+            if live is None:
+                saver.body()
+            else:
+                live(saver)
             saver.tail()
     except FrameFieldError as e:
         raise StateError(f"domain {meta.name!r} is corrupt: {e}") from None
