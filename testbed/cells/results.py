@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from scenarios.model import Cell, Outcome
+from testbed.errors import TestbedError
 
 PASSED = "passed"  # restored identically, as expected
 REFUSED = "refused"  # refused cleanly, as expected
@@ -114,3 +117,21 @@ def repro_command(cell_id: str, seed: int, refs: dict[str, str] | None = None) -
     for host, ref in sorted((refs or {}).items()):
         argv += ["--xsmig-ref", f"{host}={ref}"]
     return f"{shlex.join(argv)}  # seed {seed}"
+
+
+class ResultsError(TestbedError):
+    pass
+
+
+def read_results(file: Path) -> tuple[dict[str, Any], list[CellResult]]:
+    """A matrix run's results.json as (meta, cells): the one reader of another run's
+    results (merge, baseline, history); one clear error for anything else."""
+    try:
+        doc = json.loads(file.read_text())
+        cells = [CellResult.from_json(c) for c in doc["cells"]]
+        meta = dict(doc.get("meta") or {})
+    except OSError as e:
+        raise ResultsError(f"cannot read {file}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ResultsError(f"{file} is not a matrix results.json ({e})") from None
+    return meta, cells

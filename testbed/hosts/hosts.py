@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from scenarios.hosts import BY_NAME, HostSpec
 from testbed.errors import TestbedError
@@ -116,8 +116,27 @@ def log_tail(container: Any, lines: int = 20) -> str:
         return f"(no logs: {exc})"
 
 
+class Guarded:
+    """A run's hosts as a context manager: removed on exit, and by the safety net below on
+    SIGINT, SIGTERM, SIGHUP or interpreter exit (the Fleet's containers, an Inventory's
+    deployments)."""
+
+    def remove_all(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        register(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.remove_all()
+        finally:
+            unregister(self)
+
+
 @dataclass
-class Fleet:
+class Fleet(Guarded):
     """The hosts of one run. Use as a context manager; removal is guaranteed."""
 
     client: Any
@@ -424,15 +443,6 @@ class Fleet:
             with contextlib.suppress(Exception):
                 state.container.remove(force=True, v=True)
 
-    def __enter__(self) -> Fleet:
-        register(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.remove_all()
-        finally:
-            unregister(self)
 
 
 def publish_ip(engine: Engine) -> str:

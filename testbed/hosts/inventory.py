@@ -41,7 +41,7 @@ from scenarios.arches import ARCHES
 from scenarios.hosts import HostSpec
 from testbed.errors import TestbedError
 from testbed.hosts import bytecode
-from testbed.hosts.hosts import register, unregister
+from testbed.hosts.hosts import Guarded
 from testbed.hosts.ssh import ClientKey, Host, parse_public_key
 
 DEPLOY_TIMEOUT = 120.0
@@ -194,7 +194,7 @@ class Deployed:
 
 
 @dataclass
-class Inventory:
+class Inventory(Guarded):
     """The hosts of one run on real machines. A context manager: always cleans up."""
 
     machines: Sequence[Machine]
@@ -300,15 +300,6 @@ class Inventory:
             finally:
                 bare.close()
 
-    def __enter__(self) -> Inventory:
-        register(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.remove_all()
-        finally:
-            unregister(self)
 
 
 @contextlib.contextmanager

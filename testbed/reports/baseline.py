@@ -16,13 +16,12 @@ failure fails the run, as before.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.cells.results import CellResult
+from testbed.cells.results import CellResult, ResultsError, read_results
 from testbed.errors import TestbedError
 
 REGRESSION = "regression"
@@ -46,16 +45,10 @@ def results_path(path: Path) -> Path:
 
 def load(path: Path) -> dict[str, CellResult]:
     """The baseline's cells by id; one clear error for anything that is not a matrix run."""
-    file = results_path(path)
     try:
-        doc = json.loads(file.read_text())
-        cells = [CellResult.from_json(c) for c in doc["cells"]]
-    except OSError as e:
-        raise BaselineError(f"--baseline {path}: cannot read {file}: {e.strerror}") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise BaselineError(
-            f"--baseline {path}: {file} is not a matrix results.json ({e})"
-        ) from None
+        _, cells = read_results(results_path(path))
+    except ResultsError as e:
+        raise BaselineError(f"--baseline {path}: {e}") from None
     return {c.id: c for c in cells}
 
 

@@ -7,13 +7,12 @@ beyond `keep` are removed. The newest kept run is the next run's baseline unless
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from testbed.cells.results import CellResult
+from testbed.cells.results import CellResult, ResultsError, read_results
 
 DEFAULT_KEEP = 14
 
@@ -30,9 +29,8 @@ def latest(history: Path) -> Path | None:
 
 def _cells(path: Path) -> dict[str, CellResult]:
     try:
-        doc = json.loads(path.read_text())
-        return {c["id"]: CellResult.from_json(c) for c in doc["cells"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        return {c.id: c for c in read_results(path)[1]}
+    except ResultsError:
         return {}  # a damaged entry says nothing about any cell
 
 

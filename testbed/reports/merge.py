@@ -10,12 +10,11 @@ matrix's: 0 when every cell is as expected, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from testbed.cells.results import CellResult
+from testbed.cells.results import CellResult, ResultsError, read_results
 from testbed.errors import TestbedError
 
 HELP = "merge the reports of matrix shards (--shard K/N) into one"
@@ -35,15 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def read_shard(report_dir: Path) -> tuple[dict[str, Any], list[CellResult]]:
-    path = report_dir / "results.json"
     try:
-        doc = json.loads(path.read_text())
-        cells = [CellResult.from_json(c) for c in doc["cells"]]
-    except OSError as e:
-        raise MergeError(f"cannot read {path}: {e.strerror} (did that shard finish?)") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise MergeError(f"{path} is not a matrix results.json: {e}") from None
-    return dict(doc.get("meta") or {}), cells
+        return read_results(report_dir / "results.json")
+    except ResultsError as e:
+        raise MergeError(f"{e} (did that shard finish?)") from None
 
 
 def matrix_order() -> dict[str, int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scenarios.model import ENCODINGS, GUEST_WIDTHS
-from testbed.cells.results import FAILED, PASSED, REFUSED, CellResult
+from testbed.cells.results import FAILED, PASSED, REFUSED, CellResult, read_results
 from testbed.reports import baseline
 
 COLUMNS = [f"{e}/guest{w}" for e in ENCODINGS for w in GUEST_WIDTHS]
@@ -218,7 +218,7 @@ def write_json(results: Sequence[CellResult], path: Path, meta: dict[str, Any]) 
 
 
 def read_json(path: Path) -> list[CellResult]:
-    return [CellResult.from_json(c) for c in json.loads(path.read_text())["cells"]]
+    return read_results(path)[1]
 
 
 def write_junit(results: Sequence[CellResult], path: Path, seconds: float) -> None:
