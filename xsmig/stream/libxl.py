@@ -20,7 +20,7 @@ from xsmig.stream import format as fmt
 from xsmig.stream.detect import Detection
 from xsmig.stream.io import StreamReader
 from xsmig.stream.reader import StreamHeader, StreamSink
-from xsmig.stream.v2reader import V2Parser
+from xsmig.stream.v2reader import V2Parser, read_padding
 
 # physmap/<phys_offset>/<field>: lower-case hex without 0x, at most 64 bits
 _PHYSMAP_KEY = re.compile(rb"physmap/([0-9a-f]{1,16})/(start_addr|size|name)")
@@ -189,8 +189,4 @@ class LibxlParser:
                                     "are not supported", at)
 
     def _padding(self, length: int, name: str) -> None:
-        pad = fmt.v2_padding(length)
-        if pad:
-            at = self.r.offset
-            if any(self.r.read(pad, f"{name} padding")):
-                raise StreamError(f"non-zero padding after the libxl {name} record", at)
+        read_padding(self.r, length, name, layer="libxl ")

@@ -60,6 +60,16 @@ class _Vcpu:
         self.others: list[str] = []  # names of records seen, for messages
 
 
+def read_padding(r: StreamReader, length: int, name: str, layer: str = "") -> None:
+    """The zero padding that follows a record of ``length`` bytes, in both v2 layers
+    (libxc's records and libxl's around them): refused unless zero, at its own offset."""
+    pad = fmt.v2_padding(length)
+    if pad:
+        at = r.offset
+        if any(r.read(pad, f"{name} padding")):
+            raise StreamError(f"non-zero padding after the {layer}{name} record", at)
+
+
 class V2Parser:
     def __init__(self, r: StreamReader, detection: Detection, scratch: memoryview, *,
                  max_pages: int = fmt.MAX_P2M_SIZE,
@@ -153,11 +163,7 @@ class V2Parser:
             self._padding(length, rec.name)
 
     def _padding(self, length: int, name: str) -> None:
-        pad = fmt.v2_padding(length)
-        if pad:
-            at = self.r.offset
-            if any(self.r.read(pad, f"{name} padding")):
-                raise StreamError(f"non-zero padding after the {name} record", at)
+        read_padding(self.r, length, name)
 
     def _order(self, rec: fmt.Record, at: int, *, after_p2m: bool = True) -> None:
         if self.version >= 3 and not self.static_end:
