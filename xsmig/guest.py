@@ -321,6 +321,12 @@ def pause(files: RunFiles, timeout: float = PAUSE_TIMEOUT) -> dict[str, Any] | N
                 files.pause.unlink()
             return state  # recorded after its last write: nothing changes from here on
         if not pid_alive(pid):
+            # It may have recorded "paused" and exited between our read and this check.
+            state = files.read_state()
+            if state is not None and state.get("status") == "paused":
+                with contextlib.suppress(FileNotFoundError):
+                    files.pause.unlink()
+                return state
             why = ""
             with contextlib.suppress(OSError):
                 why = f" ({files.error.read_text().strip()})"

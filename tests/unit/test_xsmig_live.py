@@ -221,6 +221,30 @@ def test_failed_live_save_leaves_guest_running_and_resumable(tmp_path: Path) -> 
     g.check(restored, state["counter"], state["position"])
 
 
+def test_pause_sees_a_pause_recorded_just_before_the_exit(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race CI met: the guest records "paused" and exits between pause()'s read of
+    its state and its liveness check. That is a pause, not a death."""
+    from xsmig import store as store_module
+
+    files = g.RunFiles(tmp_path, "g")
+    files.write_state({"status": "running", "pid": 4242, "counter": 3, "position": 7})
+
+    def exits_paused(pid: int) -> bool:
+        files.write_state({"status": "paused", "pid": pid, "counter": 3, "position": 9})
+        return False
+
+    monkeypatch.setattr(store_module, "pid_alive", exits_paused)
+    state = g.pause(files, timeout=5)
+    assert state is not None and state["status"] == "paused" and state["position"] == 9
+    assert not files.pause.exists()
+    # A guest that really died (no paused record) is still an error naming it.
+    files.write_state({"status": "running", "pid": 4242, "counter": 3, "position": 7})
+    monkeypatch.setattr(store_module, "pid_alive", lambda pid: False)
+    with pytest.raises(g.StateError, match="died without pausing"):
+        g.pause(files, timeout=5)
+
+
 def test_cli_refusals(tmp_path: Path) -> None:
     store = _store(tmp_path)
     make(store, "g", Guest(pages=PAGES))
