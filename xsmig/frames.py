@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from xsmig import lanes
+
 # CPython's own SHA-256: `hashlib` would load OpenSSL's libcrypto, which costs every
 # emulated command about 0.1 s (docs/performance.md); the digest is the same.
 try:
@@ -20,7 +22,8 @@ except ImportError:
 
 
 class FrameMap:
-    __slots__ = ("_base", "_inverse", "_mask", "_mult", "_offset", "host_id", "p2m_size", "salt")
+    __slots__ = ("_base", "_inverse", "_lanes", "_mask", "_mult", "_offset", "host_id",
+                 "p2m_size", "salt")
 
     def __init__(self, host_id: int, salt: int, p2m_size: int) -> None:
         self.host_id = host_id
@@ -33,6 +36,7 @@ class FrameMap:
         self._offset = int.from_bytes(digest[8:16], "little") & self._mask
         self._base = 0x100000 + (int.from_bytes(digest[16:20], "little") % 0x3F00) * 0x10000
         self._inverse = pow(self._mult, -1, span)
+        self._lanes: dict[int, tuple[int, ...]] = {}
 
     def mfn(self, pfn: int) -> int:
         return self._base + ((pfn * self._mult + self._offset) & self._mask)
@@ -69,3 +73,51 @@ class FrameMap:
                 return pfns
         return [p if 0 <= (x := m - base) <= mask and (p := ((x - off) * inv) & mask) < size
                 else -1 for m in mfns]
+
+    # -- whole pages at once, as lanes of one int (xsmig/lanes.py) --
+    #
+    # Exact because no lane overflows: a frame is checked below p2m_size (<= 2^28, as are
+    # mult, offset and the span) before it is multiplied, and a machine frame (< 2^40:
+    # page-table frame fields) is checked inside the map's span before it is turned back.
+
+    def _consts(self, n: int) -> tuple[int, ...]:
+        c = self._lanes.get(n)
+        if c is None:
+            one = lanes.ones(n)
+            span = self._mask + 1
+            c = self._lanes[n] = (
+                (lanes.TOP - self.p2m_size) * one,  # + a pfn: bit 63 set iff >= p2m_size
+                lanes.TOP * one,
+                self._mask * one, self._offset * one, self._base * one,
+                ((1 << 62) - self._base) * one,  # + an mfn: 2^62 + (mfn - base)
+                (((1 << 63) - 1) & ~self._mask) * one,  # bits 62..k: (1 << 62) iff in span
+                (1 << 62) * one,
+                (span - self._offset) * one)
+        return c
+
+    def mfn_lanes(self, pfns: int, n: int = lanes.PAGE_LANES) -> int | None:
+        """mfn() of n pfns given as lanes, as lanes; None when one is beyond p2m_size
+        (the per-frame mfns() then says which)."""
+        below, top, mask, off, base, _, _, _, _ = self._consts(n)
+        if (pfns + below) & top:
+            return None
+        return ((pfns * self._mult + off) & mask) + base
+
+    def mfn_range(self, pfns: range) -> int:
+        """mfn() of consecutive pfns below p2m_size (a page of the guest's p2m table), as
+        lanes."""
+        n = len(pfns)
+        mfns = self.mfn_lanes(lanes.iota(pfns.start, n), n)
+        if mfns is None:
+            raise ValueError(f"pfns {pfns} reach beyond p2m_size {self.p2m_size:#x}")
+        return mfns
+
+    def pfn_lanes(self, mfns: int, n: int = lanes.PAGE_LANES) -> int | None:
+        """pfn() of n frames (each below 2^40) given as lanes, as lanes; None when one is
+        not this domain's (the per-frame pfns() then says which)."""
+        below, top, mask, _, _, shift, high, in_span, back = self._consts(n)
+        x = mfns + shift
+        if x & high != in_span:
+            return None
+        pfns = (((x & mask) + back) * self._inverse) & mask
+        return None if (pfns + below) & top else pfns

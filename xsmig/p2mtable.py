@@ -6,35 +6,41 @@ host's frames, and canonical state expresses it as pfns again."""
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable
 from typing import BinaryIO
 
+from xsmig import lanes
 from xsmig import pagetypes as pt
-from xsmig import words
 from xsmig.domain import PAGE_SIZE, DomainMeta
 
-# pfns -> the frames their entries hold, in order (a whole page's worth at once).
-FramesOf = Callable[[list[int]], list[int]]
+# consecutive pfns -> the frames their entries hold, as 64-bit lanes (xsmig/lanes.py)
+FramesOf = Callable[[range], int]
 
 
-def identity(pfns: list[int]) -> list[int]:
-    return pfns
+def identity(pfns: range) -> int:
+    return lanes.iota(pfns.start, len(pfns))
 
 
 def page_content(meta: DomainMeta, types: bytes | bytearray, index: int,
                  frames_of: FramesOf) -> bytes:
+    """Page `index` of the guest's p2m table: its entries' frames come as lanes, their
+    bytes are cut to the guest's word by byte slices, holes set by slices: no step per
+    entry. The guest's p2m is x86 memory: little-endian on any host."""
     vl = meta.vcpu_layout
-    fpp = vl.frames_per_page()
-    invalid = (1 << (8 * vl.word_size)) - 1
+    fpp, size = vl.frames_per_page(), vl.word_size
     first = index * fpp
     last = min(first + fpp, meta.p2m_size)
-    entries = array(vl.word, frames_of(list(range(first, last))))  # host order
+    wide = lanes.to_bytes(frames_of(range(first, last)), last - first)
+    if size == 8:
+        entries = bytearray(wide)
+    else:  # frames fit the word (the map keeps them below 2^31): its low bytes
+        entries = bytearray(size * (last - first))
+        for b in range(size):
+            entries[b::size] = wide[b::8]
     for hole in pt.HOLE_RUN.finditer(types, first, last):  # C-level scan for the holes
-        start, end = hole.start() - first, hole.end() - first
-        entries[start:end] = array(vl.word, [invalid]) * (end - start)
-    # the guest's p2m is x86 memory: little-endian on any host
-    return words.dump(entries, vl.word).ljust(PAGE_SIZE, b"\xff")
+        start, end = (hole.start() - first) * size, (hole.end() - first) * size
+        entries[start:end] = b"\xff" * (end - start)
+    return bytes(entries.ljust(PAGE_SIZE, b"\xff"))
 
 
 def write_table(mem: BinaryIO, meta: DomainMeta, types: bytes | bytearray,

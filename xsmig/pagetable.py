@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Callable
 from itertools import compress
 
-from xsmig import words
+from xsmig import lanes, words
 
 ENTRIES = 512
 PRESENT = 0x1
@@ -36,10 +36,19 @@ SPARSE = 48  # present entries below which the scan is cheaper (measured nativel
 
 # Frames of a page's present entries -> their new frames, in order; -1 refuses a frame.
 Translate = Callable[[list[int]], list[int]]
+# The same for a dense table (all 512 entries present): its frames as the lanes of one
+# int (xsmig/lanes.py) -> the new frames as lanes, or None to take the per-entry path
+# (which then names the refused entry).
+TranslateLanes = Callable[[int], "int | None"]
 
 
 def frame_mask(pt_levels: int) -> int:
     return 0xFFFFFFFF if pt_levels == 3 else 0xFFFFFFFFFF
+
+
+# per pt_levels: (every lane's frame field, every lane's other bits), for dense tables
+_LANE_MASKS = {levels: (frame_mask(levels) * lanes.ones(),
+                        (~(frame_mask(levels) << 12) & U64) * lanes.ones()) for levels in (3, 4)}
 
 
 class EntryError(ValueError):
@@ -93,10 +102,16 @@ def present_entries(page: memoryview | bytes | bytearray) -> tuple[list[int], li
     return index, (entries.tolist() if len(index) == ENTRIES else [entries[i] for i in index])
 
 
-def rewrite(page: memoryview, pt_levels: int, translate: Translate) -> None:
+def rewrite(page: memoryview, pt_levels: int, translate: Translate,
+            translate_lanes: TranslateLanes | None = None) -> None:
     """Replace each present entry's frame f with the translated frame; -1 refuses it
     (EntryError names the first refused entry). The fixed cost per page matters:
-    pt-heavy guests have thousands of tables with a handful of entries each."""
+    pt-heavy guests have thousands of tables with a handful of entries each.
+    A dense table (most L1s) goes to `translate_lanes` when given: its whole rewrite is
+    then a few big-int operations, no Python step per entry."""
+    if (translate_lanes is not None and 0 not in bytes(page[0::8]).translate(PRESENT_BYTE)
+            and _rewrite_dense(page, pt_levels, translate_lanes)):
+        return
     index = present_indices(page)
     if not index:
         return
@@ -121,3 +136,16 @@ def rewrite(page: memoryview, pt_levels: int, translate: Translate) -> None:
         entries[i] = (e & keep) | (f << 12)
     if view is None:
         _store(page, entries)  # type: ignore[arg-type]
+
+
+def _rewrite_dense(page: memoryview, pt_levels: int, translate_lanes: TranslateLanes) -> bool:
+    """rewrite() of a table whose entries are all present, on all 512 lanes at once;
+    False (page untouched) when the translator refuses a frame."""
+    frames_mask, keep = _LANE_MASKS[pt_levels]
+    entries = lanes.from_bytes(page)
+    new = translate_lanes((entries >> 12) & frames_mask)
+    if new is None:
+        return False
+    # new frames are below 2^40 (a pfn below p2m_size, or an mfn below 2^31): they fit
+    page[:] = lanes.to_bytes((entries & keep) | (new << 12))
+    return True

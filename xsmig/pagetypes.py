@@ -47,11 +47,6 @@ MAPPED = bytes(0 if t == XTAB else 1 for t in range(256))
 UNMAPPED = bytes(1 if t == XTAB else 0 for t in range(256))
 
 
-def pagetable_indices(types: bytes | bytearray, pfns: list[int]) -> list[int]:
-    """Indices i of `pfns` whose type is a page table: one C-level gather and scan."""
-    return [m.start() for m in PAGETABLE.finditer(bytes(map(types.__getitem__, pfns)))]
-
-
 def is_run(pfns: list[int]) -> bool:
     """pfns are consecutive: a C-level list comparison, no Python loop."""
     n = len(pfns)

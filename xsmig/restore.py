@@ -9,7 +9,7 @@ from collections.abc import Callable
 from itertools import repeat
 from typing import BinaryIO
 
-from xsmig import p2mtable
+from xsmig import lanes, p2mtable, pagetable
 from xsmig import pagetypes as pt
 from xsmig.domain import (
     PAGE_SIZE,
@@ -48,6 +48,8 @@ from xsmig.validate import (
     validate,
 )
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
+
+ALL_NAMED = b"\x01" * lanes.PAGE_LANES
 
 
 class RestoreSink:
@@ -93,7 +95,7 @@ class RestoreSink:
         data_pfns = record_types(batch, self.types)
         # the domain's pages are known only at the end: validate() in finish()
         for pfn, _page, offset in rewrite_tables(batch, self.types, data_pfns, levels,
-                                                 self._to_mfns):
+                                                 self._to_mfns, self._to_mfn_lanes):
             self.pt_offsets[pfn] = offset
         for start, end in pt.pfn_runs(data_pfns):
             self.memory.seek(data_pfns[start] * PAGE_SIZE)
@@ -105,6 +107,19 @@ class RestoreSink:
         mfns = self.frames.mfns(pfns)
         if -1 not in mfns:  # -1: beyond p2m_size, which the rewrite refuses
             deque(map(self.referenced.__setitem__, pfns, repeat(1)), maxlen=0)
+        return mfns
+
+    def _to_mfn_lanes(self, pfns: int) -> int | None:
+        """_to_mfns of a dense table's pfns as lanes (pagetable.rewrite)."""
+        assert self.frames
+        mfns = self.frames.mfn_lanes(pfns)
+        if mfns is not None:
+            first = pfns & pagetable.U64
+            if pfns == lanes.iota(first, lanes.PAGE_LANES):  # consecutive: one slice
+                self.referenced[first:first + lanes.PAGE_LANES] = ALL_NAMED
+            else:
+                deque(map(self.referenced.__setitem__, lanes.to_list(pfns), repeat(1)),
+                      maxlen=0)
         return mfns
 
     def _may_map_holes(self) -> bool:
@@ -177,7 +192,7 @@ class RestoreSink:
             p2m_frames=header.frame_list, extended_contexts=header.extended_contexts,
             xsave_size=max(header.xsave_limit - XSAVE_RECORD_HDR, 0), tsc=self.tsc,
             toolstack_version=version, physmap=physmap)
-        p2mtable.write_table(memory, meta, self.types, frames.mfns)
+        p2mtable.write_table(memory, meta, self.types, frames.mfn_range)
         memory.flush()
         shared = bytearray(self.shared_info)
         offset = SHARED_INFO_FLL_OFFSET[meta.guest_width]

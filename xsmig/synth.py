@@ -312,4 +312,4 @@ def _write_memory(domain: DomainDir, meta: DomainMeta, types: bytearray,
             pagetable.rewrite(page, meta.vcpu_layout.pt_levels, fm.mfns)
             mem.seek(pfn * PAGE_SIZE)
             mem.write(page)
-        p2mtable.write_table(mem, meta, types, fm.mfns)
+        p2mtable.write_table(mem, meta, types, fm.mfn_range)

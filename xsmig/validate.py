@@ -19,7 +19,7 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from xsmig import pagetable
+from xsmig import lanes, pagetable
 from xsmig import pagetypes as pt
 from xsmig.domain import (
     MAX_META_BYTES,
@@ -172,6 +172,19 @@ def pt_targets(frames: FrameMap, types: bytes | bytearray) -> pagetable.Translat
         if -1 not in pfns and pt.XTAB not in bytes(map(types.__getitem__, pfns)):
             return pfns
         return [p if p >= 0 and types[p] != pt.XTAB else -1 for p in pfns]
+    return to_pfns
+
+
+def pt_targets_lanes(frames: FrameMap, types: bytes | bytearray) -> pagetable.TranslateLanes:
+    """pt_targets for a dense table, its frames as lanes (pagetable.rewrite); None when
+    one is refused, and the per-entry path names it."""
+    def to_pfns(mfns: int) -> int | None:
+        pfns = frames.pfn_lanes(mfns)
+        # no hole in the domain (one memchr): no target can be one, no gather needed
+        if pfns is None or pt.XTAB not in types or pt.XTAB not in bytes(
+                map(types.__getitem__, lanes.to_list(pfns))):
+            return pfns
+        return None
     return to_pfns
 
 

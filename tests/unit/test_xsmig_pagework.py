@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xsmig import pagetable
+from xsmig import lanes, p2mtable, pagetable
 from xsmig import pagetypes as pt
 from xsmig.frames import FrameMap
+from xsmig.layout import Layout
 from xsmig.stream import format as fmt
+from xsmig.stream.emit import batch_words
 from xsmig.stream.reader import Batch, record_types
 from xsmig.stream.v2reader import split_pfn_words
 
@@ -111,3 +113,89 @@ def test_v2_pfn_words_split_as_the_spec_defines(values: list[int]) -> None:
     assert types == bytes(w >> fmt.V2_TYPE_SHIFT for w in values)
     assert pfns == [w & fmt.V2_PFN_MASK for w in values]
     assert bad == next((i for i, w in enumerate(values) if w & fmt.V2_PFN_RESERVED), None)
+
+
+# -- whole pages as lanes of one int (xsmig/lanes.py) --
+
+def _lanes(values: list[int]) -> int:
+    return lanes.from_bytes(struct.pack(f"<{len(values)}Q", *values))
+
+
+@given(st.integers(1, 2**28 - 1), st.integers(0, 2**31), st.integers(0, 9),
+       st.lists(st.integers(0, 2**40 - 1), min_size=1, max_size=512), st.data())
+def test_frame_maps_lane_calls_match_the_single_ones(size: int, salt: int, host: int,
+                                                      noise: list[int], data: st.DataObject
+                                                      ) -> None:
+    fm = FrameMap(host, salt, size)
+    n = len(noise)
+    pfns = data.draw(st.lists(st.integers(0, size - 1), min_size=n, max_size=n))
+    # mostly in range, sometimes not: a pfn at or past p2m_size, any 40-bit frame
+    if data.draw(st.booleans()):
+        pfns[data.draw(st.integers(0, n - 1))] = data.draw(
+            st.one_of(st.just(size), st.integers(size, 2**40 - 1)))
+    got = fm.mfn_lanes(_lanes(pfns), n)
+    want = fm.mfns(pfns)
+    assert (None if -1 in want else want) == (None if got is None else lanes.to_list(got, n))
+    mfns = [fm.mfn(p) for p in pfns if p < size]
+    mfns += noise[:n - len(mfns)] if data.draw(st.booleans()) else [fm.mfn(0)] * (n - len(mfns))
+    got = fm.pfn_lanes(_lanes(mfns), n)
+    want = fm.pfns(mfns)
+    assert (None if -1 in want else want) == (None if got is None else lanes.to_list(got, n))
+
+
+@given(st.integers(1, 2**28 - 1), st.integers(0, 2**31), st.data())
+def test_frame_maps_range_call_matches_the_single_ones(size: int, salt: int,
+                                                       data: st.DataObject) -> None:
+    fm = FrameMap(1, salt, size)
+    first = data.draw(st.integers(0, size - 1))
+    n = data.draw(st.integers(1, min(1100, size - first)))
+    pfns = range(first, first + n)
+    assert lanes.to_list(fm.mfn_range(pfns), n) == fm.mfns(list(pfns))
+    assert lanes.to_list(p2mtable.identity(pfns), n) == list(pfns)
+
+
+DENSE = st.lists(ENTRY.map(lambda e: e | 1), min_size=512, max_size=512)
+
+
+@given(DENSE, st.sampled_from([3, 4]), st.integers(1, 2**28 - 1), st.integers(0, 2**31),
+       st.booleans())
+def test_dense_rewrite_by_lanes_matches_the_per_entry_one(
+        entries: list[int], levels: int, size: int, salt: int, in_range: bool) -> None:
+    """A dense table through rewrite's lane path, to mfns and back to pfns, gives what the
+    per-entry path gives; a refused frame falls back to it (same error, page untouched)."""
+    fm = FrameMap(2, salt, size)
+    mask = pagetable.frame_mask(levels)
+    if in_range:  # frames a table of this domain would hold
+        entries = [(e & ~(mask << 12) & 2**64 - 1) | ((((e >> 12) & mask) % size) << 12)
+                   for e in entries]
+    results = []
+    for lane_path in (fm.mfn_lanes, None):
+        page = _page(entries)
+        try:
+            pagetable.rewrite(memoryview(page), levels, fm.mfns, lane_path)
+        except pagetable.EntryError as e:
+            results.append((e.index, e.frame, bytes(page)))
+            continue
+        back = bytearray(page)
+        pagetable.rewrite(memoryview(back), levels, fm.pfns, lane_path and fm.pfn_lanes)
+        results.append((bytes(page), bytes(back)))
+    assert results[0] == results[1]
+    if in_range:
+        assert results[0][1] == _page(entries)  # the round trip is exact
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**28 - 1), st.sampled_from(sorted(pt.VALID_TYPES))),
+                min_size=1, max_size=300),
+       st.sampled_from([4, 8]), st.sampled_from(["little", "big"]), st.booleans())
+def test_legacy_batch_words_match_the_entry_by_entry_definition(
+        entries: list[tuple[int, int]], width: int, order: str, as_range: bool) -> None:
+    types = bytes(t for _, t in entries)
+    pfns: range | list[int] = [p for p, _ in entries]
+    if as_range:  # what all_pages() passes
+        pfns = range(entries[0][0], min(entries[0][0] + len(entries), 2**28))
+        types = types[:len(pfns)]
+    code = {4: "I", 8: "Q"}[width]
+    want = struct.pack(("<" if order == "little" else ">") + code * len(types),
+                       *((t << 28) | (0 if t == pt.XTAB else p)
+                         for p, t in zip(pfns, types, strict=True)))
+    assert batch_words(pfns, types, Layout.clean(width, order)) == want

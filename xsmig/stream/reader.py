@@ -85,7 +85,9 @@ def record_types(batch: Batch, types: bytearray) -> list[int]:
 
 
 def rewrite_tables(batch: Batch, types: bytearray, data_pfns: list[int], levels: int,
-                   translate: pagetable.Translate) -> Iterator[tuple[int, memoryview, int]]:
+                   translate: pagetable.Translate,
+                   translate_lanes: pagetable.TranslateLanes | None = None
+                   ) -> Iterator[tuple[int, memoryview, int]]:
     """Rewrite the batch's page-table pages in place, yielding (pfn, page, stream offset)
     of each; `translate` refuses (-1) a pfn beyond p2m_size, which is malformed here.
     Whether a pfn is a page of the domain is known only at the end of the stream.
@@ -98,7 +100,7 @@ def rewrite_tables(batch: Batch, types: bytearray, data_pfns: list[int], levels:
         offset = batch.data_offset + i * fmt.PAGE_SIZE
         page = batch.data[i * fmt.PAGE_SIZE:(i + 1) * fmt.PAGE_SIZE]
         try:
-            pagetable.rewrite(page, levels, translate)
+            pagetable.rewrite(page, levels, translate, translate_lanes)
         except pagetable.EntryError as e:
             raise StreamError(f"page table at pfn {data_pfns[i]:#x}: entry {e.index} names "
                               f"pfn {e.frame:#x}, beyond p2m_size", offset + 8 * e.index

@@ -19,7 +19,7 @@ from xsmig.stream import format as fmt
 from xsmig.stream.emit import Emitter, LegacyEmitter, StreamStart
 from xsmig.stream.emit import stream_layout as _stream_layout
 from xsmig.stream.v2writer import V2Emitter, physmap_problem
-from xsmig.validate import Invalid, pt_target, pt_targets, validate
+from xsmig.validate import Invalid, pt_target, pt_targets, pt_targets_lanes, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
 
 
@@ -63,6 +63,7 @@ class _Saver:
         self.frames = meta.frame_map()
         self.to_pfn = pt_target(self.frames, self.types)
         self.to_pfns = pt_targets(self.frames, self.types)
+        self.to_pfn_lanes = pt_targets_lanes(self.frames, self.types)
         self.vl = meta.vcpu_layout
         self.p2m_index = {pfn: i for i, pfn in enumerate(meta.p2m_frames)}
         self.buf = bytearray(fmt.MAX_BATCH * PAGE_SIZE)
@@ -109,14 +110,20 @@ class _Saver:
     def batch(self, pfns: range | list[int]) -> None:
         types = (bytes(self.types[pfns.start:pfns.stop]) if isinstance(pfns, range)
                  else bytes(map(self.types.__getitem__, pfns)))
-        data_pfns = list(compress(pfns, types.translate(pt.HAS_DATA)))
+        has_data = types.translate(pt.HAS_DATA)
+        data_pfns = list(compress(pfns, has_data))
+        whole = len(data_pfns) == len(types)  # every entry carries its page (the usual)
+        data_types = types if whole else bytes(compress(types, has_data))
         view, mem = self.view, self.memory
-        # Read runs of consecutive pfns with one call each, straight into the buffer.
-        for start, end in pt.pfn_runs(data_pfns):
+        # Read runs of consecutive pfns with one call each, straight into the buffer; a
+        # whole range of pfns is one run without a look.
+        runs = ((0, len(data_pfns)),) if whole and isinstance(pfns, range) else \
+            pt.pfn_runs(data_pfns)
+        for start, end in runs:
             mem.seek(data_pfns[start] * PAGE_SIZE)
             mem.readinto(view[start * PAGE_SIZE:end * PAGE_SIZE])  # type: ignore[attr-defined]
         # Only page tables and the guest's p2m pages change: found by C-level scans.
-        special = set(pt.pagetable_indices(self.types, data_pfns))
+        special = {m.start() for m in pt.PAGETABLE.finditer(data_types)}
         special.update(map(data_pfns.index, self.p2m_index.keys() & set(data_pfns)))
         for i in special:
             pfn = data_pfns[i]
@@ -130,7 +137,7 @@ class _Saver:
         if level:
             pagetable.normalise(page, level, self.vl.pt_levels)
             try:
-                pagetable.rewrite(page, self.vl.pt_levels, self.to_pfns)
+                pagetable.rewrite(page, self.vl.pt_levels, self.to_pfns, self.to_pfn_lanes)
             except pagetable.EntryError as e:
                 raise StateError(f"domain {self.meta.name!r} is corrupt: page table at pfn "
                                  f"{pfn:#x}: {e}") from None
