@@ -9,6 +9,8 @@ long as no lane carries into the next: callers keep every lane's value below 2^6
 
 from __future__ import annotations
 
+from array import array
+
 from xsmig import words
 
 PAGE_LANES = 512  # a page-table page: 512 64-bit entries
@@ -34,8 +36,12 @@ def to_bytes(value: int, n: int = PAGE_LANES) -> bytes:
     return value.to_bytes(8 * n, "little")
 
 
+def to_array(value: int, n: int = PAGE_LANES) -> array[int]:
+    return words.load("Q", to_bytes(value, n))
+
+
 def to_list(value: int, n: int = PAGE_LANES) -> list[int]:
-    return words.load("Q", to_bytes(value, n)).tolist()
+    return to_array(value, n).tolist()
 
 
 def iota(first: int, n: int, width: int = 8) -> int:

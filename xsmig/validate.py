@@ -182,7 +182,7 @@ def pt_targets_lanes(frames: FrameMap, types: bytes | bytearray) -> pagetable.Tr
         pfns = frames.pfn_lanes(mfns)
         # no hole in the domain (one memchr): no target can be one, no gather needed
         if pfns is None or pt.XTAB not in types or pt.XTAB not in bytes(
-                map(types.__getitem__, lanes.to_list(pfns))):
+                map(types.__getitem__, lanes.to_array(pfns))):
             return pfns
         return None
     return to_pfns
