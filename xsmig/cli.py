@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn, cast
 
 from xsmig import __version__
 from xsmig.errors import DomainsDiffer, StateError, UsageError, XsmigError
@@ -94,7 +94,18 @@ def _announce(name: str) -> None:
     sys.stdout.flush()
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unbuilt:
+    """Stands in for the parser of a command this run does not take: under QEMU every
+    add_argument costs start-up time, and a run parses one command's arguments."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with `only` (the first argument, when it names a command), only
+    that command's arguments are built: argparse picks it as the command, so the other
+    commands' parsers are never looked at. Any other `only` builds them all."""
     common = _common()
     parser = _Parser(prog="xsmig", parents=[common],
                      description="Save and restore simulated Xen PV domains in native, escaped, "
@@ -105,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "version can do (encodings, framings, detection rules)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    built: list[str] = []
+
     def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return cast(argparse.ArgumentParser, _Unbuilt())
+        built.append(name)
         return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
 
     p = cmd("create", "create a deterministic synthetic guest")
@@ -227,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = cmd("host-info", "describe this interpreter's toolstack ABI")
     p.add_argument("--json", action="store_true")
+    if only is not None and not built:  # not a command: argparse's own error, all choices
+        return build_parser()
     return parser
 
 
@@ -742,14 +760,16 @@ def main(argv: Sequence[str] | None = None, *, own_stdout: bool = True) -> int:
     touch, so a broken pipe does not point it at /dev/null."""
     try:
         try:
-            as_json = _version_request(sys.argv[1:] if argv is None else argv)
+            given = list(sys.argv[1:] if argv is None else argv)
+            as_json = _version_request(given)
             if as_json is not None:
                 from xsmig.version import text
 
                 print(text(as_json))
                 _flush_stdout()
                 return 0
-            args = build_parser().parse_args(argv)
+            first = given[0] if given and not given[0].startswith("-") else None
+            args = build_parser(first).parse_args(given)
             code = run(args)
             _flush_stdout()  # a closed stdout fails here, under our handlers, not at exit
             return code
