@@ -120,12 +120,13 @@ class RestoreSink:
 
     def _mark_named(self, pfns: int, n: int) -> None:
         """referenced[p] = 1 for the n pfns in lanes: a run of consecutive pfns by one
-        slice (a table usually maps runs of pages), halves checked apart down to 32
-        lanes, which a C-level map marks."""
+        slice (a table often maps a run of pages), else each half so, or by a C-level
+        map (a table mapping scattered pages: splitting further costs more than it
+        saves, measured under QEMU)."""
         first = pfns & pagetable.U64
         if pfns == lanes.iota(first, n):
             self.referenced[first:first + n] = ALL_NAMED[:n]
-        elif n <= 32:
+        elif n < lanes.PAGE_LANES:
             deque(map(setitem, repeat(self.referenced), lanes.to_array(pfns, n), repeat(1)),
                   maxlen=0)
         else:

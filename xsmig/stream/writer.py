@@ -6,7 +6,8 @@ v2writer.py (v2) lay the bytes out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from itertools import compress
 from typing import BinaryIO, NamedTuple
 
@@ -21,6 +22,8 @@ from xsmig.stream.emit import stream_layout as _stream_layout
 from xsmig.stream.v2writer import V2Emitter, physmap_problem
 from xsmig.validate import Invalid, pt_target, pt_targets, pt_targets_lanes, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
+
+_MARKED = re.compile(b"\x01")
 
 
 class SaveOptions(NamedTuple):
@@ -66,6 +69,9 @@ class _Saver:
         self.to_pfn_lanes = pt_targets_lanes(self.frames, self.types)
         self.vl = meta.vcpu_layout
         self.p2m_index = {pfn: i for i, pfn in enumerate(meta.p2m_frames)}
+        self.p2m_mask = bytearray(meta.p2m_size)  # 1 at each p2m page (validated: in range)
+        for pfn in meta.p2m_frames:
+            self.p2m_mask[pfn] = 1
         self.buf = bytearray(fmt.MAX_BATCH * PAGE_SIZE)
         self.view = memoryview(self.buf)
         self.pages_sent = 0
@@ -111,20 +117,29 @@ class _Saver:
         types = (bytes(self.types[pfns.start:pfns.stop]) if isinstance(pfns, range)
                  else bytes(map(self.types.__getitem__, pfns)))
         has_data = types.translate(pt.HAS_DATA)
-        data_pfns = list(compress(pfns, has_data))
-        whole = len(data_pfns) == len(types)  # every entry carries its page (the usual)
-        data_types = types if whole else bytes(compress(types, has_data))
+        whole = 0 not in has_data  # every entry carries its page (the usual)
+        data_pfns: range | list[int]
+        runs: Iterable[tuple[int, int]]
+        if whole and isinstance(pfns, range):
+            # A whole range (all_pages): one run, and the p2m pages in it found by a
+            # C-level scan of their mask; no list of the pfns, no look at them.
+            data_pfns, runs = pfns, ((0, len(pfns)),)
+            p2m: Iterable[int] = [m.start() - pfns.start for m in
+                                  _MARKED.finditer(self.p2m_mask, pfns.start, pfns.stop)]
+            data_types = types
+        else:
+            data_pfns = list(compress(pfns, has_data))
+            runs = pt.pfn_runs(data_pfns)
+            p2m = map(data_pfns.index, self.p2m_index.keys() & set(data_pfns))
+            data_types = types if whole else bytes(compress(types, has_data))
         view, mem = self.view, self.memory
-        # Read runs of consecutive pfns with one call each, straight into the buffer; a
-        # whole range of pfns is one run without a look.
-        runs = ((0, len(data_pfns)),) if whole and isinstance(pfns, range) else \
-            pt.pfn_runs(data_pfns)
+        # Read runs of consecutive pfns with one call each, straight into the buffer.
         for start, end in runs:
             mem.seek(data_pfns[start] * PAGE_SIZE)
             mem.readinto(view[start * PAGE_SIZE:end * PAGE_SIZE])  # type: ignore[attr-defined]
         # Only page tables and the guest's p2m pages change: found by C-level scans.
         special = {m.start() for m in pt.PAGETABLE.finditer(data_types)}
-        special.update(map(data_pfns.index, self.p2m_index.keys() & set(data_pfns)))
+        special.update(p2m)
         for i in special:
             pfn = data_pfns[i]
             self.canonicalise_page(pfn, self.types[pfn], view[i * PAGE_SIZE:(i + 1) * PAGE_SIZE])
