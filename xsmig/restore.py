@@ -157,9 +157,7 @@ class RestoreSink:
     def on_unmapped(self, offset: int, pfns: list[int]) -> None:
         """Called once per chunk of the tail's unmapped list."""
         self.tail_offset = self.tail_offset or offset
-        types = self.types
-        for pfn in pfns:
-            types[pfn] = pt.XTAB
+        deque(map(setitem, repeat(self.types), pfns, repeat(pt.XTAB)), maxlen=0)
 
     def on_vcpu(self, offset: int, vcpu_id: int, ctx: bytes, ext: bytes | None,
                 xsave_mask: int, xsave: bytes) -> None:

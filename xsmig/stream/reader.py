@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import sys
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple, Protocol
 
@@ -78,9 +80,9 @@ def record_types(batch: Batch, types: bytearray) -> list[int]:
     mapped = entry_types.translate(pt.MAPPED)
     if mapped.count(0) == 0 and pt.is_run(pfns):
         types[pfns[0]:pfns[0] + len(pfns)] = entry_types  # the usual batch: one slice
-    else:
-        for pfn, t in itertools.compress(zip(pfns, entry_types, strict=True), mapped):
-            types[pfn] = t
+    else:  # in order, so a pfn sent twice keeps its last type; C-level map, no loop
+        deque(map(operator.setitem, itertools.repeat(types), itertools.compress(pfns, mapped),
+                  itertools.compress(entry_types, mapped)), maxlen=0)
     return list(itertools.compress(pfns, entry_types.translate(pt.HAS_DATA)))
 
 
