@@ -48,6 +48,8 @@ VALID_NIBBLE = bytes(1 if t in VALID_TYPES else 0 for t in range(256))
 HAS_DATA = bytes(1 if t in VALID_TYPES and t not in NO_DATA_TYPES else 0 for t in range(256))
 MAPPED = bytes(0 if t == XTAB else 1 for t in range(256))
 UNMAPPED = bytes(1 if t == XTAB else 0 for t in range(256))
+# a type nibble -> the high half of a byte: the top byte of a stream's pfn word
+HIGH_NIBBLE = bytes((t & 0x0F) << 4 for t in range(256))
 
 
 def is_run(pfns: list[int]) -> bool:

@@ -17,6 +17,7 @@ from xsmig.stream import format as fmt
 from xsmig.stream.emit import batch_words
 from xsmig.stream.reader import Batch, record_types
 from xsmig.stream.v2reader import split_pfn_words
+from xsmig.stream.v2writer import page_data_words
 
 ENTRY = st.integers(min_value=0, max_value=2**64 - 1)
 # Tables as guests have them: mostly absent entries, or mostly present ones.
@@ -199,3 +200,17 @@ def test_legacy_batch_words_match_the_entry_by_entry_definition(
                        *((t << 28) | (0 if t == pt.XTAB else p)
                          for p, t in zip(pfns, types, strict=True)))
     assert batch_words(pfns, types, Layout.clean(width, order)) == want
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**52 - 1), st.integers(0, 15)), min_size=1,
+                max_size=300), st.booleans())
+def test_v2_page_data_words_match_the_spec(entries: list[tuple[int, int]],
+                                           as_range: bool) -> None:
+    types = bytes(t for _, t in entries)
+    pfns: range | list[int] = [p for p, _ in entries]
+    if as_range:
+        pfns = range(entries[0][0], min(entries[0][0] + len(entries), 2**52))
+        types = types[:len(pfns)]
+    assert page_data_words(pfns, types) == struct.pack(
+        f"<{len(types)}Q", *((t << fmt.V2_TYPE_SHIFT) | p for p, t in zip(pfns, types,
+                                                                          strict=True)))

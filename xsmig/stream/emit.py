@@ -54,7 +54,6 @@ class Emitter(Protocol):
     def end(self) -> None: ...
 
 
-_TYPE_BYTE = bytes((b & 0x0F) << 4 for b in range(256))  # type nibble -> top byte's high half
 _ALL_ONES = {4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 
 
@@ -74,7 +73,7 @@ def batch_words(pfns: Sequence[int], types: bytes, layout: Layout) -> bytes:
         values &= lanes.from_bytes(spread) * _ALL_ONES[width]
         spread[0::width] = bytes(n)
     # pfns are below 2^28: the top nibble of byte 3 is free, OR adds the type to it
-    spread[3::width] = types.translate(_TYPE_BYTE)
+    spread[3::width] = types.translate(pt.HIGH_NIBBLE)
     out = (values | lanes.from_bytes(spread)).to_bytes(width * n, "little")
     if layout.byte_order == "little":
         return out
