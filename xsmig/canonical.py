@@ -19,7 +19,7 @@ from xsmig import p2mtable, pagetable
 from xsmig import pagetypes as pt
 from xsmig.domain import PAGE_SIZE, SHARED_INFO_FLL_OFFSET, DomainDir
 from xsmig.errors import StateError
-from xsmig.validate import Invalid, pt_targets, validate, vcpu_target
+from xsmig.validate import Invalid, pt_targets, pt_targets_lanes, validate, vcpu_target
 from xsmig.vcpu import FrameFieldError, rewrite_frames, summary
 
 CANONICAL_VERSION = "xsmig-canonical-1"
@@ -43,6 +43,7 @@ class CanonicalDomain:
         self.frames = self.meta.frame_map()
         self.p2m_index = {pfn: i for i, pfn in enumerate(self.meta.p2m_frames)}
         self._to_pfns = pt_targets(self.frames, self.types)
+        self._to_pfn_lanes = pt_targets_lanes(self.frames, self.types)
 
     def metadata(self) -> dict[str, Any]:
         m = self.meta
@@ -87,7 +88,7 @@ class CanonicalDomain:
         if level:
             pagetable.normalise(page, level, levels)
             try:
-                pagetable.rewrite(page, levels, self._to_pfns)
+                pagetable.rewrite(page, levels, self._to_pfns, self._to_pfn_lanes)
             except pagetable.EntryError as e:
                 raise StateError(f"domain {self.meta.name!r}: page table at pfn {pfn:#x}: "
                                  f"{e}, not the domain's") from None

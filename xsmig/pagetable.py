@@ -109,7 +109,7 @@ def rewrite(page: memoryview, pt_levels: int, translate: Translate,
     pt-heavy guests have thousands of tables with a handful of entries each.
     A dense table (most L1s) goes to `translate_lanes` when given: its whole rewrite is
     then a few big-int operations, no Python step per entry."""
-    if (translate_lanes is not None and 0 not in bytes(page[0::8]).translate(PRESENT_BYTE)
+    if (translate_lanes is not None and is_dense(page)
             and _rewrite_dense(page, pt_levels, translate_lanes)):
         return
     index = present_indices(page)
@@ -136,6 +136,16 @@ def rewrite(page: memoryview, pt_levels: int, translate: Translate,
         entries[i] = (e & keep) | (f << 12)
     if view is None:
         _store(page, entries)  # type: ignore[arg-type]
+
+
+def is_dense(page: memoryview | bytes | bytearray) -> bool:
+    """Every entry present (most L1s): one translate of the entries' low bytes."""
+    return 0 not in bytes(page[0::8]).translate(PRESENT_BYTE)
+
+
+def frame_lanes(page: memoryview | bytes | bytearray, pt_levels: int) -> int:
+    """The frames of a page's 512 entries, as lanes (what TranslateLanes takes)."""
+    return (lanes.from_bytes(page) >> 12) & _LANE_MASKS[pt_levels][0]
 
 
 def _rewrite_dense(page: memoryview, pt_levels: int, translate_lanes: TranslateLanes) -> bool:

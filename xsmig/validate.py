@@ -250,13 +250,18 @@ def check_files(domain: DomainDir, meta: DomainMeta) -> None:
 
 
 def first_hole(page: memoryview, level: int, pt_levels: int, to_pfns: pagetable.Translate,
-               types: bytes | bytearray) -> tuple[int, int] | None:
+               types: bytes | bytearray,
+               to_pfn_lanes: pagetable.TranslateLanes | None = None) -> tuple[int, int] | None:
     """(entry index, frame) of a page table's first present entry, Xen-owned slots
     normalised away as the canonical form does, whose frame is no page of the domain:
     to_pfns refuses it (-1) or its pfn is a hole. Present entries are picked by C-level
     scans, their frames mapped by one comprehension, the pfns' types gathered by a C-level
-    map; the entry-by-entry walk only runs to name the entry to blame."""
+    map; the entry-by-entry walk only runs to name the entry to blame. A dense table
+    that `to_pfn_lanes` (pt_targets_lanes) accepts whole has none."""
     pagetable.normalise(page, level, pt_levels)
+    if (to_pfn_lanes is not None and pagetable.is_dense(page)
+            and to_pfn_lanes(pagetable.frame_lanes(page, pt_levels)) is not None):
+        return None
     index, values = pagetable.present_entries(page)
     fmask = pagetable.frame_mask(pt_levels)
     frames = [(e >> 12) & fmask for e in values]
@@ -280,6 +285,7 @@ def check_page_tables(domain: DomainDir, meta: DomainMeta, types: bytes | bytear
     hole (first_hole)."""
     vl = BY_WIDTH[meta.guest_width]
     frames = meta.frame_map()
+    to_pfn_lanes = pt_targets_lanes(frames, types)
     buf = bytearray(PAGE_SIZE)
     page = memoryview(buf)
     with domain.open_memory() as mem:
@@ -288,7 +294,8 @@ def check_page_tables(domain: DomainDir, meta: DomainMeta, types: bytes | bytear
             mem.seek(pfn * PAGE_SIZE)
             if mem.readinto(page) != PAGE_SIZE:  # type: ignore[attr-defined]
                 raise Invalid("memory.bin is short", "memory", pfn=pfn)
-            hit = first_hole(page, pt.pt_level(types[pfn]), vl.pt_levels, frames.pfns, types)
+            hit = first_hole(page, pt.pt_level(types[pfn]), vl.pt_levels, frames.pfns, types,
+                             to_pfn_lanes)
             if hit:
                 entry, frame = hit
                 raise Invalid(hole_message(pfn, entry, f"frame {frame:#x}"), "page_table",

@@ -6,10 +6,10 @@ import itertools
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
-from xsmig import lanes, p2mtable, pagetable
+from xsmig import lanes, p2mtable, pagetable, validate
 from xsmig import pagetypes as pt
 from xsmig.frames import FrameMap
 from xsmig.layout import Layout
@@ -214,3 +214,26 @@ def test_v2_page_data_words_match_the_spec(entries: list[tuple[int, int]],
     assert page_data_words(pfns, types) == struct.pack(
         f"<{len(types)}Q", *((t << fmt.V2_TYPE_SHIFT) | p for p, t in zip(pfns, types,
                                                                           strict=True)))
+
+
+@given(st.integers(1, 3000), st.integers(0, 2**31), st.sampled_from([3, 4]), st.data())
+def test_first_hole_by_lanes_agrees_with_the_per_entry_walk(size: int, salt: int, levels: int,
+                                                             data: st.DataObject) -> None:
+    """A dense table's verdict (validate.first_hole) is the same with the lane path: none,
+    or the first entry naming a hole, a frame not the domain's, or a pfn past p2m_size."""
+    fm = FrameMap(4, salt, size)
+    holes = data.draw(st.sampled_from([0, 1, 64]))  # in 256: none, a few, a quarter
+    types = bytearray(data.draw(st.binary(min_size=size, max_size=size)).translate(
+        bytes(pt.XTAB if b < holes else pt.NOTAB for b in range(256))))
+    frames = [fm.mfn(p) for p in data.draw(st.lists(st.integers(0, size - 1), min_size=512,
+                                                    max_size=512))]
+    for _ in range(data.draw(st.integers(0, 2))):  # now and then a frame not the domain's
+        frames[data.draw(st.integers(0, 511))] = data.draw(st.integers(0, 2**32 - 1))
+    flags = 0x63 if levels == 4 else 0x1
+    entries = [(f << 12) | flags for f in frames]
+    if levels == 3:
+        entries[:4] = [e & ~pagetable.PAE_L3_CLEARED for e in entries[:4]]
+    got = [validate.first_hole(memoryview(_page(entries)), 1, levels, fm.pfns, types, lanes_of)
+           for lanes_of in (validate.pt_targets_lanes(fm, types), None)]
+    assert got[0] == got[1]
+    event("no hole" if got[0] is None else "a hole")
