@@ -17,6 +17,29 @@ from pathlib import Path
 from typing import NamedTuple
 
 PACKAGE = re.compile(r"^xen-utils-(\d+)\.(\d+)$")
+XEN_PY3_DEFECT = "Data not NUL terminated"  # verify-stream-v2, EMULATOR_XENSTORE_DATA
+XEN_PY3_XL_DEFECT = "No xl header"  # convert-legacy-stream -x
+# Xen's script, run with Python 2's semantics for the two things its Python 3 port gets
+# wrong: EMULATOR_XENSTORE_DATA's body (an index is a 1-character string, split takes a
+# string) and xl's magic (bytes). Everything else is Xen's code.
+PY2 = """
+import runpy, sys
+from xen.migration import libxl, xl
+class Py2Bytes(bytes):
+    def __getitem__(self, k):
+        r = bytes.__getitem__(self, k)
+        return chr(r) if isinstance(k, int) else Py2Bytes(r)
+    def split(self, sep=None, maxsplit=-1):
+        sep = sep.encode("latin-1") if isinstance(sep, str) else sep
+        return [p.decode("latin-1") for p in bytes.split(self, sep, maxsplit)]
+rtype = libxl.REC_TYPE_emulator_xenstore_data
+xen_check = libxl.record_verifiers[rtype]
+libxl.record_verifiers[rtype] = lambda self, content: xen_check(self, Py2Bytes(content))
+if isinstance(xl.MAGIC, str):
+    xl.MAGIC = xl.MAGIC.encode("latin-1")
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 class XenTools(NamedTuple):
@@ -27,13 +50,16 @@ class XenTools(NamedTuple):
     def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self._python(str(self.bin / tool), *args)
 
-    def run_code(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """python3 -c CODE ARGS with Xen's python package importable."""
-        return self._python("-c", code, *args)
+    def run_py2(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """The tool run by the prelude PY2 (Python 2 semantics where Xen's Python 3
+        port is wrong)."""
+        return self._python("-c", PY2, str(self.bin / tool), *args)
 
     def _python(self, *argv: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PYTHONPATH": str(self.pythonpath)}
-        python = shutil.which("python3") or "python3"
+        # Debian's python3, the interpreter the package is built for, when there is one
+        python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else (
+            shutil.which("python3") or "python3")
         return subprocess.run([python, *argv], env=env, capture_output=True, text=True,
                               timeout=300)
 
