@@ -164,3 +164,74 @@ def test_inventory_deployment_is_removed_on_sigterm(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+KILLED_CHILD = """
+import sys, time
+from pathlib import Path
+from testbed.hosts.inventory import inventory
+repo, path = Path(sys.argv[1]), Path(sys.argv[2])
+with inventory(path, ["i386-a"], run_id=sys.argv[3], mounts={"i386-a": repo / "xsmig"},
+               progress=lambda line: print("SAY", line, flush=True)) as inv:
+    host = inv.host("i386-a")
+    for args in (("create", "g", "--pages", "64"), ("run", "g", "--dirty-rate", "20",
+                                                        "--detach")):
+        r = host.xsmig(*args)
+        assert r.ok, r.err
+    print("UP", inv.deployed["i386-a"].directory, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_runs_deployment_is_reaped_by_the_next_run(tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup: the deployment and its detached guest stay. The next run
+    on the machine removes both before it deploys (its runner is provably gone)."""
+    import signal
+
+    from machines import standins
+
+    from testbed.hosts.inventory import _client_key, load
+    from testbed.hosts.ssh import Host, parse_public_key
+
+    def start(run_id: str) -> tuple[subprocess.Popen[str], str, list[str]]:
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(REPO),
+                                 str(inventory), run_id], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        said = []
+        for line in proc.stdout:
+            said.append(line.strip())
+            if line.startswith("UP "):
+                return proc, line.split()[1], said
+        proc.wait(timeout=60)
+        raise AssertionError(f"{run_id} did not start: {said} "
+                             f"{proc.stderr.read() if proc.stderr else ''}")
+
+    with standins(tmp_path / "boxes", ["i386"]) as inventory:
+        (m,) = load(inventory)
+        box = Host(m.name, m.port, parse_public_key(m.host_key), _client_key(m.key),
+                   m.address, m.user)
+        first = second = None
+        try:
+            first, killed_dir, _ = start("killed")
+            guest = box.shell('grep -lsaF "XSMIG_STORE=$1/store" /proc/[0-9]*/environ; true',
+                              killed_dir).out.split()
+            assert guest, "the detached guest is not running"
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=60)
+            assert box.run(["test", "-e", f"{killed_dir}/runner"]).ok  # left behind
+            second, kept_dir, said = start("next")
+            assert any(f"removed 1 deployment(s) of dead runs: {killed_dir}" in s
+                       for s in said), said
+            assert not box.run(["test", "-e", killed_dir]).ok
+            assert box.run(["test", "-e", kept_dir]).ok  # its own, live run untouched
+            for pid_environ in guest:
+                assert not box.run(["test", "-e", pid_environ]).ok, "the guest still runs"
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=60)
+            assert not box.run(["test", "-e", kept_dir]).ok
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+            box.close()
