@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,11 +31,12 @@ CELLS = {
 }
 
 
-def _matrix(report_dir: Path, *backend: str) -> tuple[dict[str, str], str, dict[str, object]]:
+def _matrix(report_dir: Path, *backend: str, env: dict[str, str] | None = None
+            ) -> tuple[dict[str, str], str, dict[str, object]]:
     proc = subprocess.run(
         [sys.executable, "-m", "testbed", "matrix", "--select", ",".join(CELLS), "--jobs", "1",
          "--report-dir", str(report_dir), *backend],
-        cwd=REPO, capture_output=True, text=True, timeout=1100,
+        cwd=REPO, capture_output=True, text=True, timeout=1100, env={**os.environ, **(env or {})},
     )
     doc = json.loads((report_dir / "results.json").read_text())
     got = {c["id"]: c["verdict"] for c in doc["cells"]}
@@ -86,36 +88,54 @@ STANDINS = Path(__file__).resolve().parent / "standins"
 
 
 @pytest.fixture(scope="module")
-def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A remote engine: XSMIG_TEST_ENGINE when given, else a second dockerd started here
-    on its own socket, data root and bridge (standins/engine.sh), stopped afterwards."""
+def second_engine(tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[str, dict[str, str]]]:
+    """A remote engine and the environment that reaches it: XSMIG_TEST_ENGINE when given
+    (with the caller's environment), else a second dockerd started here on its own
+    socket, data root and bridge, reached as a remote engine is, over tcp://127.0.0.1
+    with mutual TLS (standins/engine.sh start-tls), stopped afterwards."""
     given = os.environ.get("XSMIG_TEST_ENGINE")
     if given:
-        yield given
+        yield given, {}
         return
-    if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        pytest.fail("a second engine needs root and dockerd, or XSMIG_TEST_ENGINE=URL")
-    where = str(tmp_path_factory.mktemp("engine2"))
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("openssl") is None:
+        pytest.fail("a second engine needs root, dockerd and openssl, or XSMIG_TEST_ENGINE=URL")
+    where = tmp_path_factory.mktemp("engine2")
     script = str(STANDINS / "engine.sh")
-    started = subprocess.run(["sh", script, "start", where], capture_output=True, text=True,
-                             timeout=120)
+    with socket.socket() as s:  # a free port for the engine's TLS endpoint
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XSMIG_ENGINE2_TLS_PORT": str(port)}
+    started = subprocess.run(["sh", script, "start-tls", str(where)], capture_output=True,
+                             text=True, timeout=180, env=env)
     assert started.returncode == 0, started.stderr
     try:
-        yield started.stdout.strip().splitlines()[-1]
+        yield started.stdout.strip().splitlines()[-1], {
+            "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(where / "client")}
     finally:
-        subprocess.run(["sh", script, "stop", where], capture_output=True, timeout=120)
+        subprocess.run(["sh", script, "stop", str(where)], capture_output=True, timeout=120)
 
 
 def test_remote_engine_runs_the_cells_and_removes_its_containers(
-    tmp_path: Path, second_engine: str
+    tmp_path: Path, second_engine: tuple[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import docker
+    from testbed.hosts.engines import EngineSpec, connect
 
-    url = second_engine
-    got, log, doc = _matrix(tmp_path / "report", "--engine", f"far={url}")
+    url, env = second_engine
+    if not env.get("DOCKER_TLS_VERIFY") and not os.environ.get("XSMIG_TEST_ENGINE"):
+        pytest.fail("the stand-in engine must be reached over TLS")
+    if env:  # without the client certificate the engine refuses: TLS is really on
+        bare = subprocess.run(["docker", "-H", url, "version"], capture_output=True,
+                              text=True, timeout=60,
+                              env={k: v for k, v in os.environ.items()
+                                   if not k.startswith("DOCKER_")})
+        assert bare.returncode != 0, bare.stdout
+    got, log, doc = _matrix(tmp_path / "report", "--engine", f"far={url}", env=env)
     assert got == CELLS, log
     assert doc["meta"]["backend"] == "engines far"  # type: ignore[index]
-    far = docker.DockerClient(base_url=url)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    far = connect(EngineSpec("far", url)).client  # as the runner reached it
     left = far.containers.list(all=True, filters={"label": "org.xsmig.testbed"})
     assert [c.name for c in left if c.labels.get("org.xsmig.keep") != "1"] == []
 

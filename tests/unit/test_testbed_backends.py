@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import marshal
+import os
 import struct
 import sys
 import tarfile
@@ -264,3 +265,16 @@ def test_the_machine_reaper_takes_only_dead_runs(tmp_path: Path) -> None:
                                        "/tmp/xsmig-far-ccc", "/tmp/xsmig-farold-ddd"]
     gone = [d.name for d in reaper.orphans(found, me)]
     assert gone == ["/tmp/xsmig-dead-bbb", "/tmp/xsmig-farold-ddd"]
+
+
+def test_a_tls_engine_is_checked_against_its_own_ca(monkeypatch: pytest.MonkeyPatch) -> None:
+    """REQUESTS_CA_BUNDLE (set on many machines) must not replace the engine's CA while
+    the client is built (requests prefers it to the session's CA file)."""
+    from testbed.hosts import engines
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/elsewhere.crt")
+    with engines._engine_ca_only():
+        assert "REQUESTS_CA_BUNDLE" not in os.environ and "CURL_CA_BUNDLE" not in os.environ
+    assert os.environ["REQUESTS_CA_BUNDLE"] == "/etc/ssl/certs/ca-certificates.crt"
+    assert os.environ["CURL_CA_BUNDLE"] == "/elsewhere.crt"
