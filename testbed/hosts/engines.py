@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,27 +86,45 @@ def connect(spec: EngineSpec) -> Engine:
             ctx = ContextAPI.get_context(spec.url.removeprefix("context:"))
             if ctx is None:
                 raise EngineError(f"engine {spec.name}: no Docker context {spec.url[8:]!r}")
-            client = docker.DockerClient(base_url=ctx.Host, tls=ctx.TLSConfig)
+            with _engine_ca_only():
+                client = docker.DockerClient(base_url=ctx.Host, tls=ctx.TLSConfig)
             url = str(ctx.Host)
         elif spec.url.startswith("tcp://") and os.environ.get("DOCKER_TLS_VERIFY"):
-            client = docker.DockerClient(
-                base_url=spec.url,
-                tls=docker.tls.TLSConfig(
-                    client_cert=_certs("cert.pem", "key.pem"),
-                    ca_cert=_certs("ca.pem")[0],
-                    verify=True,
-                ),
-            )
+            with _engine_ca_only():
+                client = docker.DockerClient(
+                    base_url=spec.url,
+                    tls=docker.tls.TLSConfig(
+                        client_cert=_certs("cert.pem", "key.pem"),
+                        ca_cert=_certs("ca.pem")[0],
+                        verify=True,
+                    ),
+                )
             url = spec.url
         else:
             client = docker.DockerClient(base_url=spec.url, use_ssh_client=True)
             url = spec.url
+        if isinstance(client.api.verify, str):  # TLS with the engine's CA: see below
+            client.api.trust_env = False
         client.ping()
     except EngineError:
         raise
     except Exception as exc:
         raise EngineError(f"engine {spec.name} ({spec.url}) does not answer: {exc}") from exc
     return Engine(spec.name, client, spec.address or _address(url), copy_sources=True)
+
+
+@contextlib.contextmanager
+def _engine_ca_only() -> Iterator[None]:
+    """The engine's own CA, as the docker CLI uses it. requests lets REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE (set on many machines) replace a session's CA file, and would refuse
+    the engine; the client is built without them (its first request, the API version,
+    happens here), and made to ignore the environment afterwards (trust_env)."""
+    saved = {k: os.environ.pop(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+             if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _certs(*names: str) -> tuple[str, ...]:

@@ -17,6 +17,11 @@ keeps the store and the bytecode inside it too, checks that the machine's python
 reports the declared ABI, and on every exit (normal, exception, signal, atexit)
 removes the directory. Nothing is installed; nothing outside the directory is
 written but the runner's scratch files, which live in it as well.
+
+A runner killed outright (SIGKILL) removes nothing. Each directory therefore holds the
+runner's identity (`runner`: as the container labels of testbed.hosts.reaper), and the
+next run on a machine first reaps the directories of runs whose runner is gone, with
+the processes they left (a detached guest), by the container reaper's rule.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import paramiko
 from scenarios.arches import ARCHES
 from scenarios.hosts import HostSpec
 from testbed.errors import TestbedError
-from testbed.hosts import bytecode
+from testbed.hosts import bytecode, reaper
 from testbed.hosts.hosts import Guarded
 from testbed.hosts.ssh import ClientKey, Host, parse_public_key
 
@@ -152,10 +157,12 @@ exec {python} -S -m xsmig "$@"
 """
 
 
-def deployment(package: Path, directory: str, host_id: int, python: str) -> bytes:
-    """A tar of xsmig's sources, the wrapper bin/xsmig and the empty store and scratch;
-    with xsmig's bytecode compiled here, which a machine whose python writes the same
-    format (magic number) uses instead of compiling it (under QEMU: seconds)."""
+def deployment(package: Path, directory: str, host_id: int, python: str,
+               runner: str = "") -> bytes:
+    """A tar of xsmig's sources, the wrapper bin/xsmig, the empty store and scratch and
+    the runner's identity (RUNNER_FILE, for the next run's reaper); with xsmig's bytecode
+    compiled here, which a machine whose python writes the same format (magic number)
+    uses instead of compiling it (under QEMU: seconds)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         def add(name: str, data: bytes, mode: int) -> None:
@@ -170,6 +177,8 @@ def deployment(package: Path, directory: str, host_id: int, python: str) -> byte
         text = WRAPPER.format(dir=shlex.quote(directory), host_id=host_id,
                               python=shlex.quote(python))
         add("bin/xsmig", text.encode(), 0o755)
+        if runner:
+            add(RUNNER_FILE, f"{runner}\n{time.time():.0f}\n".encode(), 0o600)
         tag = sys.implementation.cache_tag
         for path in sorted(package.rglob("*.py")):
             if "__pycache__" not in path.parts:
@@ -183,6 +192,56 @@ def deployment(package: Path, directory: str, host_id: int, python: str) -> byte
                     add(f"xsmig/{rel.parent}/__pycache__/{path.stem}.{tag}.pyc".replace(
                         "/./", "/"), code, 0o644)
     return buf.getvalue()
+
+
+RUNNER_FILE = "runner"  # runner identity (reaper.Runner.label) and creation time
+# Each deployment directory of this user with a runner file: the directory, the file's
+# two lines. Then, given directories, their processes (by the store in their
+# environment: a detached guest outlives its SSH channel) are killed and they go.
+LIST_DEPLOYMENTS = (
+    'for f in /tmp/xsmig-*-*/' + RUNNER_FILE + '; do [ -f "$f" ] && [ -O "$f" ] || continue; '
+    'printf "%s\\t" "${f%/*}"; tr "\\n" "\\t" < "$f"; echo; done; true')
+REAP_DEPLOYMENTS = (
+    'for d in "$@"; do for p in /proc/[0-9]*; do '
+    'grep -qsaF "XSMIG_STORE=$d/store" "$p/environ" && kill -9 "${p#/proc/}"; done; '
+    'rm -rf -- "$d"; done; true')
+
+
+@dataclass(frozen=True)
+class LeftDirectory:
+    """A deployment directory found on a machine, seen as the reaper sees a container."""
+
+    name: str
+    labels: dict[str, str]
+
+    def remove(self, *, force: bool = False, v: bool = False) -> None:
+        pass  # removed in one command per machine (reap_machine)
+
+
+def left_directories(listing: str) -> list[LeftDirectory]:
+    """LIST_DEPLOYMENTS' lines as the reaper's containers; lines it cannot read, skipped
+    (never reaped: only what is known to be a dead run's goes)."""
+    out = []
+    for line in listing.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 3 or not parts[0].startswith("/tmp/xsmig-"):
+            continue
+        out.append(LeftDirectory(parts[0], {reaper.LABEL: "1", reaper.RUNNER: parts[1],
+                                            reaper.CREATED: parts[2]}))
+    return out
+
+
+def reap_machine(bare: Host, me: reaper.Runner | None = None) -> list[str]:
+    """Remove the deployment directories (and their processes) of dead runs on one
+    machine; returns them."""
+    listed = bare.shell(LIST_DEPLOYMENTS, timeout=DEPLOY_TIMEOUT)
+    if not listed.ok:
+        return []
+    dead = [d.name for d in reaper.orphans(left_directories(listed.out),
+                                           me or reaper.current_runner())]
+    if dead:
+        bare.shell(REAP_DEPLOYMENTS, *dead, timeout=DEPLOY_TIMEOUT)
+    return dead
 
 
 @dataclass
@@ -207,6 +266,12 @@ class Inventory(Guarded):
 
     def start(self, names: Sequence[str], say: Callable[[str], None] | None = None) -> None:
         placement = place(names, self.specs, self.machines)
+        machines = list({m.name: m for m in placement.values()}.values())
+        with ThreadPoolExecutor(max_workers=max(1, len(machines))) as pool:
+            for m, gone in zip(machines, pool.map(self._reap, machines), strict=True):
+                if gone and say is not None:
+                    say(f"{m.name}: removed {len(gone)} deployment(s) of dead runs: "
+                        + ", ".join(gone))
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             for n, d in zip(names, pool.map(lambda n: self._deploy(n, placement[n]), names),
                             strict=True):
@@ -216,6 +281,22 @@ class Inventory(Guarded):
                     say(f"host {n}: FAILED: {d.error.splitlines()[0]}" if d.error else
                         f"host {n}: xsmig deployed on {m.name} ({m.user}@{m.address}:{m.port})"
                         f" in {d.directory}")
+
+    @staticmethod
+    def _reap(m: Machine) -> list[str]:
+        """A dead run's leftovers on the machine; a machine that cannot be asked is
+        reported by its deployment, not here."""
+        try:
+            bare = Host(m.name, m.port, parse_public_key(m.host_key), _client_key(m.key),
+                        m.address, m.user)
+        except (TestbedError, OSError):
+            return []
+        try:
+            return reap_machine(bare)
+        except (TestbedError, OSError):
+            return []
+        finally:
+            bare.close()
 
     def _deploy(self, name: str, m: Machine) -> Deployed:
         d = Deployed(m)
@@ -230,7 +311,8 @@ class Inventory(Guarded):
             if not r.ok:
                 raise InventoryError(f"mktemp on {m.name}: {r.err.strip()}")
             d.directory = r.out.strip()
-            tar = deployment(self.mounts[name], d.directory, self.specs[name].host_id, m.python)
+            tar = deployment(self.mounts[name], d.directory, self.specs[name].host_id, m.python,
+                             reaper.current_runner().label())
             r = bare.run(["tar", "-x", "-C", d.directory, "-f", "-"], timeout=DEPLOY_TIMEOUT,
                          stdin=tar)
             if not r.ok:

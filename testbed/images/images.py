@@ -202,8 +202,7 @@ def _plan_builders(arch: Arch, cache: Path) -> list[str]:
     order = [first] if os.environ.get("XSMIG_ROOTFS_BUILDER") else [first, "debootstrap"]
     usable: list[tuple[str, list[Check]]] = []
     missing: list[tuple[str, list[Check]]] = []
-    for name in dict.fromkeys(order):
-        problems = build_problems([arch], cache, name)
+    for name, problems in build_problems([arch], cache, list(dict.fromkeys(order))).items():
         (missing if problems else usable).append((name, problems))
     if not usable:
         seen: dict[str, Check] = {}

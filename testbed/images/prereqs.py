@@ -345,10 +345,14 @@ def run_checks(arches: Sequence[Arch], cache: Path) -> list[Check]:
     return [p.check(arches, cache) for p in PREREQS]
 
 
-def build_problems(arches: Sequence[Arch], cache: Path, builder: str) -> list[Check]:
-    """The failed rows that a rootfs build of ``arches`` with ``builder`` needs."""
-    rows = [p for p in PREREQS if p.build and p.builder in ("", builder)]
-    return [c for c in (p.check(arches, cache) for p in rows) if not c.ok]
+def build_problems(arches: Sequence[Arch], cache: Path, builders: Sequence[str]
+                   ) -> dict[str, list[Check]]:
+    """For each of ``builders``, the failed rows a rootfs build of ``arches`` with it
+    needs. One pass: a row shared by the builders is checked once."""
+    wanted = [p for p in PREREQS if p.build and (not p.builder or p.builder in builders)]
+    checked = {p.name: p.check(arches, cache) for p in wanted}
+    return {b: [checked[p.name] for p in wanted
+                if p.builder in ("", b) and not checked[p.name].ok] for b in builders}
 
 
 def describe_missing(checks: Sequence[Check]) -> str:

@@ -26,3 +26,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="hosts on this Docker engine (python -m testbed matrix --engine)")
     group.addoption("--matrix-inventory", default=None, metavar="HOSTS.TOML",
                     help="hosts on these machines (python -m testbed matrix --inventory)")
+    # The nightly workflow, as `python -m testbed matrix` takes it (docs/testbed.md)
+    group.addoption("--matrix-baseline", default=None, metavar="PATH",
+                    help="a previous run's results.json or report directory (--baseline)")
+    group.addoption("--matrix-history", default=None, metavar="DIR",
+                    help="keep this run's results in DIR; its last run is the baseline "
+                         "(--history)")
+    group.addoption("--matrix-history-keep", type=int, default=14, metavar="N",
+                    help="runs kept in --matrix-history")
+    group.addoption("--matrix-rerun-failures", type=int, default=0, metavar="N",
+                    help="rerun each failed cell up to N times on fresh hosts (flakes)")
+    group.addoption("--matrix-fail-on", default=None, choices=("regression", "any"),
+                    help="which cells fail their test: regressions only (default with a "
+                         "baseline; the others are xfailed with their class) or any cell not "
+                         "as expected, flakes included (default without one)")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,20 +199,29 @@ def test_arch_test_runs_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_build_problems_take_only_the_builders_rows(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
     rows = []
+    checked: list[str] = []
+
+    def failing(name: str) -> Callable[[Any, Any], prereqs.Check]:
+        def check(_a: Any, _c: Any) -> prereqs.Check:
+            checked.append(name)
+            return prereqs.Check(name, False, "x", "f", (name,), "apt")
+        return check
+
     for p in prereqs.PREREQS:
-        rows.append(
-            prereqs.Prereq(p.name, p.needed_by, p.checked_by, p.packages,
-                           lambda _a, _c, n=p.name: prereqs.Check(n, False, "x", "f", (n,), "apt"),
-                           p.build, p.builder)
-        )
+        rows.append(prereqs.Prereq(p.name, p.needed_by, p.checked_by, p.packages,
+                                   failing(p.name), p.build, p.builder))
     monkeypatch.setattr(prereqs, "PREREQS", tuple(rows))
-    mm = {c.name for c in prereqs.build_problems([get_arch("i386")], tmp_path, "mmdebstrap")}
-    deb = {c.name for c in prereqs.build_problems([get_arch("i386")], tmp_path, "debootstrap")}
+    both = prereqs.build_problems([get_arch("i386")], tmp_path, ["mmdebstrap", "debootstrap"])
+    # One pass: a row both builders need (qemu, binfmt, disk, ...) is asked once.
+    assert len(checked) == len(set(checked)) and "mmdebstrap" in checked
+    mm = {c.name for c in both["mmdebstrap"]}
+    deb = {c.name for c in both["debootstrap"]}
     assert {"mmdebstrap", "arch-test"} <= mm and "debootstrap" not in mm
     assert "debootstrap" in deb and not {"mmdebstrap", "arch-test"} & deb
     assert "docker engine" not in mm and "python libraries" not in mm
+    assert mm & deb  # the shared rows fail for both
     line = prereqs.describe_missing(
-        prereqs.build_problems([get_arch("i386")], tmp_path, "mmdebstrap")
+        prereqs.build_problems([get_arch("i386")], tmp_path, ["mmdebstrap"])["mmdebstrap"]
     )
     assert "arch-test: x" in line and "doctor --fix" in line and "\n" not in line
 

@@ -91,9 +91,11 @@ def test_a_mirror_failure_does_not_fall_back(monkeypatch: pytest.MonkeyPatch,
 
 def test_no_usable_builder_is_one_error_naming_the_fix(monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
-    def problems(_arches: Any, _cache: Path, name: str) -> list[prereqs.Check]:
-        pkg = "arch-test" if name == "mmdebstrap" else "debootstrap"
-        return [prereqs.Check(pkg, False, "not installed", "apt-get ...", (pkg,), "apt")]
+    def problems(_arches: Any, _cache: Path, names: list[str]
+                 ) -> dict[str, list[prereqs.Check]]:
+        pkgs = {"mmdebstrap": "arch-test", "debootstrap": "debootstrap"}
+        return {n: [prereqs.Check(pkgs[n], False, "not installed", "apt-get ...", (pkgs[n],),
+                                  "apt")] for n in names}
 
     monkeypatch.setattr(images, "build_problems", problems)
     monkeypatch.setattr(images, "builder", lambda: "mmdebstrap")
@@ -109,10 +111,10 @@ def test_no_usable_builder_is_one_error_naming_the_fix(monkeypatch: pytest.Monke
 
 def test_a_missing_preferred_builder_uses_the_fallback(monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
-    def problems(_arches: Any, _cache: Path, name: str) -> list[prereqs.Check]:
-        if name == "mmdebstrap":
-            return [prereqs.Check("arch-test", False, "not installed", "", ("arch-test",))]
-        return []
+    def problems(_arches: Any, _cache: Path, names: list[str]
+                 ) -> dict[str, list[prereqs.Check]]:
+        return {n: [prereqs.Check("arch-test", False, "not installed", "", ("arch-test",))]
+                if n == "mmdebstrap" else [] for n in names}
 
     monkeypatch.setattr(images, "build_problems", problems)
     monkeypatch.setattr(images, "builder", lambda: "mmdebstrap")

@@ -6,9 +6,11 @@ import importlib.util
 import io
 import json
 import marshal
+import os
 import struct
 import sys
 import tarfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -229,3 +231,50 @@ def test_the_deployment_keeps_everything_in_its_directory(tmp_path: Path) -> Non
     assert struct.unpack("<II", pyc[8:16]) == (int(src.mtime), src.size)
     assert marshal.loads(pyc[16:]).co_filename == "/tmp/xsmig-r-abc/xsmig/stream/format.py"
 
+
+
+def test_the_machine_reaper_takes_only_dead_runs(tmp_path: Path) -> None:
+    """A deployment records its runner; the next run reaps a directory whose runner is
+    gone (same machine and boot, pid start time changed) or, for a runner elsewhere, one
+    older than the reaper's TTL; never a live run's, never a line it cannot read."""
+    from testbed.hosts import reaper
+    from testbed.hosts.inventory import RUNNER_FILE, left_directories
+
+    me = reaper.current_runner()
+    pkg = tmp_path / "xsmig"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    with tarfile.open(fileobj=io.BytesIO(deployment(pkg, "/tmp/xsmig-r-abc", 1, "python3",
+                                                    me.label()))) as tar:
+        runner_file = tar.extractfile(RUNNER_FILE).read().decode()  # type: ignore[union-attr]
+    label, created = runner_file.splitlines()
+    assert reaper.Runner.parse(label) == me and float(created) > 0
+    dead = reaper.Runner(me.hostname, me.boot_id, me.pid, "0").label()  # pid recycled
+    elsewhere = reaper.Runner("other-box", "b", 42, "7").label()
+    now = time.time()
+    listing = "\n".join([
+        f"/tmp/xsmig-live-aaa\t{label}\t{now:.0f}\t",
+        f"/tmp/xsmig-dead-bbb\t{dead}\t{now:.0f}\t",
+        f"/tmp/xsmig-far-ccc\t{elsewhere}\t{now:.0f}\t",
+        f"/tmp/xsmig-farold-ddd\t{elsewhere}\t{now - reaper.FOREIGN_TTL - 60:.0f}\t",
+        "/tmp/xsmig-garbled-eee\tno tabs here",
+        f"/etc/not-ours\t{dead}\t{now:.0f}\t",
+    ])
+    found = left_directories(listing)
+    assert [d.name for d in found] == ["/tmp/xsmig-live-aaa", "/tmp/xsmig-dead-bbb",
+                                       "/tmp/xsmig-far-ccc", "/tmp/xsmig-farold-ddd"]
+    gone = [d.name for d in reaper.orphans(found, me)]
+    assert gone == ["/tmp/xsmig-dead-bbb", "/tmp/xsmig-farold-ddd"]
+
+
+def test_a_tls_engine_is_checked_against_its_own_ca(monkeypatch: pytest.MonkeyPatch) -> None:
+    """REQUESTS_CA_BUNDLE (set on many machines) must not replace the engine's CA while
+    the client is built (requests prefers it to the session's CA file)."""
+    from testbed.hosts import engines
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/elsewhere.crt")
+    with engines._engine_ca_only():
+        assert "REQUESTS_CA_BUNDLE" not in os.environ and "CURL_CA_BUNDLE" not in os.environ
+    assert os.environ["REQUESTS_CA_BUNDLE"] == "/etc/ssl/certs/ca-certificates.crt"
+    assert os.environ["CURL_CA_BUNDLE"] == "/elsewhere.crt"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+import scenarios
 from testbed.cells.results import FAILED, PASSED, REFUSED, Attempt, CellResult
 from testbed.reports import baseline, history, report
 
@@ -125,3 +126,34 @@ def test_old_results_without_the_new_fields_still_load(tmp_path: Path) -> None:
         del r[k]
     (tmp_path / "results.json").write_text(json.dumps({"cells": [r]}))
     assert baseline.load(tmp_path)[IDS[0]].change == ""
+
+
+def test_the_pytest_consumer_fails_what_fails_the_run_and_xfails_the_rest() -> None:
+    """tests/integration/test_matrix.py::test_cell under --matrix-fail-on: a regression
+    fails its test, a flake or a still-failing cell is xfailed with its class (never a
+    pass), and with `any` every cell not as expected fails."""
+    from tests.integration.test_matrix import test_cell as consume
+
+    before = {IDS[0]: cell(IDS[0], PASSED), IDS[1]: cell(IDS[1], PASSED),
+              IDS[2]: cell(IDS[2], FAILED), IDS[3]: cell(IDS[3], PASSED)}
+    now = [cell(IDS[0], FAILED, ["failed"]), cell(IDS[1], FAILED, ["passed"]),
+           cell(IDS[2], FAILED), cell(IDS[3], PASSED)]
+    baseline.compare(now, before)
+    results = {r.id: r for r in now}
+    from testbed.runs.session import Settings
+
+    def outcome(cell_id: str, fail_on: str) -> str:
+        chosen = next(c for c in scenarios.all_cells() if c.id == cell_id)
+        try:
+            consume(chosen, results, Settings(jobs=1), fail_on)
+        except pytest.xfail.Exception as exc:  # a subclass of fail's: asked first
+            return f"xfailed: {exc}"
+        except pytest.fail.Exception as exc:
+            return f"failed: {str(exc).splitlines()[0]}"
+        return "passed"
+
+    assert outcome(IDS[0], "regression").startswith("failed: regression: hop 1")
+    assert outcome(IDS[1], "regression").startswith("xfailed: flaky (--matrix-fail-on regr")
+    assert outcome(IDS[2], "regression").startswith("xfailed: still-failing")
+    assert outcome(IDS[3], "regression") == "passed"
+    assert [outcome(i, "any").split(":")[0] for i in IDS] == ["failed"] * 3 + ["passed"]

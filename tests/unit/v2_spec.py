@@ -6,8 +6,9 @@ xsmig with its own tables.
 
 `xen_check` adds the strictness of Xen's own tools/python/scripts/verify-stream-v2
 (xen/migration/libxc.py and libxl.py, LGPL-2.1; the rules are re-expressed here, not
-copied): libxc image version 2 only, only the record types its tables know (no optional
-record, no STATIC_DATA_END or CPU policies), and in the libxl layer the known records,
+copied) as Xen 4.6-4.13 shipped them, the strictest: libxc image version 2 only, only
+the record types their tables know (no optional record, no STATIC_DATA_END or CPU
+policies, which Xen 4.14+ also accept), and in the libxl layer the known records,
 emulator ids, and NUL-terminated key/value strings. Beyond what it checks: exactly one
 LIBXC_CONTEXT, the libxc stream ending in its END before libxl's END, nothing after."""
 
