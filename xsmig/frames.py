@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from xsmig import lanes
+from xsmig import lanes, words
+
+LANE_SPAN = 1 << 28  # the largest map the lane methods take: p2m_size <= MAX_P2M_SIZE
 
 # CPython's own SHA-256: `hashlib` would load OpenSSL's libcrypto, which costs every
 # emulated command about 0.1 s (docs/performance.md); the digest is the same.
@@ -79,8 +81,11 @@ class FrameMap:
     # Exact because no lane overflows: a frame is checked below p2m_size (<= 2^28, as are
     # mult, offset and the span) before it is multiplied, and a machine frame (< 2^40:
     # page-table frame fields) is checked inside the map's span before it is turned back.
+    # A larger map (no stream or store has one) takes the per-frame paths.
 
-    def _consts(self, n: int) -> tuple[int, ...]:
+    def _consts(self, n: int) -> tuple[int, ...] | None:
+        if self._mask >= LANE_SPAN:
+            return None
         c = self._lanes.get(n)
         if c is None:
             one = lanes.ones(n)
@@ -98,7 +103,10 @@ class FrameMap:
     def mfn_lanes(self, pfns: int, n: int = lanes.PAGE_LANES) -> int | None:
         """mfn() of n pfns given as lanes, as lanes; None when one is beyond p2m_size
         (the per-frame mfns() then says which)."""
-        below, top, mask, off, base, _, _, _, _ = self._consts(n)
+        c = self._consts(n)
+        if c is None:
+            return None
+        below, top, mask, off, base, _, _, _, _ = c
         if (pfns + below) & top:
             return None
         return ((pfns * self._mult + off) & mask) + base
@@ -108,14 +116,17 @@ class FrameMap:
         lanes."""
         n = len(pfns)
         mfns = self.mfn_lanes(lanes.iota(pfns.start, n), n)
-        if mfns is None:
-            raise ValueError(f"pfns {pfns} reach beyond p2m_size {self.p2m_size:#x}")
+        if mfns is None:  # -1 for a pfn beyond p2m_size, as mfns() gives it
+            return lanes.from_bytes(words.dump(self.mfns(list(pfns)), "q"))
         return mfns
 
     def pfn_lanes(self, mfns: int, n: int = lanes.PAGE_LANES) -> int | None:
         """pfn() of n frames (each below 2^40) given as lanes, as lanes; None when one is
         not this domain's (the per-frame pfns() then says which)."""
-        below, top, mask, _, _, shift, high, in_span, back = self._consts(n)
+        c = self._consts(n)
+        if c is None:
+            return None
+        below, top, mask, _, _, shift, high, in_span, back = c
         x = mfns + shift
         if x & high != in_span:
             return None

@@ -237,3 +237,11 @@ def test_first_hole_by_lanes_agrees_with_the_per_entry_walk(size: int, salt: int
            for lanes_of in (validate.pt_targets_lanes(fm, types), None)]
     assert got[0] == got[1]
     event("no hole" if got[0] is None else "a hole")
+
+
+def test_a_map_too_wide_for_lanes_takes_the_per_frame_paths() -> None:
+    fm = FrameMap(1, 2, 2**29)  # beyond MAX_P2M_SIZE: lanes could carry, so none are used
+    pfns = range(2**29 - 600, 2**29 - 88)
+    assert fm.mfn_lanes(lanes.iota(pfns.start, 512)) is None
+    assert fm.pfn_lanes(_lanes(fm.mfns(list(pfns)))) is None
+    assert lanes.to_list(fm.mfn_range(pfns), 512) == fm.mfns(list(pfns))
