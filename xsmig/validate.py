@@ -259,10 +259,11 @@ def first_hole(page: memoryview, level: int, pt_levels: int, to_pfns: pagetable.
     map; the entry-by-entry walk only runs to name the entry to blame. A dense table
     that `to_pfn_lanes` (pt_targets_lanes) accepts whole has none."""
     pagetable.normalise(page, level, pt_levels)
-    if (to_pfn_lanes is not None and pagetable.is_dense(page)
+    mask = pagetable.present_mask(page)
+    if (to_pfn_lanes is not None and 0 not in mask
             and to_pfn_lanes(pagetable.frame_lanes(page, pt_levels)) is not None):
         return None
-    index, values = pagetable.present_entries(page)
+    index, values = pagetable.present_entries(page, mask)
     fmask = pagetable.frame_mask(pt_levels)
     frames = [(e >> 12) & fmask for e in values]
     targets = to_pfns(frames)
