@@ -9,13 +9,13 @@ so under QEMU a page costs a few comprehensions, not a Python call per entry.
 
 from __future__ import annotations
 
-import re
 import sys
 from array import array
 from collections.abc import Callable
 from itertools import compress
 
 from xsmig import lanes, words
+from xsmig import pagetypes as pt
 
 ENTRIES = 512
 PRESENT = 0x1
@@ -31,7 +31,6 @@ U64 = 0xFFFFFFFFFFFFFFFF
 # entries. Its indices are picked in C: by a regex scan for a sparse table (it touches
 # only the present ones), by compress() over all 512 for a dense one.
 PRESENT_BYTE = bytes(b & PRESENT for b in range(256))
-_ONE = re.compile(b"\x01")
 SPARSE = 48  # present entries below which the scan is cheaper (measured natively)
 
 # Frames of a page's present entries -> their new frames, in order; -1 refuses a frame.
@@ -94,7 +93,7 @@ def present_indices(page: memoryview | bytes | bytearray, mask: bytes | None = N
     if mask is None:
         mask = present_mask(page)
     if mask.count(1) < SPARSE:
-        return [m.start() for m in _ONE.finditer(mask)]
+        return [m.start() for m in pt.ONE.finditer(mask)]
     return list(compress(range(ENTRIES), mask))
 
 

@@ -40,7 +40,7 @@ DATA_RUN = re.compile(b"[\x00-\x04\x09-\x0c]+")
 PLAIN_RUN = re.compile(b"\x00+")
 PAGETABLE = re.compile(b"[\x01-\x04\x09-\x0c]")
 HOLE_RUN = re.compile(b"\x0f+")
-_BREAK = re.compile(b"\x00")
+ONE = re.compile(b"\x01")  # the 1s of a 0/1 mask (present entries, marked pfns)
 
 # bytes.translate tables (256 entries; only 0..15 occur), for C-level masks over a
 # batch's types that itertools.compress then applies to its pfns.
@@ -71,9 +71,10 @@ def pfn_runs(pfns: list[int]) -> Iterator[tuple[int, int]]:
     # a regex scan: a live round's scattered pfns cost no Python step per entry
     follows = bytes(map(operator.eq, repeat(1), map(operator.sub, pfns[1:], pfns[:-1])))
     start = 0
-    for m in _BREAK.finditer(follows):
-        yield start, m.start() + 1
-        start = m.start() + 1
+    for m in PLAIN_RUN.finditer(follows):  # runs of 0s: each 0 is a break
+        for end in range(m.start() + 1, m.end() + 1):
+            yield start, end
+            start = end
     yield start, n
 
 

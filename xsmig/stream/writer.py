@@ -6,7 +6,6 @@ v2writer.py (v2) lay the bytes out."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from itertools import compress
 from typing import BinaryIO, NamedTuple
@@ -22,8 +21,6 @@ from xsmig.stream.emit import stream_layout as _stream_layout
 from xsmig.stream.v2writer import V2Emitter, physmap_problem
 from xsmig.validate import Invalid, pt_target, pt_targets, pt_targets_lanes, validate
 from xsmig.vcpu import FrameField, FrameFieldError, rewrite_frames
-
-_MARKED = re.compile(b"\x01")
 
 
 class SaveOptions(NamedTuple):
@@ -125,7 +122,7 @@ class _Saver:
             # C-level scan of their mask; no list of the pfns, no look at them.
             data_pfns, runs = pfns, ((0, len(pfns)),)
             p2m: Iterable[int] = [m.start() - pfns.start for m in
-                                  _MARKED.finditer(self.p2m_mask, pfns.start, pfns.stop)]
+                                  pt.ONE.finditer(self.p2m_mask, pfns.start, pfns.stop)]
             data_types = types
         else:
             data_pfns = list(compress(pfns, has_data))
