@@ -25,12 +25,17 @@ NAME = "live-workload"
 OUTRUN = "live-workload-outrun"
 DESCRIPTION = "live save of a running guest: converge, pause, no lost write"
 CONVERGING = Live(dirty_rate=100.0)  # pages/s: 0.4 MB/s, well below any emulated link
-# ~80 MB/s of dirtying: above every emulated save | restore; the working set (~2000
-# pages) caps each round, so the cell's cost is bounded by the rounds.
+# ~80 MB/s of dirtying: above every emulated save | restore; the working set caps each
+# round, so the cell's cost is bounded by the rounds.
 # No downtime target: the save's estimate counts bytes the link accepted, and a 16 MiB
-# SSH window accepts a whole small guest at once (xsmig/live.py).
+# SSH window accepts a whole small guest at once (xsmig/live.py). For the same reason
+# the guest is larger than what the buffers between save and restore hold: with a small
+# one, every round went into the buffers in milliseconds, shorter than one of the
+# emulated guest's chunks, and a round could end with nothing dirty ("threshold"), the
+# outrun unseen. 8192 pages (32 MiB): each round waits for the link.
 OUTRUNNING = Live(dirty_rate=20000.0, max_rounds=3, dirty_threshold=50, max_downtime=0.0,
                   stops=("round-limit",))
+OUTRUN_PAGES = 8192
 
 
 def _width(encoding: str) -> int:
@@ -49,6 +54,7 @@ def cells() -> list[Cell]:
                             live=CONVERGING, tags=("live",)))
     for pair in CROSS_WIDTH:  # the nightly cross-width pairs
         src, dst = pair.split("-to-")
-        out.append(Cell(OUTRUN, PAIRS[pair], "v2", Domain(guest_width=64, vcpus=2),
+        out.append(Cell(OUTRUN, PAIRS[pair], "v2",
+                        Domain(pages=OUTRUN_PAGES, guest_width=64, vcpus=2),
                         expect(src, dst, "v2")[0], live=OUTRUNNING, tags=("live",)))
     return out

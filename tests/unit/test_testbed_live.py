@@ -42,3 +42,13 @@ def test_live_workload_cells() -> None:
             assert c.live.stops == ("round-limit",) and c.live.max_downtime == 0
         else:
             assert "round-limit" not in c.live.stops
+
+
+def test_the_outrun_guest_is_larger_than_the_buffers_between_save_and_restore() -> None:
+    """With a guest the SSH window holds whole, every round went into buffers in
+    milliseconds and could end with nothing dirty ("threshold"): the outrun unseen."""
+    from testbed.cells.migrate import WINDOW
+
+    for c in live_workload.cells():
+        if c.scenario == live_workload.OUTRUN:
+            assert c.domain.pages * 4096 >= 2 * WINDOW
