@@ -138,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise TestbedError("--jobs must be at least 1")
     check_refs(parse_refs(args.xsmig_ref))  # fail early on a bad spec or ref
-    if args.rerun_failures < 0 or args.history_keep < 1:
-        raise TestbedError("--rerun-failures must be at least 0, --history-keep at least 1")
+    nightly.check_counts(args.rerun_failures, args.history_keep)
     settings = Settings(
         jobs=args.jobs or default_jobs(),
         report_dir=(args.report_dir or DEFAULT_REPORT_DIR).resolve(),
@@ -153,8 +152,7 @@ def run(args: argparse.Namespace) -> int:
         history_keep=args.history_keep,
         rerun_failures=args.rerun_failures,
     )
-    against = nightly.load_baseline(settings)  # a bad --baseline fails before any host starts
-    fail_on = args.fail_on or baseline.default_fail_on(against is not None)
+    fail_on = nightly.fail_on(settings, args.fail_on)  # a bad --baseline fails here
     results = run_matrix(cells, settings)
     blocking = baseline.failing(results, fail_on)
     if blocking:

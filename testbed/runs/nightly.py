@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from scenarios.model import Cell
 from testbed.cells.results import Attempt, CellResult
+from testbed.errors import TestbedError
 from testbed.reports import baseline, history
 
 
@@ -39,6 +40,19 @@ def load_baseline(settings: Settings) -> tuple[str, dict[str, CellResult]] | Non
     if path is None:
         return None
     return str(path), baseline.load(path)
+
+
+def check_counts(rerun_failures: int, history_keep: int, prefix: str = "--") -> None:
+    """The nightly counts, for the CLI (`--`) and the pytest consumer (`--matrix-`)."""
+    if rerun_failures < 0 or history_keep < 1:
+        raise TestbedError(f"{prefix}rerun-failures must be at least 0, {prefix}history-keep "
+                           "at least 1")
+
+
+def fail_on(settings: Settings, chosen: str | None) -> str:
+    """The policy asked for, or the default: regressions only when there is a baseline.
+    Loading it here also fails a bad --baseline before any host starts."""
+    return chosen or baseline.default_fail_on(load_baseline(settings) is not None)
 
 
 def rerun_failures(

@@ -41,9 +41,10 @@ def _path(config: pytest.Config, option: str) -> Path | None:
 def _settings(config: pytest.Config) -> Settings:
     rerun, keep = config.getoption("--matrix-rerun-failures"), config.getoption(
         "--matrix-history-keep")
-    if rerun < 0 or keep < 1:
-        raise pytest.UsageError("--matrix-rerun-failures must be at least 0, "
-                                "--matrix-history-keep at least 1")
+    try:
+        nightly.check_counts(rerun, keep, prefix="--matrix-")
+    except TestbedError as exc:
+        raise pytest.UsageError(str(exc)) from None
     return Settings(
         jobs=config.getoption("--matrix-jobs") or default_jobs(),
         report_dir=_path(config, "--matrix-report-dir") or DEFAULT_REPORT_DIR,
@@ -91,14 +92,10 @@ def matrix_settings(request: pytest.FixtureRequest) -> Settings:
 @pytest.fixture(scope="session")
 def matrix_fail_on(request: pytest.FixtureRequest, matrix_settings: Settings) -> str:
     """--matrix-fail-on, or the runner's default: regressions only against a baseline."""
-    chosen: str | None = request.config.getoption("--matrix-fail-on")
-    if chosen:
-        return chosen
     try:
-        against = nightly.load_baseline(matrix_settings)
+        return nightly.fail_on(matrix_settings, request.config.getoption("--matrix-fail-on"))
     except TestbedError as exc:
         pytest.exit(f"the matrix could not run: {exc}", returncode=1)
-    return baseline.default_fail_on(against is not None)
 
 
 @pytest.fixture(scope="session")

@@ -157,3 +157,14 @@ def test_the_pytest_consumer_fails_what_fails_the_run_and_xfails_the_rest() -> N
     assert outcome(IDS[2], "regression").startswith("xfailed: still-failing")
     assert outcome(IDS[3], "regression") == "passed"
     assert [outcome(i, "any").split(":")[0] for i in IDS] == ["failed"] * 3 + ["passed"]
+
+
+def test_the_nightly_counts_are_checked_once_for_both_entry_points() -> None:
+    from testbed.errors import TestbedError
+    from testbed.runs import nightly
+
+    nightly.check_counts(0, 1)
+    with pytest.raises(TestbedError, match=r"^--rerun-failures must be at least 0"):
+        nightly.check_counts(-1, 14)
+    with pytest.raises(TestbedError, match="--matrix-history-keep at least 1"):
+        nightly.check_counts(0, 0, prefix="--matrix-")
