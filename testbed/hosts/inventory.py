@@ -145,6 +145,12 @@ def _client_key(path: Path) -> ClientKey:
     return ClientKey(pkey, "")  # type: ignore[arg-type]  # any key type logs in
 
 
+def _bare(m: Machine) -> Host:
+    """The machine as its SSH user, outside any deployment (to reap, deploy, remove)."""
+    return Host(m.name, m.port, parse_public_key(m.host_key), _client_key(m.key), m.address,
+                m.user)
+
+
 WRAPPER = """#!/bin/sh
 # xsmig as the runner deployed it: everything it writes stays in this directory
 # (bytecode too: beside its sources, the stdlib's from the system's own __pycache__).
@@ -287,8 +293,7 @@ class Inventory(Guarded):
         """A dead run's leftovers on the machine; a machine that cannot be asked is
         reported by its deployment, not here."""
         try:
-            bare = Host(m.name, m.port, parse_public_key(m.host_key), _client_key(m.key),
-                        m.address, m.user)
+            bare = _bare(m)
         except (TestbedError, OSError):
             return []
         try:
@@ -375,8 +380,7 @@ class Inventory(Guarded):
             return
         m = d.machine
         with contextlib.suppress(TestbedError, OSError):
-            bare = Host(m.name, m.port, parse_public_key(m.host_key), _client_key(m.key),
-                        m.address, m.user)
+            bare = _bare(m)
             try:
                 bare.run(["rm", "-rf", "--", d.directory], timeout=DEPLOY_TIMEOUT)
             finally:
